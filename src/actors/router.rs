@@ -1,0 +1,307 @@
+//! `EventRouter`: takes committed events and hands each to the alarm actor of
+//! every monitor it concerns, starting (and supervising) those actors as
+//! needed. It keeps the probe index in memory: machine → machine-up probes.
+//!
+//! It is a dynamic supervisor: an alarm actor that crashes is restarted with
+//! fresh state (its open alarm reloaded from the store) after a backoff; one
+//! that crashes too often escalates, and the router fails to its supervisor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::alarm::{AccountUpdated, AlarmActor, AlarmEnv, MonitorEvent};
+use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
+use crate::model::{Account, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeType};
+
+/// Committed events to route.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RouteEvents(pub Vec<Event>);
+
+/// A probe was created or changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProbeChanged(pub Probe);
+
+/// An account was created or changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AccountChanged(pub Account);
+
+struct Monitor {
+    key: MonitorKey,
+    addr: Addr<AlarmActor>,
+    generation: u64,
+    restarts: RestartTracker,
+}
+
+pub struct EventRouter {
+    env: Arc<AlarmEnv>,
+    accounts: HashMap<Uuid, Account>,
+    probes: HashMap<Uuid, Arc<Probe>>,
+    /// machine uuid → machine-up probes watching it.
+    by_machine: HashMap<Uuid, Vec<Uuid>>,
+    /// Alarm actors by child id (the id their lifelines report).
+    monitors: HashMap<usize, Monitor>,
+    by_key: HashMap<MonitorKey, usize>,
+    next_child: usize,
+    policy: RestartPolicy,
+    lifeline: Lifeline,
+}
+
+impl EventRouter {
+    pub fn new(env: Arc<AlarmEnv>, lifeline: Lifeline) -> EventRouter {
+        EventRouter {
+            env,
+            accounts: HashMap::new(),
+            probes: HashMap::new(),
+            by_machine: HashMap::new(),
+            monitors: HashMap::new(),
+            by_key: HashMap::new(),
+            next_child: 0,
+            policy: RestartPolicy::default(),
+            lifeline,
+        }
+    }
+
+    fn index_probe(&mut self, probe: Probe) {
+        if let Some(old) = self.probes.remove(&probe.uuid) {
+            if let Some(machine) = old.machine {
+                if let Some(list) = self.by_machine.get_mut(&machine) {
+                    list.retain(|p| *p != old.uuid);
+                }
+            }
+        }
+        if probe.probe_type == ProbeType::MachineUp {
+            if let Some(machine) = probe.machine {
+                self.by_machine.entry(machine).or_default().push(probe.uuid);
+            }
+        }
+        self.probes.insert(probe.uuid, Arc::new(probe));
+    }
+
+    fn start_monitor(&mut self, key: MonitorKey, ctx: &mut Context<Self>) -> Option<Addr<AlarmActor>> {
+        let account = self.accounts.get(&key.user())?.clone();
+        let child = self.next_child;
+        self.next_child += 1;
+        let lifeline = Lifeline::new(ctx.address().recipient(), child, 1);
+        let addr = AlarmActor::new(key, account, self.env.clone(), lifeline).start();
+        self.monitors.insert(
+            child,
+            Monitor {
+                key,
+                addr: addr.clone(),
+                generation: 1,
+                restarts: RestartTracker::new(self.policy.clone()),
+            },
+        );
+        self.by_key.insert(key, child);
+        Some(addr)
+    }
+
+    fn monitor(&mut self, key: MonitorKey, ctx: &mut Context<Self>) -> Option<Addr<AlarmActor>> {
+        match self.by_key.get(&key).and_then(|child| self.monitors.get(child)) {
+            Some(m) => Some(m.addr.clone()),
+            None => self.start_monitor(key, ctx),
+        }
+    }
+
+    fn deliver(&mut self, probe: Arc<Probe>, event: ProbeEvent, ctx: &mut Context<Self>) {
+        if probe.disabled {
+            return;
+        }
+        let key = MonitorKey::of(&probe);
+        match self.monitor(key, ctx) {
+            // Through the mailbox bound: try_send fails only if the alarm
+            // actor is hopelessly behind, which we log rather than hide.
+            Some(addr) => {
+                if let Err(e) = addr.try_send(MonitorEvent { probe, event }) {
+                    tracing::error!(monitor = ?key, error = %e, "alarm actor cannot take the event");
+                }
+            }
+            None => tracing::warn!(monitor = ?key, "event for a probe of an unknown account dropped"),
+        }
+    }
+
+    fn route_machine(&mut self, m: MachineEvent, ctx: &mut Context<Self>) {
+        let Some(probes) = self.by_machine.get(&m.machine) else {
+            return;
+        };
+        let probes: Vec<Arc<Probe>> = probes.iter().filter_map(|p| self.probes.get(p).cloned()).collect();
+        for probe in probes {
+            let message = if m.up {
+                format!("Machine \"{}\" has come up.", m.machine)
+            } else {
+                format!("Machine \"{}\" has gone down.", m.machine)
+            };
+            let event = ProbeEvent {
+                v: 1,
+                user: probe.user,
+                probe_uuid: probe.uuid,
+                clear: m.up,
+                data: ProbeEventData {
+                    message,
+                    value: None,
+                    details: Some(serde_json::json!({
+                        "machine": m.machine,
+                        "oldState": m.old_state,
+                        "newState": m.new_state,
+                    })),
+                },
+                machine: Some(m.machine),
+                uuid: m.uuid,
+                time: m.time,
+                agent: Some(m.server),
+                agent_alias: m.alias.clone(),
+                relay: Some(m.relay),
+            };
+            self.deliver(probe, event, ctx);
+        }
+    }
+}
+
+impl Actor for EventRouter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(16 * 1024);
+        let store = self.env.store.clone();
+        ctx.wait(
+            async move {
+                let accounts = store.all_accounts().await?;
+                let probes = store.all_probes().await?;
+                let open = store.monitors_with_open_alarms().await?;
+                Ok::<_, crate::store::StoreError>((accounts, probes, open))
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| match result {
+                Ok((accounts, probes, open)) => {
+                    act.accounts = accounts.into_iter().map(|a| (a.uuid, a)).collect();
+                    for probe in probes {
+                        act.index_probe(probe);
+                    }
+                    // Monitors with open alarms resume their holds now.
+                    for key in open {
+                        act.monitor(key, ctx);
+                    }
+                    tracing::info!(
+                        accounts = act.accounts.len(),
+                        probes = act.probes.len(),
+                        "event router ready"
+                    );
+                }
+                Err(e) => {
+                    act.lifeline.fail(format!("cannot load probes: {e}"));
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<RouteEvents> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
+        for event in msg.0 {
+            match event {
+                Event::Machine(m) => self.route_machine(m, ctx),
+                Event::Probe(p) => match self.probes.get(&p.probe_uuid).cloned() {
+                    Some(probe) if probe.user == p.user => self.deliver(probe, p, ctx),
+                    _ => tracing::warn!(probe = %p.probe_uuid, "event for an unknown probe dropped"),
+                },
+                Event::Server(s) => {
+                    let store = self.env.store.clone();
+                    let what = serde_json::to_value(s.event)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = store.touch_server(s.server, s.hostname, what, s.time).await {
+                                tracing::warn!(error = %e, "cannot record server event");
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ProbeChanged> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeChanged, _ctx: &mut Context<Self>) {
+        self.index_probe(msg.0);
+    }
+}
+
+impl Handler<AccountChanged> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: AccountChanged, _ctx: &mut Context<Self>) {
+        let account = msg.0;
+        for monitor in self.monitors.values().filter(|m| m.key.user() == account.uuid) {
+            monitor.addr.do_send(AccountUpdated(account.clone()));
+        }
+        self.accounts.insert(account.uuid, account);
+    }
+}
+
+impl Handler<ChildExited> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        let Some(monitor) = self.monitors.get_mut(&msg.child) else {
+            return;
+        };
+        if monitor.generation != msg.generation {
+            return;
+        }
+        let key = monitor.key;
+        if msg.reason == ExitReason::Normal {
+            self.monitors.remove(&msg.child);
+            self.by_key.remove(&key);
+            return;
+        }
+        tracing::error!(monitor = ?key, reason = ?msg.reason, "alarm actor crashed");
+        crate::metrics::actor_restarted("alarm");
+        match monitor.restarts.crashed(Instant::now()) {
+            RestartDecision::Escalate => {
+                self.lifeline.fail(format!("alarm actor for {key:?} keeps crashing"));
+                ctx.stop();
+            }
+            RestartDecision::RestartAfter(delay) => {
+                let child = msg.child;
+                ctx.run_later(delay, move |act, ctx| {
+                    let Some(account) = act.accounts.get(&key.user()).cloned() else {
+                        return;
+                    };
+                    if let Some(monitor) = act.monitors.get_mut(&child) {
+                        monitor.generation += 1;
+                        let lifeline = Lifeline::new(ctx.address().recipient(), child, monitor.generation);
+                        monitor.addr = AlarmActor::new(key, account, act.env.clone(), lifeline).start();
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Stop> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        for monitor in self.monitors.values() {
+            monitor.addr.do_send(Stop);
+        }
+        self.lifeline.exit_normally();
+        ctx.stop();
+    }
+}

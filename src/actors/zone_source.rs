@@ -1,0 +1,268 @@
+//! Zone sources as actors: `ExecSource` runs a child process and parses its
+//! stdout line by line; `SimSource` drives the simulated cloud. Both hand
+//! typed zone events to the `ZoneDispatcher`.
+//!
+//! A source whose child exits fails (its lifeline says why) and its
+//! supervisor restarts it with backoff; a malformed line is logged, counted
+//! and skipped, never fatal.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use uuid::Uuid;
+
+use super::supervisor::{Lifeline, Named, Stop};
+use super::zone_watcher::{ZoneDispatcher, ZoneEvents};
+use crate::clock::Clock;
+use crate::zones::sim::{SimCloud, SimConfig};
+use crate::zones::{parse_line, LineFormat, ZoneEvent};
+
+/// Longest zone line we accept; a vmadm `ready` snapshot of many VMs is big.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+pub struct ExecSource {
+    command: Vec<String>,
+    format: LineFormat,
+    /// The server these zones run on: this relay's.
+    server: Uuid,
+    dispatcher: Named<ZoneDispatcher>,
+    child: Option<Child>,
+    lifeline: Lifeline,
+}
+
+impl ExecSource {
+    pub fn new(
+        command: Vec<String>,
+        format: LineFormat,
+        server: Uuid,
+        dispatcher: Named<ZoneDispatcher>,
+        lifeline: Lifeline,
+    ) -> ExecSource {
+        ExecSource {
+            command,
+            format,
+            server,
+            dispatcher,
+            child: None,
+            lifeline,
+        }
+    }
+
+    fn dispatch(&self, events: Vec<ZoneEvent>) {
+        match self.dispatcher.get() {
+            Some(d) => d.do_send(ZoneEvents {
+                server: self.server,
+                events,
+            }),
+            None => tracing::error!("zone dispatcher is not running; zone events lost"),
+        }
+    }
+}
+
+impl Actor for ExecSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some((program, args)) = self.command.split_first() else {
+            self.lifeline.fail("zone source command is empty");
+            ctx.stop();
+            return;
+        };
+        let spawned = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.lifeline.fail(format!("cannot start zone source {program:?}: {e}"));
+                ctx.stop();
+                return;
+            }
+        };
+        tracing::info!(command = ?self.command, pid = child.id(), "zone source started");
+        if let Some(stderr) = child.stderr.take() {
+            let program = program.clone();
+            ctx.spawn(
+                async move {
+                    let mut lines = BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::warn!(source = %program, stderr = %line, "zone source says");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        if let Some(stdout) = child.stdout.take() {
+            ctx.add_stream(FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE)));
+        }
+        self.child = Some(child);
+    }
+}
+
+impl StreamHandler<Result<String, LinesCodecError>> for ExecSource {
+    fn handle(&mut self, item: Result<String, LinesCodecError>, _ctx: &mut Context<Self>) {
+        let line = match item {
+            Ok(line) => line,
+            Err(e) => {
+                crate::metrics::zone_lines_skipped(1);
+                tracing::warn!(error = %e, "unreadable zone source line skipped");
+                return;
+            }
+        };
+        match parse_line(&line, self.format) {
+            Ok(Some(event)) => self.dispatch(vec![event]),
+            Ok(None) => {}
+            Err(e) => {
+                crate::metrics::zone_lines_skipped(1);
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(error = %e, line = %shown, "malformed zone line skipped");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // stdout closed: the child is gone or going. Report how it ended.
+        let child = self.child.take();
+        ctx.wait(
+            async move {
+                match child {
+                    Some(mut child) => match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                        Ok(Ok(status)) => format!("zone source exited ({status})"),
+                        Ok(Err(e)) => format!("zone source exited: {e}"),
+                        Err(_) => "zone source closed its output".to_string(),
+                    },
+                    None => "zone source closed its output".to_string(),
+                }
+            }
+            .into_actor(self)
+            .map(|why, act, ctx| {
+                act.lifeline.fail(why);
+                ctx.stop();
+            }),
+        );
+    }
+}
+
+impl Handler<Stop> for ExecSource {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.lifeline.exit_normally();
+        // kill_on_drop reaps the child with us.
+        ctx.stop();
+    }
+}
+
+/// How often the simulated cloud is advanced.
+const SIM_TICK: Duration = Duration::from_millis(250);
+
+pub struct SimSource {
+    config: SimConfig,
+    cloud: Option<SimCloud>,
+    started: Option<tokio::time::Instant>,
+    dispatcher: Named<ZoneDispatcher>,
+    clock: Clock,
+    lifeline: Lifeline,
+}
+
+impl SimSource {
+    pub fn new(config: SimConfig, dispatcher: Named<ZoneDispatcher>, clock: Clock, lifeline: Lifeline) -> SimSource {
+        SimSource {
+            config,
+            cloud: None,
+            started: None,
+            dispatcher,
+            clock,
+            lifeline,
+        }
+    }
+
+    fn send(&self, server: Uuid, events: Vec<ZoneEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        match self.dispatcher.get() {
+            Some(d) => d.do_send(ZoneEvents { server, events }),
+            None => tracing::error!("zone dispatcher is not running; simulated events lost"),
+        }
+    }
+
+    fn tick(&mut self) {
+        let (Some(cloud), Some(started)) = (self.cloud.as_mut(), self.started) else {
+            return;
+        };
+        let happened = cloud.advance(started.elapsed());
+        let now = chrono::DateTime::from_timestamp_millis(self.clock.now_ms());
+        // Keep order within each server; events of one tick are sent per server.
+        let mut batch: Vec<(Uuid, Vec<ZoneEvent>)> = Vec::new();
+        for sim in happened {
+            let event = match sim.event {
+                ZoneEvent::State {
+                    zonename,
+                    old,
+                    new,
+                    time,
+                    meta,
+                } => ZoneEvent::State {
+                    zonename,
+                    old,
+                    new,
+                    time: time.or(now),
+                    meta,
+                },
+                other => other,
+            };
+            match batch.last_mut() {
+                Some((server, events)) if *server == sim.server => events.push(event),
+                _ => batch.push((sim.server, vec![event])),
+            }
+        }
+        for (server, events) in batch {
+            self.send(server, events);
+        }
+    }
+}
+
+impl Actor for SimSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Fresh cloud on every (re)start: same seed, same zones.
+        let cloud = SimCloud::new(&self.config);
+        let mut by_server: Vec<(Uuid, Vec<crate::zones::ZoneSnapshot>)> = Vec::new();
+        for (server, zone) in cloud.snapshot() {
+            match by_server.last_mut() {
+                Some((s, zones)) if *s == server => zones.push(zone),
+                _ => by_server.push((server, vec![zone])),
+            }
+        }
+        tracing::info!(
+            servers = self.config.servers,
+            zones_per_server = self.config.zones_per_server,
+            "simulated cloud started"
+        );
+        for (server, zones) in by_server {
+            self.send(server, vec![ZoneEvent::Snapshot(zones)]);
+        }
+        self.cloud = Some(cloud);
+        self.started = Some(tokio::time::Instant::now());
+        ctx.run_interval(SIM_TICK, |act, _ctx| act.tick());
+    }
+}
+
+impl Handler<Stop> for SimSource {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.lifeline.exit_normally();
+        ctx.stop();
+    }
+}

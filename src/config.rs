@@ -1,0 +1,542 @@
+//! Configuration in two stages (ripgrep's way): [`RawConfig`] is what serde
+//! read from the TOML file and `AMON__SECTION__KEY` environment overrides;
+//! [`Settings`] is the validated, typed result every other module uses.
+//! A bad value is reported as `key: what is wrong`, and `main` exits 96
+//! (`SMF_EXIT_ERR_CONFIG`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::zones::sim::SimConfig;
+use crate::zones::LineFormat;
+
+/// The exit status SMF reads as "configuration error, do not restart".
+pub const EXIT_CONFIG: i32 = 96;
+
+/// Which process we are configuring: defaults differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standalone,
+    Master,
+    Relay,
+}
+
+/// A configuration value that cannot be used, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---- stage 1: raw, as read ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    datacenter: String,
+    data_dir: String,
+    master: RawMaster,
+    relay: RawRelay,
+    notify: RawNotify,
+    auth: RawAuth,
+    #[serde(default)]
+    demo: RawDemo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaster {
+    listen: String,
+    #[serde(default)]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    #[serde(default)]
+    master_url: Option<String>,
+    #[serde(default)]
+    server_uuid: Option<String>,
+    admin_listen: String,
+    heartbeat: String,
+    batch_max: usize,
+    zones: RawZones,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZones {
+    source: String,
+    #[serde(default)]
+    command: Vec<String>,
+    format: String,
+    sim: RawSim,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSim {
+    servers: u32,
+    zones_per_server: u32,
+    seed: u64,
+    reboot_every: String,
+    crash_every: String,
+    crash_downtime: String,
+    server_shutdown_every: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    hold: String,
+    workers: usize,
+    email: RawEmail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    #[serde(default)]
+    smtp_url: Option<String>,
+    from: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    open: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+// ---- stage 2: validated ----
+
+/// Everything a process needs, typed and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// Names the data center in email subjects (`[amon coal]`).
+    pub datacenter: String,
+    /// Database, spool and `.eml` mail live here.
+    pub data_dir: PathBuf,
+    pub master: MasterSettings,
+    pub relay: RelaySettings,
+    pub notify: NotifySettings,
+    pub auth: AuthSettings,
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct MasterSettings {
+    pub listen: SocketAddr,
+    /// How operators reach the master, for the hints in emails; defaults to
+    /// `http://<listen>`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// `None` in standalone: the relay talks to the master in the same process.
+    pub master_url: Option<String>,
+    /// `None`: the platform's, else a stable one generated in the data dir.
+    pub server_uuid: Option<Uuid>,
+    pub admin_listen: SocketAddr,
+    pub heartbeat: Duration,
+    /// Most events in one `POST /events`.
+    pub batch_max: usize,
+    pub zones: ZoneSourceSettings,
+}
+
+/// Where zone events come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ZoneSourceSettings {
+    /// A child process whose stdout is one of the zone formats.
+    Exec { command: Vec<String>, format: LineFormat },
+    /// The built-in simulated cloud.
+    Sim(SimConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// A fault is notified only if still open after the hold.
+    pub hold: Duration,
+    /// Notifier actors delivering in parallel.
+    pub workers: usize,
+    /// `None`: write `.eml` files under `data_dir/mail`.
+    pub smtp_url: Option<String>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// No tokens required (loopback standalone).
+    pub open: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Create a demo account with machine-up probes on the simulated zones.
+    pub enabled: bool,
+    pub email: String,
+}
+
+const ZONEEVENT_PATH: &str = "/usr/vm/sbin/zoneevent";
+
+fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
+    let data_dir = match mode {
+        Mode::Standalone => "./amon-data",
+        Mode::Master | Mode::Relay => "/var/db/amon",
+    };
+    let no_command: Vec<String> = Vec::new();
+    vec![
+        ("datacenter", "coal".into()),
+        ("data_dir", data_dir.into()),
+        ("master.listen", "127.0.0.1:4300".into()),
+        ("relay.admin_listen", "127.0.0.1:4307".into()),
+        ("relay.heartbeat", "5s".into()),
+        ("relay.batch_max", 1000i64.into()),
+        ("relay.zones.source", "auto".into()),
+        ("relay.zones.command", no_command.into()),
+        ("relay.zones.format", "auto".into()),
+        ("relay.zones.sim.servers", 2i64.into()),
+        ("relay.zones.sim.zones_per_server", 10i64.into()),
+        ("relay.zones.sim.seed", 1i64.into()),
+        ("relay.zones.sim.reboot_every", "30s".into()),
+        ("relay.zones.sim.crash_every", "60s".into()),
+        ("relay.zones.sim.crash_downtime", "150s".into()),
+        ("relay.zones.sim.server_shutdown_every", "0s".into()),
+        ("notify.hold", "60s".into()),
+        ("notify.workers", 4i64.into()),
+        ("notify.email.from", "amon@localhost".into()),
+        ("auth.open", true.into()),
+    ]
+}
+
+/// Reads the file (if any) and the environment, then validates.
+///
+/// `file` is the `--config` path; a named file that does not exist is an
+/// error, no file at all means defaults.
+pub fn load(mode: Mode, file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_from(mode, file, std::env::vars())
+}
+
+/// [`load`] with an explicit environment, for tests.
+pub fn load_from(
+    mode: Mode,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder();
+    for (key, value) in defaults(mode) {
+        builder = builder
+            .set_default(key, value)
+            .map_err(|e| ConfigError::new(key, e.to_string()))?;
+    }
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::new(
+                "--config",
+                format!("file {} does not exist", path.display()),
+            ));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    let env: std::collections::HashMap<String, String> =
+        env.into_iter().filter(|(k, _)| k.starts_with("AMON__")).collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("AMON")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(" ")
+            .with_list_parse_key("relay.zones.command")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let raw: RawConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::new(&config_error_key(&e), e.to_string()))?;
+    validate(mode, raw)
+}
+
+/// The key a `config` crate error names, if it names one.
+fn config_error_key(error: &config::ConfigError) -> String {
+    let text = error.to_string();
+    match (text.find("key `"), text.rfind('`')) {
+        (Some(start), Some(end)) if end > start + 5 => text[start + 5..end].to_string(),
+        _ => "config".to_string(),
+    }
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| ConfigError::new(key, format!("invalid duration {text:?}: {e}")))
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|e| ConfigError::new(key, format!("invalid socket address {text:?}: {e}")))
+}
+
+fn http_url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("invalid url {text:?}: must start with http:// or https://"),
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ConfigError::new(key, format!("invalid url {text:?}: no host")));
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
+    if raw.datacenter.trim().is_empty() {
+        return Err(ConfigError::new("datacenter", "must not be empty"));
+    }
+    if raw.data_dir.trim().is_empty() {
+        return Err(ConfigError::new("data_dir", "must not be empty"));
+    }
+    let master = MasterSettings {
+        listen: socket_addr("master.listen", &raw.master.listen)?,
+        public_url: raw
+            .master
+            .public_url
+            .as_deref()
+            .map(|u| http_url("master.public_url", u))
+            .transpose()?,
+    };
+    let master_url = match (mode, raw.relay.master_url.as_deref()) {
+        (Mode::Standalone, _) => None,
+        (_, Some(url)) => Some(http_url("relay.master_url", url)?),
+        (_, None) => Some(format!("http://{}", master.listen)),
+    };
+    let server_uuid = raw
+        .relay
+        .server_uuid
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|e| ConfigError::new("relay.server_uuid", format!("invalid uuid {s:?}: {e}")))
+        })
+        .transpose()?;
+    if raw.relay.batch_max == 0 {
+        return Err(ConfigError::new("relay.batch_max", "must be at least 1"));
+    }
+    let zones = validate_zones(&raw.relay.zones)?;
+    let relay = RelaySettings {
+        master_url,
+        server_uuid,
+        admin_listen: socket_addr("relay.admin_listen", &raw.relay.admin_listen)?,
+        heartbeat: duration("relay.heartbeat", &raw.relay.heartbeat)?,
+        batch_max: raw.relay.batch_max,
+        zones,
+    };
+    if relay.heartbeat.is_zero() {
+        return Err(ConfigError::new("relay.heartbeat", "must be more than zero"));
+    }
+    let smtp_url = raw.notify.email.smtp_url.filter(|u| !u.is_empty());
+    if let Some(url) = &smtp_url {
+        if !url.starts_with("smtp://") {
+            return Err(ConfigError::new(
+                "notify.email.smtp_url",
+                format!("invalid url {url:?}: must start with smtp://"),
+            ));
+        }
+    }
+    if !raw.notify.email.from.contains('@') {
+        return Err(ConfigError::new(
+            "notify.email.from",
+            format!("invalid email address {:?}", raw.notify.email.from),
+        ));
+    }
+    if raw.notify.workers == 0 {
+        return Err(ConfigError::new("notify.workers", "must be at least 1"));
+    }
+    let notify = NotifySettings {
+        hold: duration("notify.hold", &raw.notify.hold)?,
+        workers: raw.notify.workers,
+        smtp_url,
+        from: raw.notify.email.from,
+    };
+    let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
+    let demo = DemoSettings {
+        enabled: mode == Mode::Standalone && raw.demo.enabled.unwrap_or(is_sim),
+        email: raw.demo.email.unwrap_or_else(|| "operator@localhost".to_string()),
+    };
+    Ok(Settings {
+        mode,
+        datacenter: raw.datacenter,
+        data_dir: PathBuf::from(raw.data_dir),
+        master,
+        relay,
+        notify,
+        auth: AuthSettings { open: raw.auth.open },
+        demo,
+    })
+}
+
+fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
+    let format = match raw.format.as_str() {
+        "auto" => LineFormat::Auto,
+        "zoneevent" => LineFormat::Zoneevent,
+        "vmadm" => LineFormat::Vmadm,
+        "sysevent" => LineFormat::Sysevent,
+        other => {
+            return Err(ConfigError::new(
+                "relay.zones.format",
+                format!("unknown format {other:?}: expected auto, zoneevent, vmadm or sysevent"),
+            ))
+        }
+    };
+    let source = match raw.source.as_str() {
+        // The platform's tool when it exists, else the simulated cloud.
+        "auto" if Path::new(ZONEEVENT_PATH).exists() => "zoneevent",
+        "auto" => "sim",
+        other => other,
+    };
+    let platform = |command: &[&str], format| ZoneSourceSettings::Exec {
+        command: command.iter().map(|s| s.to_string()).collect(),
+        format,
+    };
+    Ok(match source {
+        "exec" => {
+            if raw.command.is_empty() {
+                return Err(ConfigError::new(
+                    "relay.zones.command",
+                    "is required when relay.zones.source is \"exec\"",
+                ));
+            }
+            ZoneSourceSettings::Exec {
+                command: raw.command.clone(),
+                format,
+            }
+        }
+        "zoneevent" => platform(&[ZONEEVENT_PATH, "-i", "amon-relay"], LineFormat::Zoneevent),
+        "vmadm" => platform(&["/usr/sbin/vmadm", "events", "-j", "-r"], LineFormat::Vmadm),
+        "sysevent" => platform(
+            &["/usr/sbin/sysevent", "-j", "-r", "-c", "com.sun:zones:status", "status"],
+            LineFormat::Sysevent,
+        ),
+        "sim" => ZoneSourceSettings::Sim(SimConfig {
+            servers: raw.sim.servers,
+            zones_per_server: raw.sim.zones_per_server,
+            seed: raw.sim.seed,
+            reboot_every: duration("relay.zones.sim.reboot_every", &raw.sim.reboot_every)?,
+            crash_every: duration("relay.zones.sim.crash_every", &raw.sim.crash_every)?,
+            crash_downtime: duration("relay.zones.sim.crash_downtime", &raw.sim.crash_downtime)?,
+            server_shutdown_every: duration("relay.zones.sim.server_shutdown_every", &raw.sim.server_shutdown_every)?,
+        }),
+        other => {
+            return Err(ConfigError::new(
+                "relay.zones.source",
+                format!("unknown source {other:?}: expected auto, exec, zoneevent, vmadm, sysevent or sim"),
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn standalone_without_a_file_is_a_demo_on_the_simulated_cloud() {
+        let s = load_from(Mode::Standalone, None, env(&[])).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("./amon-data"));
+        assert!(s.demo.enabled);
+        assert_eq!(s.notify.hold, Duration::from_secs(60));
+        assert!(s.relay.master_url.is_none());
+        if !Path::new(ZONEEVENT_PATH).exists() {
+            assert!(matches!(s.relay.zones, ZoneSourceSettings::Sim(_)));
+        }
+    }
+
+    #[test]
+    fn environment_overrides_name_section_and_key() {
+        let s = load_from(
+            Mode::Relay,
+            None,
+            env(&[
+                ("AMON__MASTER__LISTEN", "127.0.0.1:9999"),
+                ("AMON__NOTIFY__HOLD", "2s"),
+                ("AMON__RELAY__ZONES__SOURCE", "exec"),
+                ("AMON__RELAY__ZONES__COMMAND", "tail -F /tmp/z"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.master.listen.port(), 9999);
+        assert_eq!(s.notify.hold, Duration::from_secs(2));
+        assert_eq!(s.relay.master_url.as_deref(), Some("http://127.0.0.1:9999"));
+        assert_eq!(
+            s.relay.zones,
+            ZoneSourceSettings::Exec {
+                command: vec!["tail".into(), "-F".into(), "/tmp/z".into()],
+                format: LineFormat::Auto
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load_from(Mode::Master, None, env(&[("AMON__MASTER__LISTEN", "nowhere")])).unwrap_err();
+        assert_eq!(err.key, "master.listen");
+        assert!(
+            err.to_string()
+                .starts_with("master.listen: invalid socket address \"nowhere\""),
+            "{err}"
+        );
+
+        let err = load_from(Mode::Master, None, env(&[("AMON__NOTIFY__HOLD", "soon")])).unwrap_err();
+        assert_eq!(err.key, "notify.hold");
+    }
+
+    #[test]
+    fn a_file_is_read_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.toml");
+        std::fs::write(&path, "datacenter = \"us-east-1\"\n[notify]\nhold = \"5s\"\n").unwrap();
+        let s = load_from(Mode::Master, Some(&path), env(&[])).unwrap();
+        assert_eq!(s.datacenter, "us-east-1");
+        assert_eq!(s.notify.hold, Duration::from_secs(5));
+
+        std::fs::write(&path, "[master]\nlisen = \"x\"\n").unwrap();
+        let err = load_from(Mode::Master, Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let err = load_from(Mode::Master, Some(Path::new("/nonexistent/amon.toml")), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,426 @@
+//! Wiring: builds the supervision tree of `amon standalone`, `master` or
+//! `relay` from validated settings and already-bound listeners, and runs it
+//! until a shutdown signal or an escalation.
+//!
+//! ```text
+//! amon (root)
+//! ├── master                      (master, standalone)
+//! │   ├── notifier pool
+//! │   ├── event router ── alarm actors (one per monitor)
+//! │   └── master http
+//! └── relay                       (relay, standalone)
+//!     ├── relay link
+//!     ├── zone dispatcher ── zone watchers (one per zone)
+//!     ├── zone source (exec | sim)
+//!     └── relay admin http
+//! ```
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use crate::actors::alarm::AlarmEnv;
+use crate::actors::http_service::{HttpService, ServeFn};
+use crate::actors::notifier::{NotifierEnv, NotifierPool};
+use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
+use crate::actors::router::EventRouter;
+use crate::actors::supervisor::{ChildSpec, Named, Restart, RestartPolicy, Shutdown, Supervisor};
+use crate::actors::zone_source::{ExecSource, SimSource};
+use crate::actors::zone_watcher::{WatcherEnv, ZoneDispatcher};
+use crate::clock::Clock;
+use crate::config::{Mode, Settings, ZoneSourceSettings};
+use crate::http::master::MasterApi;
+use crate::http::relay_admin::RelayAdminApi;
+use crate::model::{Account, Probe, ProbeType};
+use crate::notify::transport::Mailer;
+use crate::store::Store;
+use crate::zones::sim::SimCloud;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot set up mail: {0}")]
+    Mail(String),
+    #[error("cannot set up the demo: {0}")]
+    Demo(String),
+}
+
+/// The sockets a process serves on, bound before anything starts.
+pub struct Listeners {
+    pub master: Option<TcpListener>,
+    pub relay_admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub fn bind(settings: &Settings) -> Result<Listeners, DaemonError> {
+        let bind =
+            |what, addr: SocketAddr| TcpListener::bind(addr).map_err(|source| DaemonError::Bind { what, addr, source });
+        Ok(Listeners {
+            master: match settings.mode {
+                Mode::Standalone | Mode::Master => Some(bind("master.listen", settings.master.listen)?),
+                Mode::Relay => None,
+            },
+            relay_admin: match settings.mode {
+                Mode::Standalone | Mode::Relay => Some(bind("relay.admin_listen", settings.relay.admin_listen)?),
+                Mode::Master => None,
+            },
+        })
+    }
+}
+
+/// A running process: its root supervisor.
+pub struct Running {
+    pub root: Addr<Supervisor>,
+    pub master_addr: Option<SocketAddr>,
+}
+
+impl Running {
+    /// Stops every actor in reverse start order.
+    pub async fn shutdown(&self) {
+        let _ = self.root.send(Shutdown).await;
+    }
+}
+
+/// Loopback form of a listening address, for talking to ourselves.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], a.port())),
+        other => other,
+    }
+}
+
+/// Starts the tree. Must run inside an actix `System`.
+pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Result<Running, DaemonError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    let master_addr = listeners.master.as_ref().and_then(|l| l.local_addr().ok());
+    let mut root = Supervisor::new("amon", RestartPolicy::default());
+
+    if let Some(listener) = listeners.master {
+        let store = Store::open(&database_path(&settings.data_dir))?;
+        if settings.demo.enabled {
+            set_up_demo(&settings, &store, &clock).await?;
+        }
+        let mailer = match &settings.notify.smtp_url {
+            Some(url) => Mailer::smtp(url).map_err(|e| DaemonError::Mail(e.to_string()))?,
+            None => {
+                let dir = settings.data_dir.join("mail");
+                tracing::info!(dir = %dir.display(), "no smtp_url configured: writing email as .eml files");
+                Mailer::eml_dir(dir)
+            }
+        };
+        let public_url = settings
+            .master
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", reachable(master_addr.unwrap_or(settings.master.listen))));
+        if settings.auth.open {
+            tracing::warn!("auth.open = true: the Master API requires no token (fine for a loopback standalone)");
+        }
+        let master = MasterParts {
+            store: store.clone(),
+            clock: clock.clone(),
+            notifier_env: Arc::new(NotifierEnv {
+                store: store.clone(),
+                mailer,
+                from: settings.notify.from.clone(),
+            }),
+            workers: settings.notify.workers,
+            hold: settings.notify.hold,
+            datacenter: settings.datacenter.clone(),
+            public_url,
+            listener: Rc::new(listener),
+        };
+        root = root.child(master.into_spec());
+    }
+
+    if let Some(listener) = listeners.relay_admin {
+        let master_url = match &settings.relay.master_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", reachable(master_addr.unwrap_or(settings.master.listen))),
+        };
+        let server_uuid = server_uuid(&settings)?;
+        let relay = RelayParts {
+            link_config: RelayLinkConfig {
+                master_url,
+                relay: server_uuid,
+                hostname: hostname(),
+                heartbeat: settings.relay.heartbeat,
+                batch_max: settings.relay.batch_max,
+                clock: clock.clone(),
+            },
+            source: settings.relay.zones.clone(),
+            clock: clock.clone(),
+            listener: Rc::new(listener),
+        };
+        root = root.child(relay.into_spec());
+    }
+
+    Ok(Running {
+        root: root.start(),
+        master_addr,
+    })
+}
+
+struct MasterParts {
+    store: Store,
+    clock: Clock,
+    notifier_env: Arc<NotifierEnv>,
+    workers: usize,
+    hold: std::time::Duration,
+    datacenter: String,
+    public_url: String,
+    listener: Rc<TcpListener>,
+}
+
+impl MasterParts {
+    fn into_spec(self) -> ChildSpec {
+        ChildSpec::new("master", Restart::Permanent, move |lifeline| {
+            let notifier = Named::<NotifierPool>::new();
+            let router = Named::<EventRouter>::new();
+            let alarm_env = Arc::new(AlarmEnv {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                notifier: notifier.clone(),
+                hold: self.hold,
+                datacenter: self.datacenter.clone(),
+                master_url: self.public_url.clone(),
+            });
+            let api = MasterApi {
+                store: self.store.clone(),
+                router: router.clone(),
+                clock: self.clock.clone(),
+            };
+            let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
+                let api = api.clone();
+                Ok(actix_web::HttpServer::new(move || {
+                    actix_web::App::new().configure(crate::http::master::configure(api.clone()))
+                })
+                .workers(2)
+                .disable_signals()
+                .shutdown_timeout(5)
+                .listen(listener)?
+                .run())
+            }));
+            let notifier_env = self.notifier_env.clone();
+            let workers = self.workers;
+            let listener = self.listener.clone();
+            let supervisor = Supervisor::new("master", RestartPolicy::default())
+                .child(ChildSpec::new("notifier", Restart::Permanent, {
+                    let notifier = notifier.clone();
+                    move |lifeline| {
+                        let addr = NotifierPool::new(notifier_env.clone(), workers, lifeline).start();
+                        notifier.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new("router", Restart::Permanent, {
+                    let router = router.clone();
+                    move |lifeline| {
+                        let addr = EventRouter::new(alarm_env.clone(), lifeline).start();
+                        router.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new("master-http", Restart::Permanent, move |lifeline| {
+                    HttpService::new("master", listener.clone(), serve.clone(), lifeline)
+                        .start()
+                        .recipient()
+                }))
+                .with_lifeline(lifeline);
+            supervisor.start().recipient()
+        })
+    }
+}
+
+struct RelayParts {
+    link_config: RelayLinkConfig,
+    source: ZoneSourceSettings,
+    clock: Clock,
+    listener: Rc<TcpListener>,
+}
+
+impl RelayParts {
+    fn into_spec(self) -> ChildSpec {
+        ChildSpec::new("relay", Restart::Permanent, move |lifeline| {
+            let link = Named::<RelayLink>::new();
+            let dispatcher = Named::<ZoneDispatcher>::new();
+            let watcher_env = Arc::new(WatcherEnv {
+                link: link.clone(),
+                clock: self.clock.clone(),
+                relay: self.link_config.relay,
+            });
+            let admin = RelayAdminApi {
+                server_uuid: self.link_config.relay,
+                dispatcher: dispatcher.clone(),
+                link: link.clone(),
+            };
+            let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
+                let admin = admin.clone();
+                Ok(actix_web::HttpServer::new(move || {
+                    actix_web::App::new().configure(crate::http::relay_admin::configure(admin.clone()))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(2)
+                .listen(listener)?
+                .run())
+            }));
+            let link_config = self.link_config.clone();
+            let source = self.source.clone();
+            let clock = self.clock.clone();
+            let server = self.link_config.relay;
+            let listener = self.listener.clone();
+            let source_dispatcher = dispatcher.clone();
+            Supervisor::new("relay", RestartPolicy::default())
+                .child(ChildSpec::new("relay-link", Restart::Permanent, {
+                    let link = link.clone();
+                    move |lifeline| {
+                        let addr = RelayLink::new(link_config.clone(), lifeline).start();
+                        link.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new("zone-dispatcher", Restart::Permanent, {
+                    let dispatcher = dispatcher.clone();
+                    move |lifeline| {
+                        let addr = ZoneDispatcher::new(watcher_env.clone(), lifeline).start();
+                        dispatcher.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new(
+                    "zone-source",
+                    Restart::Permanent,
+                    move |lifeline| match &source {
+                        ZoneSourceSettings::Exec { command, format } => {
+                            ExecSource::new(command.clone(), *format, server, source_dispatcher.clone(), lifeline)
+                                .start()
+                                .recipient()
+                        }
+                        ZoneSourceSettings::Sim(config) => {
+                            SimSource::new(config.clone(), source_dispatcher.clone(), clock.clone(), lifeline)
+                                .start()
+                                .recipient()
+                        }
+                    },
+                ))
+                .child(ChildSpec::new(
+                    "relay-admin-http",
+                    Restart::Permanent,
+                    move |lifeline| {
+                        HttpService::new("relay-admin", listener.clone(), serve.clone(), lifeline)
+                            .start()
+                            .recipient()
+                    },
+                ))
+                .with_lifeline(lifeline)
+                .start()
+                .recipient()
+        })
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// The relay's server uuid: configured, else stable in the data dir.
+fn server_uuid(settings: &Settings) -> Result<Uuid, DaemonError> {
+    if let Some(uuid) = settings.relay.server_uuid {
+        return Ok(uuid);
+    }
+    let path = settings.data_dir.join("server_uuid");
+    if let Some(uuid) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+    {
+        return Ok(uuid);
+    }
+    let uuid = Uuid::new_v4();
+    std::fs::write(&path, format!("{uuid}\n")).map_err(|source| DaemonError::DataDir { path, source })?;
+    Ok(uuid)
+}
+
+/// The demo account's uuid: stable, so restarts find it again.
+pub fn demo_account_uuid() -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, b"amon/demo-account")
+}
+
+/// Creates the demo account and a machine-up probe per simulated zone, once.
+async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Result<(), DaemonError> {
+    let ZoneSourceSettings::Sim(sim) = &settings.relay.zones else {
+        return Ok(());
+    };
+    let uuid = demo_account_uuid();
+    if store.get_account(uuid.to_string()).await?.is_none() {
+        let account = Account {
+            uuid,
+            login: "demo".into(),
+            email: settings.demo.email.clone(),
+        };
+        store.create_account(account, clock.now_ms()).await?;
+    }
+    let existing: Vec<Uuid> = store
+        .list_probes(uuid)
+        .await?
+        .iter()
+        .filter_map(|p| p.machine)
+        .collect();
+    let cloud = SimCloud::new(sim);
+    let mut created = 0;
+    for (_server, zone) in cloud.snapshot() {
+        let machine = Uuid::parse_str(&zone.zonename).map_err(|e| DaemonError::Demo(e.to_string()))?;
+        if existing.contains(&machine) {
+            continue;
+        }
+        store
+            .put_probe(Probe {
+                uuid: Uuid::new_v5(&machine, b"amon/demo-probe"),
+                name: Some(format!("{} up", zone.meta.alias.as_deref().unwrap_or("zone"))),
+                user: uuid,
+                probe_type: ProbeType::MachineUp,
+                agent: Some(machine),
+                machine: Some(machine),
+                config: serde_json::Value::Null,
+                contacts: vec!["email".into()],
+                group: None,
+                group_events: true,
+                disabled: false,
+            })
+            .await?;
+        created += 1;
+    }
+    tracing::info!(
+        account = "demo",
+        email = %settings.demo.email,
+        probes_created = created,
+        "demo: account \"demo\" watches every simulated zone; mail goes to data_dir/mail unless smtp_url is set. \
+         Turn the demo off with [demo] enabled = false or AMON__DEMO__ENABLED=false"
+    );
+    Ok(())
+}
+
+/// The database file of a data dir.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("amon.sqlite")
+}

@@ -1,0 +1,26 @@
+//! Amon: the monitoring and alarming system of a SmartOS/Triton data center,
+//! rebuilt as an actor-based supervision system.
+//!
+//! - [`zones`]: what the platform says about zones, parsed and classified.
+//! - [`actors`]: zone watchers, relay link, event router, alarm actors,
+//!   notifiers, and the supervision that restarts them.
+//! - [`http`]: the Master API and relay admin API, and the relay's client.
+//! - [`store`]: the store actor, sole owner of the database.
+//! - [`notify`]: what a notification says and how it is delivered.
+//! - [`model`]: accounts, probes, alarms, faults, events.
+//! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
+//! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod notify;
+pub mod store;
+pub mod telemetry;
+pub mod zones;

@@ -1,0 +1,96 @@
+//! The `amon` binary: parses the command line, loads configuration (exit 96
+//! on a bad value), and runs a daemon or a client verb.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use amon::cli::{Cli, Command};
+use amon::clock::Clock;
+use amon::config::{self, Mode, EXIT_CONFIG};
+use amon::daemon::{self, Listeners};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (mode, file) = match cli.command {
+        Command::Standalone { config } => (Mode::Standalone, config),
+        Command::Master { config } => (Mode::Master, config),
+        Command::Relay { config } => (Mode::Relay, config),
+        Command::Ping { url } => return ping(&url),
+    };
+    let settings = match config::load(mode, file.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("amon: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    amon::telemetry::init("amon");
+    match run_daemon(settings) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            eprintln!("amon: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_daemon(settings: config::Settings) -> anyhow::Result<i32> {
+    let listeners = Listeners::bind(&settings)?;
+    let system = actix_rt::System::new();
+    let mode = settings.mode;
+    let running = system
+        .block_on(daemon::start(settings, listeners, Clock::system()))
+        .context("cannot start")?;
+    tracing::info!(?mode, master = ?running.master_addr, pid = std::process::id(), "amon started");
+    let root = running.root.clone();
+    system.block_on(async move {
+        actix_rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = root.send(amon::actors::supervisor::Shutdown).await;
+            actix_rt::System::current().stop_with_code(0);
+        });
+    });
+    Ok(system.run_with_code()?)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn ping(url: &str) -> ExitCode {
+    let url = format!("{}/ping", url.trim_end_matches('/'));
+    let result = actix_rt::System::new().block_on(async {
+        let mut response = awc::Client::default()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = response.body().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((response.status(), String::from_utf8_lossy(&body).into_owned()))
+    });
+    match result {
+        Ok((status, body)) if status.is_success() => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("amon: {url}: {status} {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("amon: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The Amon domain: accounts, contacts, probes, alarms, faults and the events
+//! that relays send. Plain data with serde shapes that follow Amon's field
+//! names (camelCase), because these are also what the store keeps as JSON and
+//! what the Master API shows. No I/O here.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, as Amon uses everywhere.
+pub type EpochMs = i64;
+
+/// An account (Amon's "user"): owns contacts, probes and alarms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub uuid: Uuid,
+    pub login: String,
+    pub email: String,
+}
+
+/// The probe types we implement. Amon's other types (log-scan, http, …) come
+/// with the agent work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProbeType {
+    #[serde(rename = "machine-up")]
+    MachineUp,
+}
+
+impl ProbeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeType::MachineUp => "machine-up",
+        }
+    }
+}
+
+/// A probe: what to watch and whom to tell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub user: Uuid,
+    #[serde(rename = "type")]
+    pub probe_type: ProbeType,
+    pub agent: Option<Uuid>,
+    pub machine: Option<Uuid>,
+    #[serde(default)]
+    pub config: serde_json::Value,
+    pub contacts: Vec<String>,
+    pub group: Option<Uuid>,
+    pub group_events: bool,
+    pub disabled: bool,
+}
+
+/// Which alarm stream an event belongs to (SPEC §5 rule 1): the probe's group
+/// if it has one, else the probe itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MonitorKey {
+    Probe { user: Uuid, probe: Uuid },
+    ProbeGroup { user: Uuid, group: Uuid },
+}
+
+impl MonitorKey {
+    pub fn of(probe: &Probe) -> MonitorKey {
+        match probe.group {
+            Some(group) => MonitorKey::ProbeGroup {
+                user: probe.user,
+                group,
+            },
+            None => MonitorKey::Probe {
+                user: probe.user,
+                probe: probe.uuid,
+            },
+        }
+    }
+
+    pub fn user(&self) -> Uuid {
+        match *self {
+            MonitorKey::Probe { user, .. } | MonitorKey::ProbeGroup { user, .. } => user,
+        }
+    }
+}
+
+/// One probe's current problem inside an alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    #[serde(rename = "type")]
+    pub fault_type: String,
+    pub probe: Uuid,
+    pub event: ProbeEvent,
+    /// When the fault was first seen in this alarm (master clock), for the hold.
+    pub time_faulted: EpochMs,
+    /// Whether its fault notification has gone out (after the hold).
+    pub notified: bool,
+}
+
+/// An alarm: Amon's unit of "something is wrong", per monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alarm {
+    pub user: Uuid,
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_group: Option<Uuid>,
+    pub closed: bool,
+    pub suppressed: bool,
+    pub time_opened: EpochMs,
+    pub time_closed: Option<EpochMs>,
+    pub time_last_event: Option<EpochMs>,
+    pub num_events: u64,
+    pub faults: Vec<Fault>,
+    pub maint_faults: Vec<Fault>,
+    /// Notifications decided for this alarm so far; the first one roots the
+    /// email thread.
+    #[serde(default)]
+    pub num_notifications: u64,
+}
+
+impl Alarm {
+    pub fn monitor(&self) -> MonitorKey {
+        match (self.probe_group, self.probe) {
+            (Some(group), _) => MonitorKey::ProbeGroup { user: self.user, group },
+            (None, Some(probe)) => MonitorKey::Probe { user: self.user, probe },
+            (None, None) => unreachable!("an alarm always has a probe or a probe group"),
+        }
+    }
+}
+
+/// The data of an Amon v1 probe event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEventData {
+    pub message: String,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    #[serde(default)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Amon v1 probe event, as agents send it and relays stamp it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeEvent {
+    pub v: u32,
+    pub user: Uuid,
+    pub probe_uuid: Uuid,
+    pub clear: bool,
+    pub data: ProbeEventData,
+    #[serde(default)]
+    pub machine: Option<Uuid>,
+    pub uuid: Uuid,
+    pub time: EpochMs,
+    #[serde(default)]
+    pub agent: Option<Uuid>,
+    #[serde(default)]
+    pub agent_alias: Option<String>,
+    #[serde(default)]
+    pub relay: Option<Uuid>,
+}
+
+/// A zone/VM coming up or going down, as a relay saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineEvent {
+    pub uuid: Uuid,
+    pub time: EpochMs,
+    /// The relay that saw it (the compute node's server uuid).
+    pub relay: Uuid,
+    pub machine: Uuid,
+    #[serde(default)]
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub owner: Option<Uuid>,
+    /// The compute node the machine runs on (the relay's server, or a
+    /// simulated server).
+    pub server: Uuid,
+    #[serde(default)]
+    pub old_state: Option<String>,
+    pub new_state: String,
+    pub up: bool,
+}
+
+/// What happened to a relay itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerEventKind {
+    Started,
+    Heartbeat,
+    ShuttingDown,
+}
+
+/// A relay's own lifecycle event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerEvent {
+    pub uuid: Uuid,
+    pub time: EpochMs,
+    pub relay: Uuid,
+    pub server: Uuid,
+    pub event: ServerEventKind,
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// Every event a relay sends to `POST /events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    Probe(ProbeEvent),
+    Machine(MachineEvent),
+    Server(ServerEvent),
+}
+
+impl Event {
+    /// The relay-assigned idempotency key.
+    pub fn uuid(&self) -> Uuid {
+        match self {
+            Event::Probe(e) => e.uuid,
+            Event::Machine(e) => e.uuid,
+            Event::Server(e) => e.uuid,
+        }
+    }
+
+    pub fn time(&self) -> EpochMs {
+        match self {
+            Event::Probe(e) => e.time,
+            Event::Machine(e) => e.time,
+            Event::Server(e) => e.time,
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! Rendering a [`Notification`] as an email for the on-call human who reads
+//! it at 3 a.m.: a subject that says what is wrong and stays the same for the
+//! whole alarm (so mail clients show one thread per alarm, SPEC §6), a plain
+//! text body that starts with what happened in words and ends with how to
+//! silence it, and the raw event only at the very end. The reference sent the
+//! raw event JSON as most of the body and a subject like
+//! `[Alarm: probe=…, vm=…, type=…] login#55 in dc`, which users found hard to
+//! read; this module is where we do better. It builds the `lettre::Message`
+//! too, but never sends anything (that is [`super::transport`]).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SecondsFormat};
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::Message;
+
+use super::{ContactAddress, Notification, NotificationKind};
+use crate::model::{EpochMs, ProbeType};
+
+/// Why a notification could not be turned into an email.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    /// A sender or recipient that is not a valid mailbox.
+    #[error("bad {role} email address {address:?}")]
+    BadAddress {
+        /// `sender` or `recipient`, so the log says which side to fix.
+        role: &'static str,
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    /// The contact is not an email contact (e.g. a webhook).
+    #[error("contact {contact:?} is not an email contact")]
+    NotEmail { contact: String },
+    /// lettre refused to assemble the message.
+    #[error("cannot build the email message")]
+    Build(#[source] lettre::error::Error),
+}
+
+/// The human-facing parts of an email, before it becomes a `lettre::Message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedEmail {
+    pub subject: String,
+    pub body: String,
+    /// Derived from the notification id only, so a redelivery of the same
+    /// notification carries the same id and a mail client can drop the copy.
+    pub message_id: String,
+    /// The alarm's first message to this contact, for threading.
+    pub in_reply_to: Option<String>,
+}
+
+/// Renders the subject, body and threading ids of a notification.
+pub fn render(n: &Notification) -> RenderedEmail {
+    RenderedEmail {
+        subject: subject(n),
+        body: body(n),
+        message_id: super::message_id(n.id, &n.datacenter),
+        in_reply_to: n.thread_root.clone(),
+    }
+}
+
+/// Builds the message to send: From, To (the contact's address), Subject,
+/// Message-ID, In-Reply-To/References when the alarm already has a thread,
+/// Date and a UTF-8 plain-text body.
+pub fn to_message(n: &Notification, from: &str) -> Result<Message, EmailError> {
+    let to = match &n.contact {
+        ContactAddress::Email(address) => address,
+        ContactAddress::Webhook(_) => {
+            return Err(EmailError::NotEmail {
+                contact: n.contact_name.clone(),
+            })
+        }
+    };
+    let from = parse_mailbox("sender", from)?;
+    let to = parse_mailbox("recipient", to)?;
+    let rendered = render(n);
+
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(rendered.subject)
+        .message_id(Some(rendered.message_id))
+        // The event's time rather than the sending time: a message delivered
+        // after an hour of SMTP retries still sorts where the outage began,
+        // and the same notification always renders to the same bytes.
+        .date(system_time(n.event_time))
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(root) = rendered.in_reply_to {
+        // Every follow-up points at the first message rather than at the
+        // previous one: we do not know which of the earlier messages the
+        // contact received, but the root is the thread everyone has.
+        builder = builder.in_reply_to(root.clone()).references(root);
+    }
+    builder.body(rendered.body).map_err(EmailError::Build)
+}
+
+fn parse_mailbox(role: &'static str, address: &str) -> Result<Mailbox, EmailError> {
+    address.trim().parse().map_err(|source| EmailError::BadAddress {
+        role,
+        address: address.to_owned(),
+        source,
+    })
+}
+
+/// The subject, stable per alarm (SPEC §6).
+///
+/// Gmail and Outlook group a conversation by its subject (ignoring `Re:`)
+/// and split it as soon as the subject text changes; Thunderbird and Apple
+/// Mail follow `References`. So every message after the first one in an
+/// alarm's thread repeats the first one's subject behind `Re: `, and the
+/// change of state is told by the body's first line, which those clients show
+/// as the preview. A subject of the form `… is down` / `… is up` would read a
+/// little better alone but split the thread in the most used clients.
+///
+/// A clear without a thread (the contact got no fault message, e.g. it was
+/// added to the probe while the alarm was open) starts its own thread and
+/// may then say what it is: `… is back up`.
+fn subject(n: &Notification) -> String {
+    let prefix = format!("[amon {}] Alarm {}: ", one_line(&n.datacenter), n.alarm_id);
+    if n.thread_root.is_some() {
+        format!("Re: {prefix}{}", headline(n, NotificationKind::Fault))
+    } else {
+        format!("{prefix}{}", headline(n, n.kind))
+    }
+}
+
+/// What happened, in the fewest words: `machine web0 (…) is down`. The
+/// subject uses it as is; the body's first line as a sentence.
+fn headline(n: &Notification, kind: NotificationKind) -> String {
+    let fault = kind == NotificationKind::Fault;
+    let verb = if fault { "faulted" } else { "cleared" };
+    match (&n.machine, is_machine_up(n)) {
+        (Some(_), true) => {
+            let state = if fault { "is down" } else { "is back up" };
+            format!("machine {} {state}", machine_label(n))
+        }
+        (Some(_), false) => {
+            format!("probe {} {verb} on machine {}", probe_label(n), machine_label(n))
+        }
+        (None, _) => format!("probe {} {verb}", probe_label(n)),
+    }
+}
+
+/// The body's first line: a whole sentence, so that a preview pane or a
+/// phone's lock screen tells the reader what changed without opening it.
+fn first_line(n: &Notification) -> String {
+    let headline = headline(n, n.kind);
+    let mut chars = headline.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
+fn body(n: &Notification) -> String {
+    let mut out = String::new();
+    // `writeln!` into a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(out, "{}", first_line(n));
+    let _ = writeln!(out);
+
+    field(&mut out, "When", &format_time(n.event_time));
+    if let Some(machine) = &n.machine {
+        field(&mut out, "Machine", &machine_label(n));
+        if let Some(server) = machine.server {
+            field(&mut out, "Server", &server.to_string());
+        }
+    }
+    let probe = match &n.probe.name {
+        Some(name) => format!("{} ({})", one_line(name), n.probe.uuid),
+        None => n.probe.uuid.to_string(),
+    };
+    field(
+        &mut out,
+        "Probe",
+        &format!("{probe}, type {}", one_line(&n.probe.probe_type)),
+    );
+    if let Some(group) = n.probe.group {
+        field(&mut out, "Probe group", &group.to_string());
+    }
+    field(&mut out, "Alarm", &alarm_state(n));
+    field(
+        &mut out,
+        "Account",
+        &format!("{} ({})", one_line(&n.account_login), n.account_uuid),
+    );
+    field(&mut out, "Datacenter", &one_line(&n.datacenter));
+    // A machine-up event's message (`Machine "<uuid>" has gone down.`) only
+    // repeats the first line; other probe types say what they saw in it.
+    if !is_machine_up(n) && !n.message.trim().is_empty() {
+        field(&mut out, "Message", n.message.trim());
+    }
+    let _ = writeln!(out);
+
+    if n.alarm_closed {
+        let _ = writeln!(out, "Alarm {} is closed: there is nothing more to do.", n.alarm_id);
+    } else {
+        let login = shell_word(&n.account_login);
+        let _ = writeln!(out, "To stop email about alarm {} until it closes:", n.alarm_id);
+        let _ = writeln!(out, "    amon alarms suppress {} --account {login}", n.alarm_id);
+        if let Some(machine) = &n.machine {
+            let _ = writeln!(out, "To hold off alarms for this machine while you work on it:");
+            let _ = writeln!(out, "    amon suppress --machine {} --for 2h", machine.uuid);
+        }
+        if !n.master_url.trim().is_empty() {
+            let _ = writeln!(out, "Master API: {}", one_line(n.master_url.trim()));
+        }
+    }
+
+    // The raw event is for whoever debugs Amon itself, not for the on-call
+    // reader, so it comes last, after a visible break.
+    let _ = writeln!(out);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Raw event");
+    let _ = writeln!(out, "---------");
+    let raw = serde_json::to_string_pretty(&n.event_json).unwrap_or_else(|_| n.event_json.to_string());
+    let _ = writeln!(out, "{raw}");
+    out
+}
+
+/// Width of the label column in the body, so the values line up.
+const LABEL_WIDTH: usize = 13;
+
+/// One `Label:  value` line; continuation lines of a multi-line value are
+/// indented under the value so the columns stay readable.
+fn field(out: &mut String, label: &str, value: &str) {
+    let label = format!("{label}:");
+    let mut lines = value.lines();
+    let first = lines.next().unwrap_or("");
+    let _ = writeln!(out, "{label:<LABEL_WIDTH$}{first}");
+    for line in lines {
+        let _ = writeln!(out, "{:LABEL_WIDTH$}{line}", "");
+    }
+}
+
+fn alarm_state(n: &Notification) -> String {
+    if n.alarm_closed {
+        return format!("{}, closed", n.alarm_id);
+    }
+    let faults = match n.alarm_fault_count {
+        1 => "1 fault".to_owned(),
+        count => format!("{count} faults"),
+    };
+    format!("{}, open ({faults})", n.alarm_id)
+}
+
+fn is_machine_up(n: &Notification) -> bool {
+    n.probe.probe_type == ProbeType::MachineUp.as_str()
+}
+
+/// `web0 (uuid)` when the alias is known, else the uuid alone.
+fn machine_label(n: &Notification) -> String {
+    match &n.machine {
+        Some(machine) => match machine.alias.as_deref().map(one_line) {
+            Some(alias) if !alias.is_empty() => format!("{alias} ({})", machine.uuid),
+            _ => machine.uuid.to_string(),
+        },
+        None => String::new(),
+    }
+}
+
+/// The probe's name when it has one, else its uuid.
+fn probe_label(n: &Notification) -> String {
+    match n.probe.name.as_deref().map(one_line) {
+        Some(name) if !name.is_empty() => name,
+        _ => n.probe.uuid.to_string(),
+    }
+}
+
+/// Aliases and names come from users and the platform; a newline or other
+/// control character in one must not break a header or the body's layout.
+fn one_line(text: &str) -> String {
+    text.split(char::is_control)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned()
+}
+
+/// Quotes a login for the shell command shown in the body if it has anything
+/// beyond the characters logins normally have, so copy-paste just works.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", one_line(word).replace('\'', r"'\''"))
+    }
+}
+
+fn format_time(ms: EpochMs) -> String {
+    match DateTime::from_timestamp_millis(ms) {
+        Some(time) => time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        None => format!("{ms} ms since the epoch (out of range)"),
+    }
+}
+
+fn system_time(ms: EpochMs) -> SystemTime {
+    let offset = Duration::from_millis(ms.unsigned_abs());
+    let time = if ms >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    };
+    time.unwrap_or(UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{MachineRef, ProbeRef};
+    use uuid::Uuid;
+
+    const NOTIFICATION: &str = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d001";
+    const FIRST_NOTIFICATION: &str = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d000";
+    const MACHINE: &str = "b0e4a9d6-3c1f-4e8a-9d2b-7f5e6a1c2d3e";
+    const SERVER: &str = "44454c4c-4800-1034-804a-b2c04f354d31";
+    const PROBE: &str = "f7a3c9e1-2b4d-4f6a-8c0e-1d3b5a7c9e2f";
+    const ACCOUNT: &str = "930896af-bf8c-48d4-885c-6573a94b1853";
+    const EVENT: &str = "2c9d4e6f-8a1b-4c3d-9e5f-7a0b1c2d3e4f";
+    /// 2024-05-01T03:12:45Z.
+    const TIME: EpochMs = 1_714_533_165_000;
+
+    fn uuid(s: &str) -> Uuid {
+        s.parse().unwrap()
+    }
+
+    fn fault() -> Notification {
+        Notification {
+            id: uuid(NOTIFICATION),
+            kind: NotificationKind::Fault,
+            contact_name: "email".to_owned(),
+            contact: ContactAddress::Email("jill@example.com".to_owned()),
+            datacenter: "coal".to_owned(),
+            account_uuid: uuid(ACCOUNT),
+            account_login: "jill".to_owned(),
+            alarm_id: 3,
+            alarm_closed: false,
+            alarm_fault_count: 1,
+            probe: ProbeRef {
+                uuid: uuid(PROBE),
+                name: Some("web0 up".to_owned()),
+                probe_type: "machine-up".to_owned(),
+                group: None,
+            },
+            machine: Some(MachineRef {
+                uuid: uuid(MACHINE),
+                alias: Some("web0".to_owned()),
+                server: Some(uuid(SERVER)),
+            }),
+            message: format!("Machine \"{MACHINE}\" has gone down."),
+            event_time: TIME,
+            thread_root: None,
+            master_url: "http://10.99.99.20:8080".to_owned(),
+            event_json: serde_json::json!({
+                "type": "machine",
+                "uuid": EVENT,
+                "time": TIME,
+                "relay": SERVER,
+                "server": SERVER,
+                "machine": MACHINE,
+                "alias": "web0",
+                "owner": ACCOUNT,
+                "oldState": "running",
+                "newState": "shutting_down",
+                "up": false,
+            }),
+        }
+    }
+
+    fn clear() -> Notification {
+        let mut n = fault();
+        n.kind = NotificationKind::Clear;
+        n.alarm_closed = true;
+        n.alarm_fault_count = 0;
+        n.thread_root = Some(crate::notify::message_id(uuid(FIRST_NOTIFICATION), "coal"));
+        n.message = format!("Machine \"{MACHINE}\" has come up.");
+        n.event_time = TIME + 94_000;
+        n.event_json["time"] = serde_json::json!(TIME + 94_000);
+        n.event_json["oldState"] = serde_json::json!("ready");
+        n.event_json["newState"] = serde_json::json!("running");
+        n.event_json["up"] = serde_json::json!(true);
+        n
+    }
+
+    fn snapshot_text(n: &Notification) -> String {
+        let r = render(n);
+        let mut text = format!("Subject: {}\nMessage-ID: {}\n", r.subject, r.message_id);
+        if let Some(root) = &r.in_reply_to {
+            text.push_str(&format!("In-Reply-To: {root}\n"));
+        }
+        text.push('\n');
+        text.push_str(&r.body);
+        text
+    }
+
+    #[test]
+    fn fault_reads_as_machine_down() {
+        let n = fault();
+        assert_eq!(
+            render(&n).subject,
+            format!("[amon coal] Alarm 3: machine web0 ({MACHINE}) is down")
+        );
+        insta::assert_snapshot!("fault", snapshot_text(&n));
+    }
+
+    #[test]
+    fn clear_replies_in_the_alarms_thread() {
+        let n = clear();
+        let r = render(&n);
+        // Same subject as the fault, so every client keeps one thread.
+        assert_eq!(r.subject, format!("Re: {}", render(&fault()).subject));
+        assert_eq!(r.in_reply_to, n.thread_root);
+        assert!(r.body.starts_with(&format!("Machine web0 ({MACHINE}) is back up.\n")));
+        insta::assert_snapshot!("clear", snapshot_text(&n));
+    }
+
+    #[test]
+    fn clear_without_a_thread_says_back_up() {
+        let mut n = clear();
+        n.thread_root = None;
+        assert_eq!(
+            render(&n).subject,
+            format!("[amon coal] Alarm 3: machine web0 ({MACHINE}) is back up")
+        );
+    }
+
+    #[test]
+    fn machine_without_alias_is_named_by_uuid() {
+        let mut n = fault();
+        n.machine.as_mut().unwrap().alias = None;
+        n.event_json["alias"] = serde_json::Value::Null;
+        assert_eq!(
+            render(&n).subject,
+            format!("[amon coal] Alarm 3: machine {MACHINE} is down")
+        );
+        insta::assert_snapshot!("no_alias", snapshot_text(&n));
+    }
+
+    #[test]
+    fn non_ascii_alias_is_kept() {
+        let mut n = fault();
+        n.machine.as_mut().unwrap().alias = Some("büro-ölpreis-東京".to_owned());
+        n.event_json["alias"] = serde_json::json!("büro-ölpreis-東京");
+        insta::assert_snapshot!("non_ascii_alias", snapshot_text(&n));
+    }
+
+    #[test]
+    fn non_ascii_subject_and_body_are_encoded() {
+        let mut n = fault();
+        n.machine.as_mut().unwrap().alias = Some("büro-東京".to_owned());
+        let text = String::from_utf8(to_message(&n, "no-reply@coal.example.com").unwrap().formatted()).unwrap();
+        assert!(text.is_ascii(), "the message on the wire is 7-bit: {text}");
+        assert!(text.contains("=?utf-8?b?YsO8cm8t5p2x5Lqs?="), "{text}");
+    }
+
+    #[test]
+    fn other_probe_types_show_their_message() {
+        let mut n = fault();
+        n.probe.probe_type = "log-scan".to_owned();
+        n.message = "Log \"/var/log/app.log\" matched /ERROR/ 3 times.".to_owned();
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            format!("[amon coal] Alarm 3: probe web0 up faulted on machine web0 ({MACHINE})")
+        );
+        assert!(r
+            .body
+            .contains("\nMessage:     Log \"/var/log/app.log\" matched /ERROR/ 3 times.\n"));
+    }
+
+    #[test]
+    fn without_machine_the_probe_is_named() {
+        let mut n = fault();
+        n.machine = None;
+        n.probe.probe_type = "log-scan".to_owned();
+        assert_eq!(render(&n).subject, "[amon coal] Alarm 3: probe web0 up faulted");
+        n.probe.name = None;
+        assert_eq!(
+            render(&n).subject,
+            format!("[amon coal] Alarm 3: probe {PROBE} faulted")
+        );
+        n.kind = NotificationKind::Clear;
+        assert_eq!(
+            render(&n).subject,
+            format!("[amon coal] Alarm 3: probe {PROBE} cleared")
+        );
+    }
+
+    #[test]
+    fn control_characters_in_an_alias_cannot_break_the_subject() {
+        let mut n = fault();
+        n.machine.as_mut().unwrap().alias = Some("web0\r\nBcc: evil@example.com".to_owned());
+        let subject = render(&n).subject;
+        assert!(!subject.contains('\n') && !subject.contains('\r'), "{subject}");
+    }
+
+    #[test]
+    fn message_id_is_derived_from_the_notification_id() {
+        let n = fault();
+        assert_eq!(render(&n).message_id, format!("<{NOTIFICATION}@amon.coal.invalid>"));
+    }
+
+    #[test]
+    fn message_has_threading_headers() {
+        let message = to_message(&clear(), "\"coal Monitoring\" <no-reply@coal.example.com>").unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(text.contains("To: jill@example.com\r\n"), "{text}");
+        assert!(text.contains(&format!("Message-ID: <{NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(text.contains(&format!("In-Reply-To: <{FIRST_NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(text.contains(&format!("References: <{FIRST_NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(text.contains("Date: Wed, 01 May 2024 03:14:19 +0000\r\n"), "{text}");
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"));
+    }
+
+    #[test]
+    fn first_message_has_no_threading_headers() {
+        let message = to_message(&fault(), "no-reply@coal.example.com").unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(!text.contains("In-Reply-To:"));
+        assert!(!text.contains("References:"));
+    }
+
+    #[test]
+    fn bad_recipient_is_named() {
+        let mut n = fault();
+        n.contact = ContactAddress::Email("not an address".to_owned());
+        let err = to_message(&n, "no-reply@coal.example.com").unwrap_err();
+        assert!(matches!(err, EmailError::BadAddress { role: "recipient", .. }));
+        assert!(err.to_string().contains("not an address"), "{err}");
+    }
+
+    #[test]
+    fn bad_sender_is_named() {
+        let err = to_message(&fault(), "nobody").unwrap_err();
+        assert_eq!(err.to_string(), "bad sender email address \"nobody\"");
+    }
+
+    #[test]
+    fn webhook_contact_is_not_an_email() {
+        let mut n = fault();
+        n.contact_name = "ops-hook".to_owned();
+        n.contact = ContactAddress::Webhook("https://hooks.example.com/amon".to_owned());
+        let err = to_message(&n, "no-reply@coal.example.com").unwrap_err();
+        assert_eq!(err.to_string(), "contact \"ops-hook\" is not an email contact");
+    }
+}

@@ -1,0 +1,88 @@
+//! Notifications: what we tell a contact, rendered for a human, and how it is
+//! delivered (SMTP via lettre, `.eml` files, later webhooks).
+//!
+//! This module owns the text of every email and the delivery transports. It
+//! does not decide *whether* to notify (that is the alarm actor's job) and does
+//! not keep the outbox (that is the store's).
+
+pub mod email;
+pub mod transport;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::EpochMs;
+
+/// Why a notification is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    /// A fault is still open after the hold.
+    Fault,
+    /// A notified fault cleared.
+    Clear,
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "medium", content = "address", rename_all = "lowercase")]
+pub enum ContactAddress {
+    Email(String),
+    Webhook(String),
+}
+
+/// The machine a notification is about, as far as we know it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineRef {
+    pub uuid: Uuid,
+    pub alias: Option<String>,
+    pub server: Option<Uuid>,
+}
+
+/// The probe that faulted or cleared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRef {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub probe_type: String,
+    pub group: Option<Uuid>,
+}
+
+/// One message to one contact, with everything needed to render and deliver
+/// it. Stored in the outbox as JSON, so it must stay self-contained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable id: the `Message-ID` is derived from it, so a rare duplicate
+    /// delivery is recognisable.
+    pub id: Uuid,
+    pub kind: NotificationKind,
+    pub contact_name: String,
+    pub contact: ContactAddress,
+    pub datacenter: String,
+    pub account_uuid: Uuid,
+    pub account_login: String,
+    pub alarm_id: u64,
+    /// Whether the alarm is closed after this change.
+    pub alarm_closed: bool,
+    /// Open faults on the alarm after this change (not counting maintenance).
+    pub alarm_fault_count: usize,
+    pub probe: ProbeRef,
+    pub machine: Option<MachineRef>,
+    /// The event's message, e.g. `Machine "…" has gone down.`.
+    pub message: String,
+    /// When it happened (the event's time).
+    pub event_time: EpochMs,
+    /// The `Message-ID` of the alarm's first notification to this contact,
+    /// for threading (`None` for the first one).
+    pub thread_root: Option<String>,
+    /// The master's base URL, to show the suppress command in the email.
+    pub master_url: String,
+    /// The raw event, shown last for the curious.
+    pub event_json: serde_json::Value,
+}
+
+/// The `Message-ID` of a notification: stable, so a duplicate delivery is
+/// recognisable, and derivable, so later notifications can thread to it.
+pub fn message_id(id: Uuid, datacenter: &str) -> String {
+    format!("<{id}@amon.{datacenter}.invalid>")
+}

@@ -1,0 +1,608 @@
+//! The store actor: the only owner of the database and the only code that
+//! knows SQL.
+//!
+//! It runs on its own OS thread with a bounded mailbox (so it never blocks an
+//! actix arbiter) and commits in groups: it takes every request waiting in its
+//! mailbox, runs them in one transaction (each under its own savepoint, so one
+//! failing request does not spoil the others), commits once, and only then
+//! answers them all. An answer therefore always means "durable". It is not an
+//! actix actor because group commit needs to drain the mailbox, which an
+//! actix `SyncContext` does not allow.
+
+mod schema;
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::model::{Account, Alarm, EpochMs, Event, MonitorKey, Probe};
+use crate::notify::Notification;
+
+/// Requests that can wait in the mailbox; beyond this, senders wait.
+const MAILBOX: usize = 4096;
+/// Most requests folded into one transaction.
+const MAX_GROUP: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored json is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store has stopped")]
+    Stopped,
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("migration to schema version {version} failed: {source}")]
+    Migration { version: usize, source: rusqlite::Error },
+}
+
+/// What `GET /alarms/:id` can find.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmLookup {
+    Found(Alarm),
+    /// The id was issued but the alarm is deleted or expunged.
+    Gone,
+    /// The id was never issued.
+    NotFound,
+}
+
+/// A delivery waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub notification: Notification,
+    pub attempts: u32,
+}
+
+trait Finish: Send {
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Reply<T> {
+    result: Result<T, StoreError>,
+    tx: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send> Finish for Reply<T> {
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let result = match committed {
+            Ok(()) => self.result,
+            Err(e) => Err(StoreError::Commit(e)),
+        };
+        let _ = self.tx.send(result);
+    }
+}
+
+/// A request: runs against the connection and says whether it succeeded (a
+/// failed one is rolled back to its savepoint) and how to answer after commit.
+type Op = Box<dyn FnOnce(&Connection) -> (bool, Box<dyn Finish>) + Send>;
+
+/// A cheap, cloneable handle to the store actor.
+#[derive(Clone)]
+pub struct Store {
+    mailbox: mpsc::Sender<Op>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it, and
+    /// starts the store thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Store::start(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Store::start(conn)
+    }
+
+    fn start(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode survives a process crash (SIGKILL); only a power
+        // loss can take the last transactions.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        std::thread::Builder::new()
+            .name("amon-store".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| StoreError::Commit(format!("cannot start store thread: {e}")))?;
+        Ok(Store { mailbox: tx })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = f(conn);
+            (result.is_ok(), Box::new(Reply { result, tx }) as Box<dyn Finish>)
+        });
+        self.mailbox.send(op).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    // ---- events ----
+
+    /// Commits events, dropping those whose `uuid` is already stored, and
+    /// returns the new ones (in order).
+    pub async fn commit_events(&self, events: Vec<Event>, received: EpochMs) -> Result<Vec<Event>, StoreError> {
+        self.call(move |conn| {
+            let mut insert = conn
+                .prepare_cached("INSERT OR IGNORE INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut fresh = Vec::with_capacity(events.len());
+            for event in events {
+                let body = serde_json::to_string(&event)?;
+                let inserted = insert.execute(params![event.uuid().as_bytes(), event.time(), received, body])?;
+                if inserted == 1 {
+                    fresh.push(event);
+                }
+            }
+            Ok(fresh)
+        })
+        .await
+    }
+
+    /// Notes what a relay last said about itself (for `GET /servers`).
+    pub async fn touch_server(
+        &self,
+        server: Uuid,
+        hostname: Option<String>,
+        last_event: String,
+        seen: EpochMs,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO servers (uuid, hostname, last_event, last_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(uuid) DO UPDATE SET hostname = COALESCE(?2, hostname), last_event = ?3, last_seen = ?4",
+            )?
+            .execute(params![server.to_string(), hostname, last_event, seen])?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- accounts ----
+
+    pub async fn create_account(&self, account: Account, now: EpochMs) -> Result<Account, StoreError> {
+        self.call(move |conn| {
+            let exists: Option<String> = conn
+                .query_row(
+                    "SELECT uuid FROM accounts WHERE uuid = ?1 OR login = ?2",
+                    params![account.uuid.to_string(), account.login],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!("account {}", account.login)));
+            }
+            conn.execute(
+                "INSERT INTO accounts (uuid, login, email, created) VALUES (?1, ?2, ?3, ?4)",
+                params![account.uuid.to_string(), account.login, account.email, now],
+            )?;
+            Ok(account)
+        })
+        .await
+    }
+
+    /// Finds an account by uuid or login.
+    pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
+                    params![key],
+                    account_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT uuid, login, email FROM accounts")?;
+            let rows = stmt.query_map([], account_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    // ---- probes ----
+
+    pub async fn put_probe(&self, probe: Probe) -> Result<Probe, StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO probes (uuid, user, machine, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(uuid) DO UPDATE SET user = ?2, machine = ?3, body = ?4",
+                params![
+                    probe.uuid.to_string(),
+                    probe.user.to_string(),
+                    probe.machine.map(|m| m.to_string()),
+                    serde_json::to_string(&probe)?
+                ],
+            )?;
+            Ok(probe)
+        })
+        .await
+    }
+
+    pub async fn list_probes(&self, user: Uuid) -> Result<Vec<Probe>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE user = ?1 ORDER BY uuid")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    pub async fn get_probe(&self, user: Uuid, uuid: Uuid) -> Result<Option<Probe>, StoreError> {
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM probes WHERE user = ?1 AND uuid = ?2",
+                    params![user.to_string(), uuid.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    pub async fn all_probes(&self) -> Result<Vec<Probe>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM probes")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    // ---- alarms ----
+
+    /// Issues the account's next alarm id (from 1, never reused).
+    pub async fn next_alarm_id(&self, user: Uuid) -> Result<u64, StoreError> {
+        self.call(move |conn| {
+            let id: i64 = conn.query_row(
+                "INSERT INTO alarm_ids (user, last_id) VALUES (?1, 1)
+                 ON CONFLICT(user) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+                params![user.to_string()],
+                |r| r.get(0),
+            )?;
+            Ok(id as u64)
+        })
+        .await
+    }
+
+    /// Saves an alarm and queues its notifications in the same commit: a
+    /// notification exists exactly when the change that decided it does.
+    pub async fn save_alarm(
+        &self,
+        alarm: Alarm,
+        notifications: Vec<Notification>,
+        now: EpochMs,
+    ) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO alarms (user, id, monitor, closed, time_closed, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(user, id) DO UPDATE SET monitor = ?3, closed = ?4, time_closed = ?5, body = ?6",
+            )?
+            .execute(params![
+                alarm.user.to_string(),
+                alarm.id as i64,
+                monitor_column(&alarm.monitor()),
+                alarm.closed,
+                alarm.time_closed,
+                serde_json::to_string(&alarm)?
+            ])?;
+            let mut enqueue = conn.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
+            )?;
+            for n in &notifications {
+                enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The newest open alarm of a monitor, if any.
+    pub async fn open_alarm(&self, monitor: MonitorKey) -> Result<Option<Alarm>, StoreError> {
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM alarms WHERE monitor = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
+                    params![monitor_column(&monitor)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    /// Monitors with at least one open alarm (their actors are started at boot
+    /// so that pending holds resume).
+    pub async fn monitors_with_open_alarms(&self) -> Result<Vec<MonitorKey>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT DISTINCT body FROM alarms WHERE closed = 0")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut keys = Vec::new();
+            for body in rows {
+                let alarm: Alarm = serde_json::from_str(&body?)?;
+                let key = alarm.monitor();
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    /// An account's alarms, newest first.
+    pub async fn list_alarms(&self, user: Uuid) -> Result<Vec<Alarm>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM alarms WHERE user = ?1 ORDER BY id DESC")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    pub async fn get_alarm(&self, user: Uuid, id: u64) -> Result<AlarmLookup, StoreError> {
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM alarms WHERE user = ?1 AND id = ?2",
+                    params![user.to_string(), id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(body) = body {
+                return Ok(AlarmLookup::Found(serde_json::from_str(&body)?));
+            }
+            let last: Option<i64> = conn
+                .query_row(
+                    "SELECT last_id FROM alarm_ids WHERE user = ?1",
+                    params![user.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match last {
+                Some(last) if id as i64 <= last && id > 0 => AlarmLookup::Gone,
+                _ => AlarmLookup::NotFound,
+            })
+        })
+        .await
+    }
+
+    // ---- outbox ----
+
+    /// Deliveries not yet done, oldest first (resumed after a restart).
+    pub async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.call(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT body, attempts FROM outbox WHERE state = 'pending' ORDER BY created")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.map(|row| {
+                let (body, attempts) = row?;
+                Ok(PendingDelivery {
+                    notification: serde_json::from_str(&body)?,
+                    attempts: attempts as u32,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Records a delivery attempt: `Ok` marks it sent, a permanent error
+    /// marks it dead, a temporary one leaves it pending.
+    pub async fn record_delivery(&self, id: Uuid, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let (state, error) = match &outcome {
+                DeliveryOutcome::Sent => ("sent", None),
+                DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
+                DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
+            };
+            conn.prepare_cached(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id.to_string(), state, error])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The result of one delivery attempt, as the outbox records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Sent,
+    Retrying(String),
+    Dead(String),
+}
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    let uuid: String = r.get(0)?;
+    Ok(Account {
+        uuid: Uuid::parse_str(&uuid).unwrap_or_default(),
+        login: r.get(1)?,
+        email: r.get(2)?,
+    })
+}
+
+fn monitor_column(key: &MonitorKey) -> String {
+    match key {
+        MonitorKey::Probe { user, probe } => format!("{user}/probe/{probe}"),
+        MonitorKey::ProbeGroup { user, group } => format!("{user}/group/{group}"),
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", version as i64))
+            .map_err(|source| StoreError::Migration { version, source })?;
+        tx.commit()
+            .map_err(|source| StoreError::Migration { version, source })?;
+        tracing::info!(version, "database schema upgraded");
+    }
+    Ok(())
+}
+
+/// The store thread: group commit until every handle is gone.
+fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
+    let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = mailbox.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match mailbox.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut finishers: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        for op in group.drain(..) {
+            // A savepoint per request: a failed request rolls back alone.
+            let _ = conn.execute_batch("SAVEPOINT op");
+            let (ok, finish) = op(&conn);
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK TO op");
+            }
+            let _ = conn.execute_batch("RELEASE op");
+            finishers.push(finish);
+        }
+        let committed = began.and_then(|_| conn.execute_batch("COMMIT")).map_err(|e| {
+            tracing::error!(error = %e, "store commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for finish in finishers {
+            finish.finish(committed.clone());
+        }
+    }
+    tracing::info!("store stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MachineEvent, ProbeType};
+
+    fn machine_event(uuid: Uuid) -> Event {
+        Event::Machine(MachineEvent {
+            uuid,
+            time: 1_000,
+            relay: Uuid::nil(),
+            machine: Uuid::nil(),
+            alias: None,
+            owner: None,
+            server: Uuid::nil(),
+            old_state: Some("running".into()),
+            new_state: "shutting_down".into(),
+            up: false,
+        })
+    }
+
+    #[actix_rt::test]
+    async fn a_second_copy_of_an_event_uuid_is_dropped() {
+        let store = Store::in_memory().unwrap();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let fresh = store.commit_events(vec![machine_event(a)], 1).await.unwrap();
+        assert_eq!(fresh.len(), 1);
+        let fresh = store
+            .commit_events(vec![machine_event(a), machine_event(b)], 2)
+            .await
+            .unwrap();
+        assert_eq!(fresh.iter().map(Event::uuid).collect::<Vec<_>>(), vec![b]);
+    }
+
+    #[actix_rt::test]
+    async fn alarm_ids_count_from_one_per_account_and_deleted_ids_are_gone() {
+        let store = Store::in_memory().unwrap();
+        let alice = Uuid::new_v4();
+        let bob = Uuid::new_v4();
+        assert_eq!(store.next_alarm_id(alice).await.unwrap(), 1);
+        assert_eq!(store.next_alarm_id(alice).await.unwrap(), 2);
+        assert_eq!(store.next_alarm_id(bob).await.unwrap(), 1);
+        assert_eq!(store.get_alarm(alice, 2).await.unwrap(), AlarmLookup::Gone);
+        assert_eq!(store.get_alarm(alice, 3).await.unwrap(), AlarmLookup::NotFound);
+    }
+
+    #[actix_rt::test]
+    async fn accounts_are_found_by_uuid_or_login_and_unique() {
+        let store = Store::in_memory().unwrap();
+        let account = Account {
+            uuid: Uuid::new_v4(),
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+        };
+        store.create_account(account.clone(), 0).await.unwrap();
+        assert_eq!(store.get_account("alice".into()).await.unwrap(), Some(account.clone()));
+        assert_eq!(
+            store.get_account(account.uuid.to_string()).await.unwrap(),
+            Some(account.clone())
+        );
+        assert!(matches!(
+            store.create_account(account, 0).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn probes_round_trip() {
+        let store = Store::in_memory().unwrap();
+        let user = Uuid::new_v4();
+        let probe = Probe {
+            uuid: Uuid::new_v4(),
+            name: Some("web0 up".into()),
+            user,
+            probe_type: ProbeType::MachineUp,
+            agent: None,
+            machine: Some(Uuid::new_v4()),
+            config: serde_json::Value::Null,
+            contacts: vec!["email".into()],
+            group: None,
+            group_events: true,
+            disabled: false,
+        };
+        store.put_probe(probe.clone()).await.unwrap();
+        assert_eq!(store.list_probes(user).await.unwrap(), vec![probe.clone()]);
+        assert_eq!(store.get_probe(user, probe.uuid).await.unwrap(), Some(probe));
+    }
+
+    #[test]
+    fn migrations_apply_once_and_record_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.sqlite");
+        drop(Store::open(&path).unwrap());
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, schema::MIGRATIONS.len());
+    }
+}

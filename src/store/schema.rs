@@ -1,0 +1,57 @@
+//! Versioned migrations: each entry upgrades the schema by one version, in
+//! order, inside one transaction with the `user_version` bump. Never edit a
+//! released migration; add the next one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the walking skeleton.
+    r#"
+    CREATE TABLE accounts (
+        uuid TEXT PRIMARY KEY,
+        login TEXT NOT NULL UNIQUE,
+        email TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE probes (
+        uuid TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        machine TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX probes_by_user ON probes(user);
+    CREATE TABLE events (
+        uuid BLOB PRIMARY KEY,
+        time INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE alarm_ids (
+        user TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE alarms (
+        user TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        monitor TEXT NOT NULL,
+        closed INTEGER NOT NULL,
+        time_closed INTEGER,
+        body TEXT NOT NULL,
+        PRIMARY KEY (user, id)
+    );
+    CREATE INDEX alarms_open_by_monitor ON alarms(monitor) WHERE closed = 0;
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        created INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX outbox_pending ON outbox(created) WHERE state = 'pending';
+    CREATE TABLE servers (
+        uuid TEXT PRIMARY KEY,
+        hostname TEXT,
+        last_event TEXT NOT NULL,
+        last_seen INTEGER NOT NULL
+    );
+    "#,
+];
