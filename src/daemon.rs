@@ -84,7 +84,10 @@ impl Listeners {
 /// A running process: its root supervisor.
 pub struct Running {
     pub root: Addr<Supervisor>,
+    /// Where the Master API listens (`None` for a relay).
     pub master_addr: Option<SocketAddr>,
+    /// Where the relay admin API listens (`None` for a master).
+    pub relay_admin_addr: Option<SocketAddr>,
 }
 
 impl Running {
@@ -110,6 +113,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
         source,
     })?;
     let master_addr = listeners.master.as_ref().and_then(|l| l.local_addr().ok());
+    let relay_admin_addr = listeners.relay_admin.as_ref().and_then(|l| l.local_addr().ok());
     let mut root = Supervisor::new("amon", RestartPolicy::default());
 
     if let Some(listener) = listeners.master {
@@ -175,6 +179,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
     Ok(Running {
         root: root.start(),
         master_addr,
+        relay_admin_addr,
     })
 }
 

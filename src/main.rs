@@ -45,7 +45,15 @@ fn run_daemon(settings: config::Settings) -> anyhow::Result<i32> {
     let running = system
         .block_on(daemon::start(settings, listeners, Clock::system()))
         .context("cannot start")?;
-    tracing::info!(?mode, master = ?running.master_addr, pid = std::process::id(), "amon started");
+    let show = |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+    // Tests and operators read the bound addresses from this line.
+    tracing::info!(
+        mode = ?mode,
+        master_listen = %show(running.master_addr),
+        relay_admin_listen = %show(running.relay_admin_addr),
+        pid = std::process::id(),
+        "amon started"
+    );
     let root = running.root.clone();
     system.block_on(async move {
         actix_rt::spawn(async move {

@@ -393,7 +393,10 @@ impl Handler<ChildExited> for Supervisor {
             self.stop_next(ctx);
             return;
         }
-        let restart = !matches!((&msg.reason, child.spec.restart), (ExitReason::Normal, Restart::Transient));
+        let restart = !matches!(
+            (&msg.reason, child.spec.restart),
+            (ExitReason::Normal, Restart::Transient)
+        );
         match &msg.reason {
             ExitReason::Normal => tracing::info!(supervisor = %self.name, child = %name, "child exited"),
             ExitReason::Failed(why) => {
@@ -500,5 +503,110 @@ mod tests {
             let decision = tracker.crashed(t0 + Duration::from_secs(11 * i));
             assert!(matches!(decision, RestartDecision::RestartAfter(_)));
         }
+    }
+
+    /// A child that dies as soon as it starts, like a source whose command
+    /// is missing.
+    struct Crasher {
+        _lifeline: Lifeline,
+    }
+
+    impl Actor for Crasher {
+        type Context = Context<Self>;
+
+        fn started(&mut self, _ctx: &mut Context<Self>) {
+            panic!("crasher crashed");
+        }
+    }
+
+    impl Handler<Stop> for Crasher {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    /// Collects the death notices a parent would get.
+    struct Parent(tokio::sync::mpsc::UnboundedSender<ChildExited>);
+
+    impl Actor for Parent {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChildExited> for Parent {
+        type Result = ();
+        fn handle(&mut self, msg: ChildExited, _ctx: &mut Context<Self>) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_child_that_keeps_crashing_escalates_to_the_parent() {
+        tokio::time::pause();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let parent = Parent(tx).start();
+        let counted = starts.clone();
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            within: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        };
+        let _supervisor = Supervisor::new("test", policy)
+            .child(ChildSpec::new("crasher", Restart::Permanent, move |lifeline| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Crasher { _lifeline: lifeline }.start().recipient()
+            }))
+            .with_lifeline(Lifeline::new(parent.recipient(), 7, 1))
+            .start();
+        let notice = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("escalated within the window")
+            .expect("a notice");
+        assert_eq!(notice.child, 7);
+        assert!(
+            matches!(notice.reason, ExitReason::Failed(ref why) if why.contains("crasher")),
+            "{notice:?}"
+        );
+        // The first start plus max_restarts restarts, then escalation.
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[actix_rt::test]
+    async fn shutdown_stops_children_in_reverse_order() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Quiet {
+            name: &'static str,
+            order: Arc<std::sync::Mutex<Vec<&'static str>>>,
+            lifeline: Lifeline,
+        }
+        impl Actor for Quiet {
+            type Context = Context<Self>;
+        }
+        impl Handler<Stop> for Quiet {
+            type Result = ();
+            fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+                self.order.lock().unwrap().push(self.name);
+                self.lifeline.exit_normally();
+                ctx.stop();
+            }
+        }
+        let mut supervisor = Supervisor::new("test", RestartPolicy::default());
+        for name in ["first", "second", "third"] {
+            let order = order.clone();
+            supervisor = supervisor.child(ChildSpec::new(name, Restart::Permanent, move |lifeline| {
+                Quiet {
+                    name,
+                    order: order.clone(),
+                    lifeline,
+                }
+                .start()
+                .recipient()
+            }));
+        }
+        let supervisor = supervisor.start();
+        supervisor.send(Shutdown).await.unwrap();
+        assert_eq!(*order.lock().unwrap(), vec!["third", "second", "first"]);
     }
 }

@@ -394,3 +394,156 @@ impl Handler<Stop> for ZoneDispatcher {
         ctx.stop();
     }
 }
+
+/// Makes a watcher panic, to test that supervision contains it.
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Explode;
+
+#[cfg(test)]
+impl Handler<Explode> for ZoneWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Explode, _ctx: &mut Context<Self>) {
+        panic!("zone watcher {} told to explode", self.machine);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actors::relay_link::{GetLinkState, RelayLinkConfig};
+
+    fn dispatcher_with_link() -> (Addr<ZoneDispatcher>, Addr<RelayLink>) {
+        // A master that is never there: the link keeps every event queued,
+        // and its queue is what we inspect.
+        let link = RelayLink::new(
+            RelayLinkConfig {
+                master_url: "http://127.0.0.1:9".into(),
+                relay: Uuid::new_v4(),
+                hostname: None,
+                heartbeat: Duration::from_secs(3600),
+                batch_max: 100,
+                clock: Clock::tokio(0),
+            },
+            Lifeline::detached(),
+        )
+        .start();
+        let named = Named::new();
+        named.set(link.clone());
+        let env = Arc::new(WatcherEnv {
+            link: named,
+            clock: Clock::tokio(0),
+            relay: Uuid::new_v4(),
+        });
+        (ZoneDispatcher::new(env, Lifeline::detached()).start(), link)
+    }
+
+    fn state(zonename: Uuid, old: ZoneState, new: ZoneState) -> ZoneEvent {
+        ZoneEvent::State {
+            zonename: zonename.to_string(),
+            old: Some(old),
+            new,
+            time: None,
+            meta: ZoneMeta::default(),
+        }
+    }
+
+    async fn settle() {
+        // Let every queued message be handled (time is paused: no real wait).
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    async fn queued(link: &Addr<RelayLink>) -> usize {
+        link.send(GetLinkState).await.unwrap().queued
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_zone_watcher_is_restarted_with_fresh_state_and_others_do_not_notice() {
+        tokio::time::pause();
+        let (dispatcher, link) = dispatcher_with_link();
+        let server = Uuid::new_v4();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // Both zones are seen running.
+        dispatcher.do_send(ZoneEvents {
+            server,
+            events: vec![
+                state(a, ZoneState::Ready, ZoneState::Running),
+                state(b, ZoneState::Ready, ZoneState::Running),
+            ],
+        });
+        settle().await;
+        let baseline = queued(&link).await;
+
+        // Watcher A panics.
+        let child = *dispatcher_slot(&dispatcher, a).await;
+        let _ = child.send(Explode).await;
+        tokio::time::sleep(Duration::from_secs(1)).await; // past the restart backoff
+        settle().await;
+        let state_now = dispatcher.send(GetDispatcherState).await.unwrap();
+        assert_eq!(state_now.watcher_restarts, 1);
+        assert_eq!(state_now.zones, 2);
+
+        // B still remembers "running": a report without an old state is a
+        // down. A restarted fresh: the same report is only a first sighting.
+        let down = |z| ZoneEvent::State {
+            zonename: Uuid::to_string(&z),
+            old: None,
+            new: ZoneState::ShuttingDown,
+            time: None,
+            meta: ZoneMeta::default(),
+        };
+        dispatcher.do_send(ZoneEvents {
+            server,
+            events: vec![down(a), down(b)],
+        });
+        settle().await;
+        assert_eq!(queued(&link).await, baseline + 1, "only B's down is published");
+
+        // And the new A is alive and watching: its zone coming up is news.
+        dispatcher.do_send(ZoneEvents {
+            server,
+            events: vec![ZoneEvent::State {
+                zonename: a.to_string(),
+                old: None,
+                new: ZoneState::Running,
+                time: None,
+                meta: ZoneMeta::default(),
+            }],
+        });
+        settle().await;
+        assert_eq!(
+            queued(&link).await,
+            baseline + 2,
+            "the restarted watcher reports A coming up"
+        );
+    }
+
+    /// The live watcher of a machine (test helper).
+    async fn dispatcher_slot(dispatcher: &Addr<ZoneDispatcher>, machine: Uuid) -> Box<Addr<ZoneWatcher>> {
+        dispatcher
+            .send(WatcherOf(machine))
+            .await
+            .unwrap()
+            .expect("watcher exists")
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Option<Box<Addr<ZoneWatcher>>>")]
+    struct WatcherOf(Uuid);
+
+    impl Handler<WatcherOf> for ZoneDispatcher {
+        type Result = Option<Box<Addr<ZoneWatcher>>>;
+
+        fn handle(&mut self, msg: WatcherOf, _ctx: &mut Context<Self>) -> Self::Result {
+            let child = self.by_machine.get(&msg.0)?;
+            self.slots[*child].as_ref().map(|s| Box::new(s.addr.clone()))
+        }
+    }
+}
