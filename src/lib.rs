@@ -7,7 +7,7 @@
 //! - [`http`]: the Master API and relay admin API, and the relay's client.
 //! - [`store`]: the store actor, sole owner of the database.
 //! - [`notify`]: what a notification says and how it is delivered.
-//! - [`model`]: accounts, probes, alarms, faults, events.
+//! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod rules;
 pub mod store;
 pub mod telemetry;
 pub mod zones;

@@ -2,7 +2,7 @@
 //! events of one monitor are applied one at a time, in order, and concurrent
 //! events never open duplicate alarms (SPEC §5 rule 7).
 //!
-//! It applies Amon's alarm rules 1–4 and the hold: a new fault is notified
+//! It carries out Amon's alarm rules (decided in [`crate::rules`]) and the hold: a new fault is notified
 //! only if it is still open `hold` after it appeared; a clear inside the hold
 //! cancels it silently; a clear after a sent fault notification sends a clear.
 //! Each change is saved with the notifications it decides in one store commit,
@@ -20,11 +20,8 @@ use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{Account, Alarm, EpochMs, Fault, MonitorKey, Probe, ProbeEvent};
 use crate::notify::{message_id, ContactAddress, MachineRef, Notification, NotificationKind, ProbeRef};
+use crate::rules::{self, Effect, Relation};
 use crate::store::Store;
-
-/// An open alarm takes new events only while its last event is younger than
-/// this (clears are exempt): Amon's 25 hours.
-const REUSE_WINDOW_MS: EpochMs = 25 * 60 * 60 * 1000;
 
 /// Everything alarm actors share; built once by the master.
 pub struct AlarmEnv {
@@ -82,28 +79,6 @@ impl AlarmActor {
         self.env.clock.now_ms()
     }
 
-    fn new_alarm(&self, id: u64) -> Alarm {
-        let (probe, probe_group) = match self.key {
-            MonitorKey::Probe { probe, .. } => (Some(probe), None),
-            MonitorKey::ProbeGroup { group, .. } => (None, Some(group)),
-        };
-        Alarm {
-            user: self.key.user(),
-            id,
-            probe,
-            probe_group,
-            closed: false,
-            suppressed: false,
-            time_opened: self.now(),
-            time_closed: None,
-            time_last_event: None,
-            num_events: 0,
-            faults: Vec::new(),
-            maint_faults: Vec::new(),
-            num_notifications: 0,
-        }
-    }
-
     fn schedule_hold(&mut self, alarm_id: u64, probe: Uuid, delay: Duration, ctx: &mut Context<Self>) {
         let handle = ctx.run_later(delay, move |act, ctx| act.hold_expired(alarm_id, probe, ctx));
         if let Some(old) = self.holds.insert(probe, handle) {
@@ -117,48 +92,15 @@ impl AlarmActor {
         }
     }
 
-    /// Applies one event to the open alarm (rules 2–4).
+    /// Applies one event to the open alarm (rules 3–4) and carries out
+    /// what the rules say.
     fn apply(&mut self, event: ProbeEvent, ctx: &mut Context<Self>) {
         let now = self.now();
-        let hold = self.env.hold;
         let Some(mut alarm) = self.alarm.take() else {
             return;
         };
-        alarm.num_events += 1;
-        alarm.time_last_event = Some(event.time);
-        let mut due = Vec::new();
-        if event.clear {
-            alarm.maint_faults.retain(|f| f.probe != event.probe_uuid);
-            if let Some(at) = alarm.faults.iter().position(|f| f.probe == event.probe_uuid) {
-                let mut fault = alarm.faults.remove(at);
-                if fault.notified {
-                    fault.event = event.clone();
-                    due.push((NotificationKind::Clear, fault));
-                } else if let Some(handle) = self.holds.remove(&event.probe_uuid) {
-                    // Cleared inside the hold: it never happened, as far as
-                    // anyone's inbox is concerned.
-                    ctx.cancel_future(handle);
-                }
-            }
-            if alarm.faults.is_empty() && alarm.maint_faults.is_empty() {
-                alarm.closed = true;
-                alarm.time_closed = Some(now);
-            }
-        } else if let Some(fault) = alarm.faults.iter_mut().find(|f| f.probe == event.probe_uuid) {
-            fault.event = event; // latest event wins; count unchanged
-        } else {
-            let probe = event.probe_uuid;
-            alarm.faults.push(Fault {
-                fault_type: "probe".into(),
-                probe,
-                time_faulted: now,
-                notified: false,
-                event,
-            });
-            alarm.faults.sort_by_key(|f| f.probe);
-            self.schedule_hold(alarm.id, probe, hold, ctx);
-        }
-        self.commit(alarm, due, ctx);
+        let effects = rules::apply(&mut alarm, event, now);
+        self.carry_out(alarm, effects, ctx);
     }
 
     fn hold_expired(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
@@ -170,14 +112,24 @@ impl AlarmActor {
             self.alarm = Some(alarm);
             return;
         }
-        let mut due = Vec::new();
-        if let Some(fault) = alarm.faults.iter_mut().find(|f| f.probe == probe && !f.notified) {
-            fault.notified = true;
-            due.push((NotificationKind::Fault, fault.clone()));
+        match rules::hold_expired(&mut alarm, probe) {
+            Some(effect) => self.carry_out(alarm, vec![effect], ctx),
+            None => self.alarm = Some(alarm),
         }
-        if due.is_empty() {
-            self.alarm = Some(alarm);
-            return;
+    }
+
+    fn carry_out(&mut self, alarm: Alarm, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        let mut due = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::StartHold { probe } => self.schedule_hold(alarm.id, probe, self.env.hold, ctx),
+                Effect::CancelHold { probe } => {
+                    if let Some(handle) = self.holds.remove(&probe) {
+                        ctx.cancel_future(handle);
+                    }
+                }
+                Effect::Notify { kind, fault } => due.push((kind, *fault)),
+            }
         }
         self.commit(alarm, due, ctx);
     }
@@ -319,16 +271,16 @@ impl Handler<MonitorEvent> for AlarmActor {
         let MonitorEvent { probe, event } = msg;
         let group_events = probe.group_events;
         self.probes.insert(probe.uuid, probe);
-        let related = self.alarm.as_ref().is_some_and(|a| {
-            group_events && (event.clear || a.time_last_event.is_none_or(|t| event.time - t < REUSE_WINDOW_MS))
-        });
-        if related {
-            self.apply(event, ctx);
-            return;
-        }
-        if event.clear && group_events {
-            tracing::debug!(monitor = ?self.key, "clear with no open alarm dropped");
-            return;
+        match rules::relate(self.alarm.as_ref(), &event, group_events) {
+            Relation::Join => {
+                self.apply(event, ctx);
+                return;
+            }
+            Relation::Drop => {
+                tracing::debug!(monitor = ?self.key, "clear with no open alarm dropped");
+                return;
+            }
+            Relation::Open => {}
         }
         // A fault with no related alarm (or groupEvents: false) opens one.
         let store = self.env.store.clone();
@@ -339,7 +291,7 @@ impl Handler<MonitorEvent> for AlarmActor {
                 .map(move |result, act, ctx| match result {
                     Ok(id) => {
                         act.cancel_holds(ctx);
-                        act.alarm = Some(act.new_alarm(id));
+                        act.alarm = Some(rules::new_alarm(act.key, id, act.now()));
                         act.apply(event, ctx);
                     }
                     Err(e) => tracing::error!(monitor = ?act.key, error = %e, "cannot open alarm; event dropped"),

@@ -1,0 +1,277 @@
+//! Amon's alarm rules (SPEC §5, rules 2–4) and the hold, as pure functions
+//! over an [`Alarm`]: no actors, no timers, no I/O. The `AlarmActor` owns the
+//! timers and the store; this module decides. Tests drive it with plain
+//! numbers for time.
+
+use uuid::Uuid;
+
+use crate::model::{Alarm, EpochMs, Fault, MonitorKey, ProbeEvent};
+use crate::notify::NotificationKind;
+
+/// An open alarm takes new faults only while its last event is younger than
+/// this (clears are exempt): Amon's 25 hours.
+pub const REUSE_WINDOW_MS: EpochMs = 25 * 60 * 60 * 1000;
+
+/// What an event means for the monitor's newest open alarm (rule 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Apply it to the open alarm.
+    Join,
+    /// Open a new alarm for it.
+    Open,
+    /// A clear with nothing open: nothing to do.
+    Drop,
+}
+
+pub fn relate(open: Option<&Alarm>, event: &ProbeEvent, group_events: bool) -> Relation {
+    if !group_events {
+        // Amon's groupEvents: false: every event gets its own alarm.
+        return Relation::Open;
+    }
+    let joins = open.is_some_and(|a| {
+        !a.closed && (event.clear || a.time_last_event.is_none_or(|t| event.time - t < REUSE_WINDOW_MS))
+    });
+    match (joins, event.clear) {
+        (true, _) => Relation::Join,
+        (false, true) => Relation::Drop,
+        (false, false) => Relation::Open,
+    }
+}
+
+/// A fresh open alarm for a monitor.
+pub fn new_alarm(key: MonitorKey, id: u64, now: EpochMs) -> Alarm {
+    let (probe, probe_group) = match key {
+        MonitorKey::Probe { probe, .. } => (Some(probe), None),
+        MonitorKey::ProbeGroup { group, .. } => (None, Some(group)),
+    };
+    Alarm {
+        user: key.user(),
+        id,
+        probe,
+        probe_group,
+        closed: false,
+        suppressed: false,
+        time_opened: now,
+        time_closed: None,
+        time_last_event: None,
+        num_events: 0,
+        faults: Vec::new(),
+        maint_faults: Vec::new(),
+        num_notifications: 0,
+    }
+}
+
+/// What the alarm actor must do after a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A new fault: notify it if it is still open after the hold.
+    StartHold { probe: Uuid },
+    /// The fault cleared inside its hold: forget it, tell nobody.
+    CancelHold { probe: Uuid },
+    /// Tell the contacts (rule 4: the count of notified faults changed).
+    Notify { kind: NotificationKind, fault: Box<Fault> },
+}
+
+/// Applies an event to an alarm (rule 3) and says what follows (rule 4 with
+/// the hold: a fault is announced when its hold expires, see
+/// [`hold_expired`]; a clear is announced only if its fault was).
+pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs) -> Vec<Effect> {
+    alarm.num_events += 1;
+    alarm.time_last_event = Some(event.time);
+    let probe = event.probe_uuid;
+    let mut effects = Vec::new();
+    if event.clear {
+        alarm.maint_faults.retain(|f| f.probe != probe);
+        if let Some(at) = alarm.faults.iter().position(|f| f.probe == probe) {
+            let mut fault = alarm.faults.remove(at);
+            if fault.notified {
+                fault.event = event;
+                effects.push(Effect::Notify {
+                    kind: NotificationKind::Clear,
+                    fault: Box::new(fault),
+                });
+            } else {
+                effects.push(Effect::CancelHold { probe });
+            }
+        }
+        if alarm.faults.is_empty() && alarm.maint_faults.is_empty() {
+            alarm.closed = true;
+            alarm.time_closed = Some(now);
+        }
+    } else if let Some(fault) = alarm.faults.iter_mut().find(|f| f.probe == probe) {
+        // The latest event wins; the fault count does not change.
+        fault.event = event;
+    } else {
+        alarm.faults.push(Fault {
+            fault_type: "probe".into(),
+            probe,
+            time_faulted: now,
+            notified: false,
+            event,
+        });
+        alarm.faults.sort_by_key(|f| f.probe);
+        effects.push(Effect::StartHold { probe });
+    }
+    effects
+}
+
+/// A hold ran out: if the probe's fault is still open and unannounced, it is
+/// announced now.
+pub fn hold_expired(alarm: &mut Alarm, probe: Uuid) -> Option<Effect> {
+    if alarm.closed {
+        return None;
+    }
+    let fault = alarm.faults.iter_mut().find(|f| f.probe == probe && !f.notified)?;
+    fault.notified = true;
+    Some(Effect::Notify {
+        kind: NotificationKind::Fault,
+        fault: Box::new(fault.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ProbeEventData;
+
+    const HOUR: EpochMs = 60 * 60 * 1000;
+
+    fn key() -> MonitorKey {
+        MonitorKey::Probe {
+            user: Uuid::from_u128(1),
+            probe: Uuid::from_u128(2),
+        }
+    }
+
+    fn event(probe: u128, clear: bool, time: EpochMs) -> ProbeEvent {
+        ProbeEvent {
+            v: 1,
+            user: Uuid::from_u128(1),
+            probe_uuid: Uuid::from_u128(probe),
+            clear,
+            data: ProbeEventData {
+                message: if clear { "up" } else { "down" }.into(),
+                value: None,
+                details: None,
+            },
+            machine: None,
+            uuid: Uuid::new_v4(),
+            time,
+            agent: None,
+            agent_alias: None,
+            relay: None,
+        }
+    }
+
+    fn notified(effects: &[Effect]) -> Vec<NotificationKind> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reboot_within_hold_sends_nothing() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        let down = apply(&mut alarm, event(2, false, 0), 0);
+        assert_eq!(
+            down,
+            vec![Effect::StartHold {
+                probe: Uuid::from_u128(2)
+            }]
+        );
+        let up = apply(&mut alarm, event(2, true, 10_000), 10_000);
+        assert_eq!(
+            up,
+            vec![Effect::CancelHold {
+                probe: Uuid::from_u128(2)
+            }]
+        );
+        assert!(alarm.closed, "the alarm closes silently");
+        assert_eq!(
+            hold_expired(&mut alarm, Uuid::from_u128(2)),
+            None,
+            "a late timer finds nothing"
+        );
+    }
+
+    #[test]
+    fn down_and_staying_down_notifies_once_after_the_hold() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, event(2, false, 0), 0);
+        let expired = hold_expired(&mut alarm, Uuid::from_u128(2));
+        assert!(matches!(
+            expired,
+            Some(Effect::Notify {
+                kind: NotificationKind::Fault,
+                ..
+            })
+        ));
+        // A repeated fault from the same probe changes nothing.
+        assert!(apply(&mut alarm, event(2, false, 5_000), 5_000).is_empty());
+        assert_eq!(hold_expired(&mut alarm, Uuid::from_u128(2)), None);
+        assert_eq!(alarm.num_events, 2);
+        assert_eq!(alarm.faults.len(), 1);
+    }
+
+    #[test]
+    fn a_clear_after_a_notified_fault_notifies_and_closes() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, event(2, false, 0), 0);
+        hold_expired(&mut alarm, Uuid::from_u128(2));
+        let effects = apply(&mut alarm, event(2, true, 90_000), 90_000);
+        assert_eq!(notified(&effects), vec![NotificationKind::Clear]);
+        assert!(alarm.closed);
+        assert_eq!(alarm.time_closed, Some(90_000));
+    }
+
+    #[test]
+    fn each_probe_of_a_group_is_its_own_fault() {
+        let mut alarm = new_alarm(
+            MonitorKey::ProbeGroup {
+                user: Uuid::from_u128(1),
+                group: Uuid::from_u128(9),
+            },
+            1,
+            0,
+        );
+        apply(&mut alarm, event(2, false, 0), 0);
+        apply(&mut alarm, event(3, false, 0), 0);
+        assert_eq!(alarm.faults.len(), 2);
+        assert!(hold_expired(&mut alarm, Uuid::from_u128(2)).is_some());
+        assert!(hold_expired(&mut alarm, Uuid::from_u128(3)).is_some());
+        // One clears: the alarm stays open with the other.
+        let effects = apply(&mut alarm, event(2, true, 1), 1);
+        assert_eq!(notified(&effects), vec![NotificationKind::Clear]);
+        assert!(!alarm.closed);
+    }
+
+    #[test]
+    fn events_join_the_open_alarm_within_25_hours_and_clears_always() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, event(2, false, 0), 0);
+        assert_eq!(relate(Some(&alarm), &event(2, false, 24 * HOUR), true), Relation::Join);
+        assert_eq!(relate(Some(&alarm), &event(2, false, 26 * HOUR), true), Relation::Open);
+        assert_eq!(relate(Some(&alarm), &event(2, true, 26 * HOUR), true), Relation::Join);
+    }
+
+    #[test]
+    fn a_clear_with_no_open_alarm_is_dropped_and_a_fault_opens_one() {
+        assert_eq!(relate(None, &event(2, true, 0), true), Relation::Drop);
+        assert_eq!(relate(None, &event(2, false, 0), true), Relation::Open);
+        let mut closed = new_alarm(key(), 1, 0);
+        closed.closed = true;
+        assert_eq!(relate(Some(&closed), &event(2, false, 0), true), Relation::Open);
+    }
+
+    #[test]
+    fn group_events_false_opens_an_alarm_for_every_event() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, event(2, false, 0), 0);
+        assert_eq!(relate(Some(&alarm), &event(2, false, 1), false), Relation::Open);
+        assert_eq!(relate(Some(&alarm), &event(2, true, 1), false), Relation::Open);
+    }
+}
