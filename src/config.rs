@@ -204,6 +204,9 @@ pub struct DemoSettings {
 
 const ZONEEVENT_PATH: &str = "/usr/vm/sbin/zoneevent";
 
+/// The simulated cloud is for demos and load tests; this is plenty for both.
+const MAX_SIM_ZONES: u64 = 10_000_000;
+
 fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
     let data_dir = match mode {
         Mode::Standalone => "./amon-data",
@@ -443,6 +446,12 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
             &["/usr/sbin/sysevent", "-j", "-r", "-c", "com.sun:zones:status", "status"],
             LineFormat::Sysevent,
         ),
+        "sim" if u64::from(raw.sim.servers) * u64::from(raw.sim.zones_per_server) > MAX_SIM_ZONES => {
+            return Err(ConfigError::new(
+                "relay.zones.sim.zones_per_server",
+                format!("servers × zones_per_server must be at most {MAX_SIM_ZONES}"),
+            ))
+        }
         "sim" => ZoneSourceSettings::Sim(SimConfig {
             servers: raw.sim.servers,
             zones_per_server: raw.sim.zones_per_server,
