@@ -2,7 +2,8 @@
 //! order, inside one transaction with the `user_version` bump. Never edit a
 //! released migration; add the next one.
 
-pub const MIGRATIONS: &[&str] = &[
+/// The master's database.
+pub const MASTER: &[&str] = &[
     // 1: the walking skeleton.
     r#"
     CREATE TABLE accounts (
@@ -52,6 +53,26 @@ pub const MIGRATIONS: &[&str] = &[
         hostname TEXT,
         last_event TEXT NOT NULL,
         last_seen INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The relay's database: the spool of events not yet acknowledged by the
+/// master, and the last state of every zone (for reconciliation).
+pub const RELAY: &[&str] = &[
+    // 1: spool and zone states.
+    r#"
+    CREATE TABLE spool (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid BLOB NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE zones (
+        machine TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        running INTEGER NOT NULL,
+        alias TEXT,
+        owner TEXT
     );
     "#,
 ];

@@ -1,0 +1,211 @@
+//! The relay's store: the spool (events written before they are sent, deleted
+//! only after the master's `202`) and the last known state of every zone (so
+//! that after a restart the relay can tell which transitions it missed).
+
+use std::path::Path;
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::db::{Db, StoreError};
+use super::schema;
+use crate::model::Event;
+
+/// What the relay last knew of a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneRecord {
+    pub machine: Uuid,
+    pub server: Uuid,
+    pub running: bool,
+    pub alias: Option<String>,
+    pub owner: Option<Uuid>,
+}
+
+#[derive(Clone)]
+pub struct RelayStore {
+    db: Db,
+}
+
+impl RelayStore {
+    pub fn open(path: &Path) -> Result<RelayStore, StoreError> {
+        Ok(RelayStore {
+            db: Db::open(path, schema::RELAY)?,
+        })
+    }
+
+    pub fn in_memory() -> Result<RelayStore, StoreError> {
+        Ok(RelayStore {
+            db: Db::in_memory(schema::RELAY)?,
+        })
+    }
+
+    /// Makes events durable, together with the zone states they establish,
+    /// in one commit: after a crash either both are there or neither.
+    /// Returns the number of events now spooled.
+    pub async fn spool(&self, events: Vec<Event>, zones: Vec<ZoneRecord>) -> Result<u64, StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO spool (uuid, body) VALUES (?1, ?2)")?;
+                for event in &events {
+                    insert.execute(params![event.uuid().as_bytes(), serde_json::to_string(event)?])?;
+                }
+                put_zones(conn, &zones)?;
+                let depth: i64 = conn.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))?;
+                Ok(depth as u64)
+            })
+            .await
+    }
+
+    /// Forgets events the master has committed.
+    pub async fn acknowledge(&self, uuids: Vec<Uuid>) -> Result<(), StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut delete = conn.prepare_cached("DELETE FROM spool WHERE uuid = ?1")?;
+                for uuid in &uuids {
+                    delete.execute(params![uuid.as_bytes()])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every spooled event, oldest first (resent after a restart).
+    pub async fn spooled(&self) -> Result<Vec<Event>, StoreError> {
+        self.db
+            .call(|conn| {
+                let mut stmt = conn.prepare("SELECT body FROM spool ORDER BY seq")?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            })
+            .await
+    }
+
+    /// Records zone states that are not transitions (first sightings).
+    pub async fn put_zones(&self, zones: Vec<ZoneRecord>) -> Result<(), StoreError> {
+        self.db.call(move |conn| put_zones(conn, &zones)).await
+    }
+
+    /// Forgets deleted zones.
+    pub async fn forget_zones(&self, machines: Vec<Uuid>) -> Result<(), StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut delete = conn.prepare_cached("DELETE FROM zones WHERE machine = ?1")?;
+                for machine in &machines {
+                    delete.execute(params![machine.to_string()])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every zone's last known state.
+    pub async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        self.db
+            .call(|conn| {
+                let mut stmt = conn.prepare("SELECT machine, server, running, alias, owner FROM zones")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })?;
+                let mut zones = Vec::new();
+                for row in rows {
+                    let (machine, server, running, alias, owner) = row?;
+                    let (Ok(machine), Ok(server)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
+                        continue;
+                    };
+                    zones.push(ZoneRecord {
+                        machine,
+                        server,
+                        running,
+                        alias,
+                        owner: owner.and_then(|o| Uuid::parse_str(&o).ok()),
+                    });
+                }
+                Ok(zones)
+            })
+            .await
+    }
+}
+
+fn put_zones(conn: &rusqlite::Connection, zones: &[ZoneRecord]) -> Result<(), StoreError> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO zones (machine, server, running, alias, owner) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(machine) DO UPDATE SET server = ?2, running = ?3,
+             alias = COALESCE(?4, alias), owner = COALESCE(?5, owner)",
+    )?;
+    for z in zones {
+        upsert.execute(params![
+            z.machine.to_string(),
+            z.server.to_string(),
+            z.running,
+            z.alias,
+            z.owner.map(|o| o.to_string())
+        ])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ServerEvent, ServerEventKind};
+
+    fn beat() -> Event {
+        Event::Server(ServerEvent {
+            uuid: Uuid::new_v4(),
+            time: 1,
+            relay: Uuid::nil(),
+            server: Uuid::nil(),
+            event: ServerEventKind::Heartbeat,
+            hostname: None,
+        })
+    }
+
+    #[actix_rt::test]
+    async fn spooled_events_stay_until_acknowledged_in_order() {
+        let store = RelayStore::in_memory().unwrap();
+        let (a, b, c) = (beat(), beat(), beat());
+        assert_eq!(store.spool(vec![a.clone(), b.clone()], vec![]).await.unwrap(), 2);
+        assert_eq!(
+            store.spool(vec![c.clone(), a.clone()], vec![]).await.unwrap(),
+            3,
+            "a second copy is ignored"
+        );
+        store.acknowledge(vec![a.uuid()]).await.unwrap();
+        assert_eq!(store.spooled().await.unwrap(), vec![b, c]);
+    }
+
+    #[actix_rt::test]
+    async fn zone_states_are_upserted_and_forgotten() {
+        let store = RelayStore::in_memory().unwrap();
+        let zone = ZoneRecord {
+            machine: Uuid::new_v4(),
+            server: Uuid::new_v4(),
+            running: true,
+            alias: Some("web0".into()),
+            owner: None,
+        };
+        store.put_zones(vec![zone.clone()]).await.unwrap();
+        let down = ZoneRecord {
+            running: false,
+            alias: None,
+            ..zone.clone()
+        };
+        store.spool(vec![], vec![down]).await.unwrap();
+        let zones = store.zones().await.unwrap();
+        assert_eq!(zones.len(), 1);
+        assert!(!zones[0].running);
+        assert_eq!(
+            zones[0].alias.as_deref(),
+            Some("web0"),
+            "a missing alias keeps the known one"
+        );
+        store.forget_zones(vec![zone.machine]).await.unwrap();
+        assert!(store.zones().await.unwrap().is_empty());
+    }
+}

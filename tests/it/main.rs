@@ -1,0 +1,13 @@
+//! The end-to-end suite, one binary so it links once (ripgrep's layout):
+//! `harness` runs the real `amon` binary, a real SMTP server (aiosmtpd) and a
+//! real zone source as child processes on loopback; `e2e` holds the
+//! behaviours an operator would check by hand.
+
+// clippy.toml bans the wall clock so that logic is tested with paused time.
+// Here the processes under test are real and run on real time: deadlines,
+// "not before the hold" and zoneevent's `when` can only come from the wall
+// clock.
+#![allow(clippy::disallowed_methods)]
+
+mod e2e;
+mod harness;
