@@ -75,6 +75,7 @@ struct RawRelay {
     admin_listen: String,
     heartbeat: String,
     batch_max: usize,
+    spool_max: usize,
     zones: RawZones,
 }
 
@@ -166,6 +167,9 @@ pub struct RelaySettings {
     pub heartbeat: Duration,
     /// Most events in one `POST /events`.
     pub batch_max: usize,
+    /// Most events the spool keeps while the master is away; beyond it new
+    /// events are dropped and counted.
+    pub spool_max: usize,
     pub zones: ZoneSourceSettings,
 }
 
@@ -220,6 +224,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("relay.admin_listen", "127.0.0.1:4307".into()),
         ("relay.heartbeat", "5s".into()),
         ("relay.batch_max", 1000i64.into()),
+        ("relay.spool_max", 1_000_000i64.into()),
         ("relay.zones.source", "auto".into()),
         ("relay.zones.command", no_command.into()),
         ("relay.zones.format", "auto".into()),
@@ -348,6 +353,9 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             Uuid::parse_str(s).map_err(|e| ConfigError::new("relay.server_uuid", format!("invalid uuid {s:?}: {e}")))
         })
         .transpose()?;
+    if raw.relay.spool_max == 0 {
+        return Err(ConfigError::new("relay.spool_max", "must be at least 1"));
+    }
     if raw.relay.batch_max == 0 {
         return Err(ConfigError::new("relay.batch_max", "must be at least 1"));
     }
@@ -358,6 +366,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         admin_listen: socket_addr("relay.admin_listen", &raw.relay.admin_listen)?,
         heartbeat: duration("relay.heartbeat", &raw.relay.heartbeat)?,
         batch_max: raw.relay.batch_max,
+        spool_max: raw.relay.spool_max,
         zones,
     };
     if relay.heartbeat.is_zero() {

@@ -37,7 +37,7 @@ use crate::http::master::MasterApi;
 use crate::http::relay_admin::RelayAdminApi;
 use crate::model::{Account, Probe, ProbeType};
 use crate::notify::transport::Mailer;
-use crate::store::Store;
+use crate::store::{RelayStore, Store};
 use crate::zones::sim::SimCloud;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             None => format!("http://{}", reachable(master_addr.unwrap_or(settings.master.listen))),
         };
         let server_uuid = server_uuid(&settings)?;
+        let relay_store = RelayStore::open(&settings.data_dir.join("relay.sqlite"))?;
         let relay = RelayParts {
             link_config: RelayLinkConfig {
                 master_url,
@@ -167,8 +168,11 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
                 hostname: hostname(),
                 heartbeat: settings.relay.heartbeat,
                 batch_max: settings.relay.batch_max,
+                spool_max: settings.relay.spool_max,
                 clock: clock.clone(),
+                store: relay_store.clone(),
             },
+            store: relay_store,
             source: settings.relay.zones.clone(),
             clock: clock.clone(),
             listener: Rc::new(listener),
@@ -256,6 +260,7 @@ impl MasterParts {
 
 struct RelayParts {
     link_config: RelayLinkConfig,
+    store: RelayStore,
     source: ZoneSourceSettings,
     clock: Clock,
     listener: Rc<TcpListener>,
@@ -270,6 +275,7 @@ impl RelayParts {
                 link: link.clone(),
                 clock: self.clock.clone(),
                 relay: self.link_config.relay,
+                store: self.store.clone(),
             });
             let admin = RelayAdminApi {
                 server_uuid: self.link_config.relay,

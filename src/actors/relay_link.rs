@@ -1,11 +1,19 @@
-//! `RelayLink`: the relay's one connection to the master. It queues events,
-//! sends them in batches with `POST /events`, forgets them only after the
-//! master's `202` (sent after a durable commit), and retries with exponential
-//! backoff and jitter while the master is unreachable or answers 5xx. It also
-//! announces the relay itself: started, heartbeats, shutting down.
+//! `RelayLink`: the relay's one connection to the master, and the reason a
+//! transition is never lost (SPEC §4).
 //!
-//! (The on-disk spool that survives a SIGKILL of the relay is issue #5; until
-//! then the queue is in memory.)
+//! Every event is written to the on-disk spool (with the zone state it
+//! establishes, in one commit) before it is sent; batches go to `POST /events`
+//! with the event `uuid` as idempotency key; an event leaves the spool only
+//! after the master's `202` (sent after a durable commit). While the master is
+//! unreachable or answers 5xx, it retries with exponential backoff and jitter,
+//! capped. A 4xx means the master will never take those bytes: they go to the
+//! dead-letter table with a log line. After a restart (even a SIGKILL) the
+//! spool is sent first.
+//!
+//! Spool policy when full (`relay.spool_max` events): new events are dropped,
+//! counted in `amon_relay_spool_dropped_total` and logged as errors. Heartbeats
+//! are never spooled: an hour-old heartbeat tells the master nothing, so they
+//! are sent only while the master is reachable and nothing else is waiting.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -20,11 +28,16 @@ use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::http::client::{MasterClient, SendError};
 use crate::model::{Event, ServerEvent, ServerEventKind};
+use crate::store::{RelayStore, ZoneRecord};
 
-/// An event to deliver to the master.
+/// An event to deliver to the master, with the zone state it establishes
+/// (recorded in the same commit as the spooled event).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Publish(pub Event);
+pub struct Publish {
+    pub event: Event,
+    pub zone: Option<ZoneRecord>,
+}
 
 /// Asks for the link's state (relay admin API).
 #[derive(Debug, Message)]
@@ -34,29 +47,16 @@ pub struct GetLinkState;
 #[derive(Debug, Clone, serde::Serialize, MessageResponse)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkState {
-    pub queued: usize,
+    /// Events written to the spool and not yet acknowledged by the master.
+    pub spool_depth: usize,
     pub master_reachable: bool,
     pub sent: u64,
+    pub dropped: u64,
+    pub dead_lettered: u64,
 }
 
-/// How long events may wait to be batched with others.
-const LINGER: Duration = Duration::from_millis(20);
-
-pub struct RelayLink {
-    client: Rc<MasterClient>,
-    relay: Uuid,
-    hostname: Option<String>,
-    heartbeat: Duration,
-    batch_max: usize,
-    clock: Clock,
-    queue: VecDeque<Event>,
-    /// A batch is on the wire, or a retry is scheduled.
-    busy: bool,
-    reachable: bool,
-    sent: u64,
-    backoff: ExponentialBackoff,
-    lifeline: Lifeline,
-}
+/// How long events may wait to be spooled and batched with others.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// What the link needs to be built (again, on every restart).
 #[derive(Clone)]
@@ -66,22 +66,48 @@ pub struct RelayLinkConfig {
     pub hostname: Option<String>,
     pub heartbeat: Duration,
     pub batch_max: usize,
+    pub spool_max: usize,
     pub clock: Clock,
+    pub store: RelayStore,
+}
+
+struct Queued {
+    event: Event,
+    /// Whether it is in the spool (and must be acknowledged there).
+    spooled: bool,
+}
+
+pub struct RelayLink {
+    config: RelayLinkConfig,
+    client: Rc<MasterClient>,
+    /// Received, not yet spooled.
+    incoming: Vec<Publish>,
+    spooling: bool,
+    /// Spooled (or heartbeats), in order, waiting for the master's 202.
+    queue: VecDeque<Queued>,
+    /// A batch is on the wire, or a retry is scheduled.
+    sending: bool,
+    reachable: bool,
+    sent: u64,
+    dropped: u64,
+    dead_lettered: u64,
+    backoff: ExponentialBackoff,
+    lifeline: Lifeline,
 }
 
 impl RelayLink {
     pub fn new(config: RelayLinkConfig, lifeline: Lifeline) -> RelayLink {
         RelayLink {
             client: Rc::new(MasterClient::new(&config.master_url)),
-            relay: config.relay,
-            hostname: config.hostname,
-            heartbeat: config.heartbeat,
-            batch_max: config.batch_max,
-            clock: config.clock,
+            config,
+            incoming: Vec::new(),
+            spooling: false,
             queue: VecDeque::new(),
-            busy: false,
+            sending: false,
             reachable: true,
             sent: 0,
+            dropped: 0,
+            dead_lettered: 0,
             backoff: ExponentialBackoff {
                 initial_interval: Duration::from_millis(250),
                 current_interval: Duration::from_millis(250),
@@ -98,75 +124,202 @@ impl RelayLink {
     fn server_event(&self, kind: ServerEventKind) -> Event {
         Event::Server(ServerEvent {
             uuid: Uuid::new_v4(),
-            time: self.clock.now_ms(),
-            relay: self.relay,
-            server: self.relay,
+            time: self.config.clock.now_ms(),
+            relay: self.config.relay,
+            server: self.config.relay,
             event: kind,
-            hostname: self.hostname.clone(),
+            hostname: self.config.hostname.clone(),
         })
     }
 
-    fn enqueue(&mut self, event: Event, ctx: &mut Context<Self>) {
-        self.queue.push_back(event);
-        if !self.busy {
-            self.busy = true;
-            ctx.run_later(LINGER, |act, ctx| act.flush(ctx));
+    fn spool_depth(&self) -> usize {
+        self.queue.iter().filter(|q| q.spooled).count()
+    }
+
+    fn receive(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+        self.incoming.push(publish);
+        if !self.spooling {
+            self.spooling = true;
+            ctx.run_later(LINGER, |act, ctx| act.spool(ctx));
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.queue.is_empty() {
-            self.busy = false;
+    /// Writes what arrived to the spool in one commit, then queues it.
+    fn spool(&mut self, ctx: &mut Context<Self>) {
+        let mut batch: Vec<Publish> = std::mem::take(&mut self.incoming);
+        let room = self.config.spool_max.saturating_sub(self.spool_depth());
+        if batch.len() > room {
+            let dropped = batch.len() - room;
+            self.dropped += dropped as u64;
+            metrics::counter!("amon_relay_spool_dropped_total").increment(dropped as u64);
+            tracing::error!(
+                dropped,
+                spool_max = self.config.spool_max,
+                "spool full: newest events dropped"
+            );
+            batch.truncate(room);
+        }
+        if batch.is_empty() {
+            self.spooling = false;
             return;
         }
-        self.busy = true;
-        let n = self.queue.len().min(self.batch_max);
-        let batch: Vec<Event> = self.queue.iter().take(n).cloned().collect();
-        let client = self.client.clone();
-        ctx.spawn(
-            async move { client.post_events(&batch).await }
+        let events: Vec<Event> = batch.iter().map(|p| p.event.clone()).collect();
+        let zones: Vec<ZoneRecord> = batch.into_iter().filter_map(|p| p.zone).collect();
+        let store = self.config.store.clone();
+        let spooled = events.clone();
+        // Wait: the next batch must be spooled after this one, in order.
+        ctx.wait(
+            async move { store.spool(spooled, zones).await }
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        act.queue.drain(..n);
-                        act.sent += n as u64;
-                        act.backoff.reset();
-                        if !act.reachable {
-                            tracing::info!(queued = act.queue.len(), "master reachable again");
+                .map(move |result, act, ctx| {
+                    match result {
+                        Ok(depth) => {
+                            metrics::gauge!("amon_relay_spool_depth").set(depth as f64);
+                            act.queue
+                                .extend(events.into_iter().map(|event| Queued { event, spooled: true }));
                         }
-                        act.reachable = true;
-                        act.flush(ctx);
-                    }
-                    Err(SendError::Unavailable(why)) => {
-                        let delay = act.backoff.next_backoff().unwrap_or(Duration::from_secs(30));
-                        if act.reachable {
-                            tracing::warn!(error = %why, queued = act.queue.len(), "master unreachable; retrying with backoff");
-                        } else {
-                            tracing::debug!(error = %why, delay_ms = delay.as_millis() as u64, "master still unreachable");
+                        Err(e) => {
+                            // Not durable, but not lost yet either: send from
+                            // memory and say so.
+                            tracing::error!(error = %e, count = events.len(), "cannot write spool; sending unspooled");
+                            act.queue
+                                .extend(events.into_iter().map(|event| Queued { event, spooled: false }));
                         }
-                        act.reachable = false;
-                        ctx.run_later(delay, |act, ctx| act.flush(ctx));
                     }
-                    Err(SendError::Rejected { status, body }) => {
-                        // Retrying the same events would be refused again.
-                        tracing::error!(status, body = %body, count = n, "master rejected events; dropped");
-                        act.queue.drain(..n);
-                        act.flush(ctx);
+                    act.spooling = false;
+                    if !act.incoming.is_empty() {
+                        act.spooling = true;
+                        ctx.run_later(LINGER, |act, ctx| act.spool(ctx));
                     }
+                    act.send_next(ctx);
                 }),
         );
     }
+
+    fn send_next(&mut self, ctx: &mut Context<Self>) {
+        if self.sending || self.queue.is_empty() {
+            return;
+        }
+        self.sending = true;
+        let n = self.queue.len().min(self.config.batch_max);
+        let batch: Vec<Event> = self.queue.iter().take(n).map(|q| q.event.clone()).collect();
+        let client = self.client.clone();
+        ctx.spawn(
+            async move {
+                let result = client.post_events(&batch).await;
+                (batch, result)
+            }
+            .into_actor(self)
+            .map(move |(batch, result), act, ctx| match result {
+                Ok(()) => {
+                    let done: Vec<Queued> = act.queue.drain(..n).collect();
+                    act.sent += n as u64;
+                    act.backoff.reset();
+                    if !act.reachable {
+                        tracing::info!(spool_depth = act.spool_depth(), "master reachable again");
+                    }
+                    act.reachable = true;
+                    let acknowledged: Vec<Uuid> = done.iter().filter(|q| q.spooled).map(|q| q.event.uuid()).collect();
+                    if !acknowledged.is_empty() {
+                        let store = act.config.store.clone();
+                        ctx.spawn(
+                            async move {
+                                // If this fails the events are sent again after a
+                                // restart; the master drops the second copies.
+                                if let Err(e) = store.acknowledge(acknowledged).await {
+                                    tracing::warn!(error = %e, "cannot remove acknowledged events from the spool");
+                                }
+                            }
+                            .into_actor(act),
+                        );
+                    }
+                    act.sending = false;
+                    act.send_next(ctx);
+                }
+                Err(SendError::Unavailable(why)) => {
+                    let delay = act.backoff.next_backoff().unwrap_or(Duration::from_secs(30));
+                    if act.reachable {
+                        tracing::warn!(error = %why, spool_depth = act.spool_depth(), "master unreachable; retrying with backoff");
+                    } else {
+                        tracing::debug!(error = %why, delay_ms = delay.as_millis() as u64, "master still unreachable");
+                    }
+                    act.reachable = false;
+                    // Heartbeats are worthless late: drop them from the queue.
+                    act.queue.retain(|q| q.spooled || !is_heartbeat(&q.event));
+                    ctx.run_later(delay, |act, ctx| {
+                        act.sending = false;
+                        act.send_next(ctx);
+                    });
+                }
+                Err(SendError::Rejected { status, body }) => {
+                    // The same bytes would be refused again: keep them aside.
+                    tracing::error!(status, body = %body, count = n, "master rejected events; dead-lettered");
+                    act.queue.drain(..n);
+                    act.dead_lettered += n as u64;
+                    metrics::counter!("amon_relay_dead_lettered_total").increment(n as u64);
+                    let store = act.config.store.clone();
+                    let now = act.config.clock.now_ms();
+                    ctx.wait(
+                        async move {
+                            if let Err(e) = store.dead_letter(batch, status, body, now).await {
+                                tracing::error!(error = %e, "cannot dead-letter events");
+                            }
+                        }
+                        .into_actor(act),
+                    );
+                    act.sending = false;
+                    act.send_next(ctx);
+                }
+            }),
+        );
+    }
+}
+
+fn is_heartbeat(event: &Event) -> bool {
+    matches!(event, Event::Server(s) if s.event == ServerEventKind::Heartbeat)
 }
 
 impl Actor for RelayLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let started = self.server_event(ServerEventKind::Started);
-        self.enqueue(started, ctx);
-        ctx.run_interval(self.heartbeat, |act, ctx| {
-            let beat = act.server_event(ServerEventKind::Heartbeat);
-            act.enqueue(beat, ctx);
+        ctx.set_mailbox_capacity(64 * 1024);
+        // What a previous run spooled goes first, in its order.
+        let store = self.config.store.clone();
+        ctx.wait(
+            async move { store.spooled().await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(events) => {
+                        if !events.is_empty() {
+                            tracing::info!(count = events.len(), "resending spooled events");
+                        }
+                        act.queue
+                            .extend(events.into_iter().map(|event| Queued { event, spooled: true }));
+                        let started = act.server_event(ServerEventKind::Started);
+                        act.receive(
+                            Publish {
+                                event: started,
+                                zone: None,
+                            },
+                            ctx,
+                        );
+                    }
+                    Err(e) => {
+                        act.lifeline.fail(format!("cannot read the spool: {e}"));
+                        ctx.stop();
+                    }
+                }),
+        );
+        ctx.run_interval(self.config.heartbeat, |act, ctx| {
+            if act.reachable && act.queue.is_empty() {
+                let beat = act.server_event(ServerEventKind::Heartbeat);
+                act.queue.push_back(Queued {
+                    event: beat,
+                    spooled: false,
+                });
+                act.send_next(ctx);
+            }
         });
     }
 }
@@ -175,7 +328,7 @@ impl Handler<Publish> for RelayLink {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
-        self.enqueue(msg.0, ctx);
+        self.receive(msg, ctx);
     }
 }
 
@@ -184,9 +337,11 @@ impl Handler<GetLinkState> for RelayLink {
 
     fn handle(&mut self, _: GetLinkState, _ctx: &mut Context<Self>) -> LinkState {
         LinkState {
-            queued: self.queue.len(),
+            spool_depth: self.spool_depth() + self.incoming.len(),
             master_reachable: self.reachable,
             sent: self.sent,
+            dropped: self.dropped,
+            dead_lettered: self.dead_lettered,
         }
     }
 }
@@ -195,17 +350,28 @@ impl Handler<Stop> for RelayLink {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Stop, _ctx: &mut Context<Self>) -> Self::Result {
-        // Tell the master this is a planned shutdown, with whatever is still
-        // queued, in one last try that does not hold shutdown up for long.
-        let mut last: Vec<Event> = self.queue.drain(..).collect();
-        last.push(self.server_event(ServerEventKind::ShuttingDown));
+        // Tell the master this is a planned shutdown: spool the notice with
+        // whatever just arrived, then one last short try to send everything.
+        let mut events: Vec<Event> = self.incoming.drain(..).map(|p| p.event).collect();
+        events.push(self.server_event(ServerEventKind::ShuttingDown));
+        let store = self.config.store.clone();
         let client = self.client.clone();
+        let mut all: Vec<Event> = self.queue.iter().map(|q| q.event.clone()).collect();
+        all.extend(events.iter().cloned());
         Box::pin(
             async move {
-                match tokio::time::timeout(Duration::from_secs(3), client.post_events(&last)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, unsent = last.len(), "cannot send shutdown to master"),
-                    Err(_) => tracing::warn!(unsent = last.len(), "master too slow at shutdown"),
+                if let Err(e) = store.spool(events, Vec::new()).await {
+                    tracing::warn!(error = %e, "cannot spool the shutdown notice");
+                }
+                match tokio::time::timeout(Duration::from_secs(3), client.post_events(&all)).await {
+                    Ok(Ok(())) => {
+                        let uuids = all.iter().map(Event::uuid).collect();
+                        if let Err(e) = store.acknowledge(uuids).await {
+                            tracing::warn!(error = %e, "cannot clear the spool at shutdown");
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, unsent = all.len(), "master did not take the shutdown notice; it stays spooled"),
+                    Err(_) => tracing::warn!(unsent = all.len(), "master too slow at shutdown; events stay spooled"),
                 }
             }
             .into_actor(self)

@@ -32,13 +32,21 @@ async fn ping(api: web::Data<RelayAdminApi>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "ping": "pong", "status": status }))
 }
 
-async fn state(api: web::Data<RelayAdminApi>) -> Result<HttpResponse, ApiError> {
+#[derive(serde::Deserialize)]
+struct StateQuery {
+    /// Include every zone's state (asks each watcher).
+    zones: Option<bool>,
+}
+
+async fn state(api: web::Data<RelayAdminApi>, query: web::Query<StateQuery>) -> Result<HttpResponse, ApiError> {
     let unavailable = |what: &str| ApiError::ServiceUnavailable(format!("{what} is not running"));
     let zones = api
         .dispatcher
         .get()
         .ok_or_else(|| unavailable("zone dispatcher"))?
-        .send(GetDispatcherState)
+        .send(GetDispatcherState {
+            states: query.zones.unwrap_or(false),
+        })
         .await
         .map_err(|e| ApiError::ServiceUnavailable(e.to_string()))?;
     let link = api

@@ -9,14 +9,15 @@ use uuid::Uuid;
 
 use super::db::{Db, StoreError};
 use super::schema;
-use crate::model::Event;
+use crate::model::{EpochMs, Event};
+use crate::zones::ZoneState;
 
 /// What the relay last knew of a zone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneRecord {
     pub machine: Uuid,
     pub server: Uuid,
-    pub running: bool,
+    pub state: ZoneState,
     pub alias: Option<String>,
     pub owner: Option<Uuid>,
 }
@@ -98,30 +99,72 @@ impl RelayStore {
             .await
     }
 
+    /// One zone's last known state.
+    pub async fn zone(&self, machine: Uuid) -> Result<Option<ZoneRecord>, StoreError> {
+        Ok(self.zones().await?.into_iter().find(|z| z.machine == machine))
+    }
+
+    /// Moves events the master refused (4xx) out of the spool into the
+    /// dead-letter table, where an operator can look at them.
+    pub async fn dead_letter(
+        &self,
+        events: Vec<Event>,
+        status: u16,
+        reason: String,
+        now: EpochMs,
+    ) -> Result<(), StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut keep = conn.prepare_cached(
+                    "INSERT OR REPLACE INTO dead_letter (uuid, time, status, reason, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let mut delete = conn.prepare_cached("DELETE FROM spool WHERE uuid = ?1")?;
+                for event in &events {
+                    keep.execute(params![
+                        event.uuid().as_bytes(),
+                        now,
+                        status,
+                        reason,
+                        serde_json::to_string(event)?
+                    ])?;
+                    delete.execute(params![event.uuid().as_bytes()])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// How many events are dead-lettered.
+    pub async fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        self.db
+            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM dead_letter", [], |r| r.get::<_, i64>(0))? as u64))
+            .await
+    }
+
     /// Every zone's last known state.
     pub async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
         self.db
             .call(|conn| {
-                let mut stmt = conn.prepare("SELECT machine, server, running, alias, owner FROM zones")?;
+                let mut stmt = conn.prepare("SELECT machine, server, state, alias, owner FROM zones")?;
                 let rows = stmt.query_map([], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
-                        r.get::<_, bool>(2)?,
+                        r.get::<_, String>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, Option<String>>(4)?,
                     ))
                 })?;
                 let mut zones = Vec::new();
                 for row in rows {
-                    let (machine, server, running, alias, owner) = row?;
+                    let (machine, server, state, alias, owner) = row?;
                     let (Ok(machine), Ok(server)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
                         continue;
                     };
                     zones.push(ZoneRecord {
                         machine,
                         server,
-                        running,
+                        state: ZoneState::parse(&state).unwrap_or(ZoneState::Other),
                         alias,
                         owner: owner.and_then(|o| Uuid::parse_str(&o).ok()),
                     });
@@ -134,15 +177,15 @@ impl RelayStore {
 
 fn put_zones(conn: &rusqlite::Connection, zones: &[ZoneRecord]) -> Result<(), StoreError> {
     let mut upsert = conn.prepare_cached(
-        "INSERT INTO zones (machine, server, running, alias, owner) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(machine) DO UPDATE SET server = ?2, running = ?3,
+        "INSERT INTO zones (machine, server, state, alias, owner) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(machine) DO UPDATE SET server = ?2, state = ?3,
              alias = COALESCE(?4, alias), owner = COALESCE(?5, owner)",
     )?;
     for z in zones {
         upsert.execute(params![
             z.machine.to_string(),
             z.server.to_string(),
-            z.running,
+            z.state.as_str(),
             z.alias,
             z.owner.map(|o| o.to_string())
         ])?;
@@ -186,20 +229,20 @@ mod tests {
         let zone = ZoneRecord {
             machine: Uuid::new_v4(),
             server: Uuid::new_v4(),
-            running: true,
+            state: ZoneState::Running,
             alias: Some("web0".into()),
             owner: None,
         };
         store.put_zones(vec![zone.clone()]).await.unwrap();
         let down = ZoneRecord {
-            running: false,
+            state: ZoneState::ShuttingDown,
             alias: None,
             ..zone.clone()
         };
         store.spool(vec![], vec![down]).await.unwrap();
         let zones = store.zones().await.unwrap();
         assert_eq!(zones.len(), 1);
-        assert!(!zones[0].running);
+        assert_eq!(zones[0].state, ZoneState::ShuttingDown);
         assert_eq!(
             zones[0].alias.as_deref(),
             Some("web0"),

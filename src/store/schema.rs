@@ -70,9 +70,16 @@ pub const RELAY: &[&str] = &[
     CREATE TABLE zones (
         machine TEXT PRIMARY KEY,
         server TEXT NOT NULL,
-        running INTEGER NOT NULL,
+        state TEXT NOT NULL,
         alias TEXT,
         owner TEXT
+    );
+    CREATE TABLE dead_letter (
+        uuid BLOB PRIMARY KEY,
+        time INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        body TEXT NOT NULL
     );
     "#,
 ];
