@@ -85,6 +85,8 @@ struct RawZones {
     source: String,
     #[serde(default)]
     command: Vec<String>,
+    #[serde(default)]
+    list_command: Option<Vec<String>>,
     format: String,
     sim: RawSim,
 }
@@ -176,8 +178,14 @@ pub struct RelaySettings {
 /// Where zone events come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ZoneSourceSettings {
-    /// A child process whose stdout is one of the zone formats.
-    Exec { command: Vec<String>, format: LineFormat },
+    /// A child process whose stdout is one of the zone formats; before it
+    /// starts (and after every restart), `list_command`, when not empty,
+    /// prints every zone for a reconciliation snapshot.
+    Exec {
+        command: Vec<String>,
+        format: LineFormat,
+        list_command: Vec<String>,
+    },
     /// The built-in simulated cloud.
     Sim(SimConfig),
 }
@@ -279,6 +287,7 @@ pub fn load_from(
             .separator("__")
             .list_separator(" ")
             .with_list_parse_key("relay.zones.command")
+            .with_list_parse_key("relay.zones.list_command")
             .try_parsing(true)
             .source(Some(env)),
     );
@@ -432,9 +441,15 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
         "auto" => "sim",
         other => other,
     };
-    let platform = |command: &[&str], format| ZoneSourceSettings::Exec {
-        command: command.iter().map(|s| s.to_string()).collect(),
+    let strings = |words: &[&str]| words.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // zoneevent and sysevent say nothing about zones that do not change, so
+    // reconciliation lists them; vmadm's ready event carries the snapshot.
+    let zoneadm = strings(&["/usr/sbin/zoneadm", "list", "-cp"]);
+    let list_command = |default: Vec<String>| raw.list_command.clone().unwrap_or(default);
+    let platform = |command: &[&str], format, list: Vec<String>| ZoneSourceSettings::Exec {
+        command: strings(command),
         format,
+        list_command: list_command(list),
     };
     Ok(match source {
         "exec" => {
@@ -447,13 +462,19 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
             ZoneSourceSettings::Exec {
                 command: raw.command.clone(),
                 format,
+                list_command: list_command(Vec::new()),
             }
         }
-        "zoneevent" => platform(&[ZONEEVENT_PATH, "-i", "amon-relay"], LineFormat::Zoneevent),
-        "vmadm" => platform(&["/usr/sbin/vmadm", "events", "-j", "-r"], LineFormat::Vmadm),
+        "zoneevent" => platform(&[ZONEEVENT_PATH, "-i", "amon-relay"], LineFormat::Zoneevent, zoneadm),
+        "vmadm" => platform(
+            &["/usr/sbin/vmadm", "events", "-j", "-r"],
+            LineFormat::Vmadm,
+            Vec::new(),
+        ),
         "sysevent" => platform(
             &["/usr/sbin/sysevent", "-j", "-r", "-c", "com.sun:zones:status", "status"],
             LineFormat::Sysevent,
+            zoneadm,
         ),
         "sim" if u64::from(raw.sim.servers) * u64::from(raw.sim.zones_per_server) > MAX_SIM_ZONES => {
             return Err(ConfigError::new(
@@ -519,7 +540,8 @@ mod tests {
             s.relay.zones,
             ZoneSourceSettings::Exec {
                 command: vec!["tail".into(), "-F".into(), "/tmp/z".into()],
-                format: LineFormat::Auto
+                format: LineFormat::Auto,
+                list_command: Vec::new(),
             }
         );
     }

@@ -277,10 +277,12 @@ impl RelayParts {
                 relay: self.link_config.relay,
                 store: self.store.clone(),
             });
+            let supervisor = Named::<Supervisor>::new();
             let admin = RelayAdminApi {
                 server_uuid: self.link_config.relay,
                 dispatcher: dispatcher.clone(),
                 link: link.clone(),
+                supervisor: supervisor.clone(),
             };
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let admin = admin.clone();
@@ -299,7 +301,7 @@ impl RelayParts {
             let server = self.link_config.relay;
             let listener = self.listener.clone();
             let source_dispatcher = dispatcher.clone();
-            Supervisor::new("relay", RestartPolicy::default())
+            let relay = Supervisor::new("relay", RestartPolicy::default())
                 .child(ChildSpec::new("relay-link", Restart::Permanent, {
                     let link = link.clone();
                     move |lifeline| {
@@ -316,22 +318,30 @@ impl RelayParts {
                         addr.recipient()
                     }
                 }))
-                .child(ChildSpec::new(
-                    "zone-source",
-                    Restart::Permanent,
-                    move |lifeline| match &source {
-                        ZoneSourceSettings::Exec { command, format } => {
-                            ExecSource::new(command.clone(), *format, server, source_dispatcher.clone(), lifeline)
-                                .start()
-                                .recipient()
-                        }
+                .child(
+                    ChildSpec::new("zone-source", Restart::Permanent, move |lifeline| match &source {
+                        ZoneSourceSettings::Exec {
+                            command,
+                            format,
+                            list_command,
+                        } => ExecSource::new(
+                            command.clone(),
+                            *format,
+                            list_command.clone(),
+                            server,
+                            source_dispatcher.clone(),
+                            lifeline,
+                        )
+                        .start()
+                        .recipient(),
                         ZoneSourceSettings::Sim(config) => {
                             SimSource::new(config.clone(), source_dispatcher.clone(), clock.clone(), lifeline)
                                 .start()
                                 .recipient()
                         }
-                    },
-                ))
+                    })
+                    .with_policy(source_restarts()),
+                )
                 .child(ChildSpec::new(
                     "relay-admin-http",
                     Restart::Permanent,
@@ -342,9 +352,22 @@ impl RelayParts {
                     },
                 ))
                 .with_lifeline(lifeline)
-                .start()
-                .recipient()
+                .start();
+            supervisor.set(relay.clone());
+            relay.recipient()
         })
+    }
+}
+
+/// The zone source is the relay's eye: a source child that keeps dying is
+/// restarted with backoff (1 s up to 1 min) for as long as it takes, never
+/// escalated, so the relay keeps its link, spool and admin API.
+fn source_restarts() -> RestartPolicy {
+    RestartPolicy {
+        max_restarts: usize::MAX,
+        within: std::time::Duration::from_secs(60),
+        backoff_initial: std::time::Duration::from_secs(1),
+        backoff_max: std::time::Duration::from_secs(60),
     }
 }
 

@@ -202,6 +202,8 @@ type StartFn = Box<dyn FnMut(Lifeline) -> StopHandle>;
 pub struct ChildSpec {
     pub name: String,
     pub restart: Restart,
+    /// Overrides the supervisor's policy for this child.
+    policy: Option<RestartPolicy>,
     start: StartFn,
 }
 
@@ -216,8 +218,16 @@ impl ChildSpec {
         ChildSpec {
             name: name.into(),
             restart,
+            policy: None,
             start: Box::new(start),
         }
+    }
+
+    /// Restarts this child under its own policy (e.g. a source that may
+    /// retry forever, with backoff, without escalating).
+    pub fn with_policy(mut self, policy: RestartPolicy) -> ChildSpec {
+        self.policy = Some(policy);
+        self
     }
 }
 
@@ -267,6 +277,8 @@ struct Child {
     generation: u64,
     running: Option<StopHandle>,
     restarts: RestartTracker,
+    /// Restarts since the supervisor started, for operators.
+    restarts_total: u64,
 }
 
 /// A one_for_one supervisor of static children, itself supervisable.
@@ -299,12 +311,13 @@ impl Supervisor {
 
     /// Children start in the order added and stop in reverse.
     pub fn child(mut self, spec: ChildSpec) -> Supervisor {
-        let restarts = RestartTracker::new(self.policy.clone());
+        let restarts = RestartTracker::new(spec.policy.clone().unwrap_or_else(|| self.policy.clone()));
         self.children.push(Child {
             spec,
             generation: 0,
             running: None,
             restarts,
+            restarts_total: 0,
         });
         self
     }
@@ -408,6 +421,7 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         crate::metrics::actor_restarted(&name);
+        child.restarts_total += 1;
         match child.restarts.crashed(Instant::now()) {
             RestartDecision::Escalate => {
                 let why = format!(
@@ -426,6 +440,33 @@ impl Handler<ChildExited> for Supervisor {
                 });
             }
         }
+    }
+}
+
+/// Asks a supervisor how its children are doing.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ChildStatus>")]
+pub struct GetChildren;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChildStatus {
+    pub name: String,
+    pub running: bool,
+    pub restarts: u64,
+}
+
+impl Handler<GetChildren> for Supervisor {
+    type Result = Vec<ChildStatus>;
+
+    fn handle(&mut self, _: GetChildren, _ctx: &mut Context<Self>) -> Vec<ChildStatus> {
+        self.children
+            .iter()
+            .map(|c| ChildStatus {
+                name: c.spec.name.clone(),
+                running: c.running.is_some(),
+                restarts: c.restarts_total,
+            })
+            .collect()
     }
 }
 

@@ -19,7 +19,7 @@ use super::supervisor::{Lifeline, Named, Stop};
 use super::zone_watcher::{ZoneDispatcher, ZoneEvents};
 use crate::clock::Clock;
 use crate::zones::sim::{SimCloud, SimConfig};
-use crate::zones::{parse_line, LineFormat, ZoneEvent};
+use crate::zones::{parse_line, parse_list_line, LineFormat, ZoneEvent, ZoneSnapshot};
 
 /// Longest zone line we accept; a vmadm `ready` snapshot of many VMs is big.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -27,6 +27,9 @@ const MAX_LINE: usize = 64 * 1024 * 1024;
 pub struct ExecSource {
     command: Vec<String>,
     format: LineFormat,
+    /// Prints every zone, for the reconciliation snapshot taken before the
+    /// event stream starts; empty: no snapshot.
+    list_command: Vec<String>,
     /// The server these zones run on: this relay's.
     server: Uuid,
     dispatcher: Named<ZoneDispatcher>,
@@ -38,6 +41,7 @@ impl ExecSource {
     pub fn new(
         command: Vec<String>,
         format: LineFormat,
+        list_command: Vec<String>,
         server: Uuid,
         dispatcher: Named<ZoneDispatcher>,
         lifeline: Lifeline,
@@ -45,6 +49,7 @@ impl ExecSource {
         ExecSource {
             command,
             format,
+            list_command,
             server,
             dispatcher,
             child: None,
@@ -63,10 +68,71 @@ impl ExecSource {
     }
 }
 
+/// How long a zone list may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a zone list command and parses its output into a snapshot.
+async fn list_zones(command: Vec<String>) -> Result<Vec<ZoneSnapshot>, String> {
+    let (program, args) = command.split_first().ok_or("zone list command is empty")?;
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(LIST_TIMEOUT, output)
+        .await
+        .map_err(|_| format!("zone list {program:?} took longer than {LIST_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot run zone list {program:?}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "zone list {program:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let mut zones = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        match parse_list_line(line) {
+            Ok(Some(zone)) => zones.push(zone),
+            Ok(None) => {}
+            Err(e) => {
+                crate::metrics::zone_lines_skipped(1);
+                tracing::warn!(error = %e, line = %line.chars().take(200).collect::<String>(), "malformed zone list line skipped");
+            }
+        }
+    }
+    Ok(zones)
+}
+
 impl Actor for ExecSource {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.list_command.is_empty() {
+            self.start_stream(ctx);
+            return;
+        }
+        // Reconcile first: what every zone is now, compared by the watchers
+        // with what they (or the last run) knew. Then follow the events.
+        ctx.wait(
+            list_zones(self.list_command.clone())
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    match result {
+                        Ok(zones) => {
+                            tracing::info!(zones = zones.len(), "zone list taken for reconciliation");
+                            act.dispatch(vec![ZoneEvent::Snapshot(zones)]);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "no reconciliation snapshot this time"),
+                    }
+                    act.start_stream(ctx);
+                }),
+        );
+    }
+}
+
+impl ExecSource {
+    fn start_stream(&mut self, ctx: &mut Context<Self>) {
         let Some((program, args)) = self.command.split_first() else {
             self.lifeline.fail("zone source command is empty");
             ctx.stop();

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use super::ApiError;
 use crate::actors::relay_link::{GetLinkState, RelayLink};
-use crate::actors::supervisor::Named;
+use crate::actors::supervisor::{GetChildren, Named, Supervisor};
 use crate::actors::zone_watcher::{GetDispatcherState, ZoneDispatcher};
 
 #[derive(Clone)]
@@ -13,6 +13,9 @@ pub struct RelayAdminApi {
     pub server_uuid: uuid::Uuid,
     pub dispatcher: Named<ZoneDispatcher>,
     pub link: Named<RelayLink>,
+    /// The relay's supervisor: its children's restarts (the zone source's
+    /// above all) are shown in `/state`.
+    pub supervisor: Named<Supervisor>,
 }
 
 pub fn configure(api: RelayAdminApi) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -56,9 +59,14 @@ async fn state(api: web::Data<RelayAdminApi>, query: web::Query<StateQuery>) -> 
         .send(GetLinkState)
         .await
         .map_err(|e| ApiError::ServiceUnavailable(e.to_string()))?;
+    let children = match api.supervisor.get() {
+        Some(supervisor) => supervisor.send(GetChildren).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "serverUuid": api.server_uuid,
         "zones": zones,
         "link": link,
+        "children": children,
     })))
 }

@@ -56,6 +56,40 @@ pub fn parse_line(line: &str, format: LineFormat) -> Result<Option<ZoneEvent>, P
     parse_object(&object, format)
 }
 
+/// Parses one line of a zone list (a `list_command` used for reconciliation
+/// snapshots): either a JSON object `{"zonename", "state", "alias"?,
+/// "owner_uuid"?}` or `zoneadm list -p` output
+/// (`zoneid:zonename:state:zonepath:uuid:brand:ip-type`). `Ok(None)` for a
+/// blank line or the global zone.
+pub fn parse_list_line(line: &str) -> Result<Option<ZoneSnapshot>, ParseError> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let zone = if line.starts_with('{') {
+        let value: Value = serde_json::from_str(line).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        let Value::Object(object) = value else {
+            return Err(ParseError::NotObject);
+        };
+        ZoneSnapshot {
+            zonename: zonename(&object, "zonename")?,
+            state: state_of(str_field(&object, "state")?, "state")?,
+            meta: meta(&object, "alias", "owner_uuid")?,
+        }
+    } else {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 3 || fields[1].is_empty() {
+            return Err(ParseError::UnknownFormat);
+        }
+        ZoneSnapshot {
+            zonename: fields[1].to_string(),
+            state: state_of(fields[2], "state")?,
+            meta: ZoneMeta::default(),
+        }
+    };
+    Ok((zone.zonename != "global").then_some(zone))
+}
+
 type Object = Map<String, Value>;
 
 fn parse_object(object: &Object, format: LineFormat) -> Result<Option<ZoneEvent>, ParseError> {
@@ -861,5 +895,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn zone_lists_are_json_lines_or_zoneadm_parsable_output() {
+        let json =
+            parse_list_line(r#"{"zonename":"fb622681-3d62-413b-dc8a-c7515367464f","state":"running","alias":"web0"}"#)
+                .unwrap()
+                .unwrap();
+        assert_eq!(json.state, ZoneState::Running);
+        assert_eq!(json.meta.alias.as_deref(), Some("web0"));
+        let zoneadm = parse_list_line("5:fb622681-3d62-413b-dc8a-c7515367464f:installed:/zones/fb62:fb622681-3d62-413b-dc8a-c7515367464f:joyent:excl")
+            .unwrap()
+            .unwrap();
+        assert_eq!(zoneadm.zonename, "fb622681-3d62-413b-dc8a-c7515367464f");
+        assert_eq!(zoneadm.state, ZoneState::Installed);
+        assert_eq!(parse_list_line("0:global:running:/::joyent:shared").unwrap(), None);
+        assert_eq!(parse_list_line("  ").unwrap(), None);
+        assert!(parse_list_line("garbage").is_err());
+        assert!(parse_list_line(r#"{"zonename":"x"}"#).is_err());
     }
 }
