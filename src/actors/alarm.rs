@@ -16,6 +16,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use super::notifier::{Deliver, NotifierPool};
+use super::router::RouteTicket;
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{Account, Alarm, EpochMs, Fault, MonitorKey, Probe, ProbeEvent};
@@ -36,11 +37,13 @@ pub struct AlarmEnv {
 }
 
 /// A probe event for this monitor, with the probe it came from.
-#[derive(Debug, Message)]
+#[derive(Message)]
 #[rtype(result = "()")]
 pub struct MonitorEvent {
     pub probe: Arc<Probe>,
     pub event: ProbeEvent,
+    /// Told when the event's effect is committed (see `RouteTicket`).
+    pub ticket: Option<Arc<RouteTicket>>,
 }
 
 /// The account behind the monitor changed (e.g. its email).
@@ -59,6 +62,8 @@ pub struct AlarmActor {
     probes: HashMap<Uuid, Arc<Probe>>,
     /// Pending hold timers, per faulted probe.
     holds: HashMap<Uuid, SpawnHandle>,
+    /// Tickets of events whose effect the next commit makes durable.
+    tickets: Vec<Arc<RouteTicket>>,
     lifeline: Lifeline,
 }
 
@@ -71,6 +76,7 @@ impl AlarmActor {
             alarm: None,
             probes: HashMap::new(),
             holds: HashMap::new(),
+            tickets: Vec::new(),
             lifeline,
         }
     }
@@ -149,6 +155,7 @@ impl AlarmActor {
             alarm.num_notifications += 1;
         }
         let saved = alarm.clone();
+        let tickets = std::mem::take(&mut self.tickets);
         self.alarm = (!alarm.closed).then_some(alarm);
         let store = self.env.store.clone();
         let now = self.now();
@@ -160,15 +167,23 @@ impl AlarmActor {
             }
             .into_actor(self)
             .map(move |result, act, _ctx| match result {
-                Ok(notifications) if !notifications.is_empty() => match notifier.get() {
-                    Some(pool) => pool.do_send(Deliver(notifications)),
-                    // Still in the outbox: the pool picks it up when it starts.
-                    None => tracing::warn!("notifier pool is not running; notifications wait in the outbox"),
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(monitor = ?act.key, error = %e, "cannot save alarm");
+                Ok(notifications) => {
+                    // Durable: the events behind this change need no replay.
+                    for ticket in tickets {
+                        ticket.done();
+                    }
+                    if notifications.is_empty() {
+                        return;
+                    }
+                    match notifier.get() {
+                        Some(pool) => pool.do_send(Deliver(notifications)),
+                        // Still in the outbox: the pool picks it up when it starts.
+                        None => tracing::warn!("notifier pool is not running; notifications wait in the outbox"),
+                    }
                 }
+                // The tickets are dropped undone: their events are replayed
+                // at the next start.
+                Err(e) => tracing::error!(monitor = ?act.key, error = %e, "cannot save alarm"),
             }),
         );
     }
@@ -268,19 +283,23 @@ impl Handler<MonitorEvent> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, msg: MonitorEvent, ctx: &mut Context<Self>) {
-        let MonitorEvent { probe, event } = msg;
+        let MonitorEvent { probe, event, ticket } = msg;
         let group_events = probe.group_events;
         self.probes.insert(probe.uuid, probe);
         match rules::relate(self.alarm.as_ref(), &event, group_events) {
             Relation::Join => {
+                self.tickets.extend(ticket);
                 self.apply(event, ctx);
                 return;
             }
             Relation::Drop => {
                 tracing::debug!(monitor = ?self.key, "clear with no open alarm dropped");
+                if let Some(ticket) = ticket {
+                    ticket.done();
+                }
                 return;
             }
-            Relation::Open => {}
+            Relation::Open => self.tickets.extend(ticket),
         }
         // A fault with no related alarm (or groupEvents: false) opens one.
         let store = self.env.store.clone();
@@ -294,7 +313,11 @@ impl Handler<MonitorEvent> for AlarmActor {
                         act.alarm = Some(rules::new_alarm(act.key, id, act.now()));
                         act.apply(event, ctx);
                     }
-                    Err(e) => tracing::error!(monitor = ?act.key, error = %e, "cannot open alarm; event dropped"),
+                    Err(e) => {
+                        // Left unrouted: replayed at the next start.
+                        act.tickets.clear();
+                        tracing::error!(monitor = ?act.key, error = %e, "cannot open alarm");
+                    }
                 }),
         );
     }

@@ -7,6 +7,7 @@
 //! that crashes too often escalates, and the router fails to its supervisor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -16,6 +17,45 @@ use uuid::Uuid;
 use super::alarm::{AccountUpdated, AlarmActor, AlarmEnv, MonitorEvent};
 use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
 use crate::model::{Account, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeType};
+use crate::store::Store;
+
+/// Tracks one routed batch until every alarm actor it went to has committed
+/// its share; then the batch's events are marked routed in the store. An
+/// actor that never calls [`RouteTicket::done`] (a crash, a full mailbox, a
+/// process killed mid-way) leaves the events unrouted, and they are replayed
+/// when the master starts again.
+pub struct RouteTicket {
+    pending: AtomicUsize,
+    events: Vec<Uuid>,
+    store: Store,
+}
+
+impl RouteTicket {
+    fn new(deliveries: usize, events: Vec<Uuid>, store: Store) -> Arc<RouteTicket> {
+        Arc::new(RouteTicket {
+            pending: AtomicUsize::new(deliveries),
+            events,
+            store,
+        })
+    }
+
+    fn finish(&self) {
+        let store = self.store.clone();
+        let events = self.events.clone();
+        actix::spawn(async move {
+            if let Err(e) = store.mark_routed(events).await {
+                tracing::warn!(error = %e, "cannot mark events routed; they will be replayed");
+            }
+        });
+    }
+
+    /// One alarm actor has committed its part.
+    pub fn done(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+}
 
 /// Committed events to route.
 #[derive(Debug, Message)]
@@ -110,24 +150,79 @@ impl EventRouter {
         }
     }
 
-    fn deliver(&mut self, probe: Arc<Probe>, event: ProbeEvent, ctx: &mut Context<Self>) {
+    fn target(
+        &mut self,
+        probe: Arc<Probe>,
+        event: ProbeEvent,
+        out: &mut Vec<(Addr<AlarmActor>, Arc<Probe>, ProbeEvent)>,
+        ctx: &mut Context<Self>,
+    ) {
         if probe.disabled {
             return;
         }
         let key = MonitorKey::of(&probe);
         match self.monitor(key, ctx) {
-            // Through the mailbox bound: try_send fails only if the alarm
-            // actor is hopelessly behind, which we log rather than hide.
-            Some(addr) => {
-                if let Err(e) = addr.try_send(MonitorEvent { probe, event }) {
-                    tracing::error!(monitor = ?key, error = %e, "alarm actor cannot take the event");
-                }
-            }
+            Some(addr) => out.push((addr, probe, event)),
             None => tracing::warn!(monitor = ?key, "event for a probe of an unknown account dropped"),
         }
     }
 
-    fn route_machine(&mut self, m: MachineEvent, ctx: &mut Context<Self>) {
+    /// Routes a batch: every (alarm actor, event) pair gets a share of one
+    /// ticket that marks the batch routed when all have committed.
+    fn route(&mut self, events: Vec<Event>, ctx: &mut Context<Self>) {
+        let uuids: Vec<Uuid> = events.iter().map(Event::uuid).collect();
+        let mut deliveries = Vec::new();
+        for event in events {
+            match event {
+                Event::Machine(m) => self.route_machine(m, &mut deliveries, ctx),
+                Event::Probe(p) => match self.probes.get(&p.probe_uuid).cloned() {
+                    Some(probe) if probe.user == p.user => self.target(probe, p, &mut deliveries, ctx),
+                    _ => tracing::warn!(probe = %p.probe_uuid, "event for an unknown probe dropped"),
+                },
+                Event::Server(s) => {
+                    let store = self.env.store.clone();
+                    let what = serde_json::to_value(s.event)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = store.touch_server(s.server, s.hostname, what, s.time).await {
+                                tracing::warn!(error = %e, "cannot record server event");
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+            }
+        }
+        let ticket = RouteTicket::new(deliveries.len(), uuids, self.env.store.clone());
+        if deliveries.is_empty() {
+            ticket.finish();
+            return;
+        }
+        for (addr, probe, event) in deliveries {
+            let key = MonitorKey::of(&probe);
+            // Through the mailbox bound: try_send fails only if the alarm
+            // actor is hopelessly behind; the event stays unrouted and is
+            // replayed at the next start.
+            let msg = MonitorEvent {
+                probe,
+                event,
+                ticket: Some(ticket.clone()),
+            };
+            if let Err(e) = addr.try_send(msg) {
+                tracing::error!(monitor = ?key, error = %e, "alarm actor cannot take the event");
+            }
+        }
+    }
+
+    fn route_machine(
+        &mut self,
+        m: MachineEvent,
+        out: &mut Vec<(Addr<AlarmActor>, Arc<Probe>, ProbeEvent)>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(probes) = self.by_machine.get(&m.machine) else {
             return;
         };
@@ -159,7 +254,7 @@ impl EventRouter {
                 agent_alias: m.alias.clone(),
                 relay: Some(m.relay),
             };
-            self.deliver(probe, event, ctx);
+            self.target(probe, event, out, ctx);
         }
     }
 }
@@ -175,11 +270,12 @@ impl Actor for EventRouter {
                 let accounts = store.all_accounts().await?;
                 let probes = store.all_probes().await?;
                 let open = store.monitors_with_open_alarms().await?;
-                Ok::<_, crate::store::StoreError>((accounts, probes, open))
+                let unrouted = store.unrouted_events().await?;
+                Ok::<_, crate::store::StoreError>((accounts, probes, open, unrouted))
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
-                Ok((accounts, probes, open)) => {
+                Ok((accounts, probes, open, unrouted)) => {
                     act.accounts = accounts.into_iter().map(|a| (a.uuid, a)).collect();
                     for probe in probes {
                         act.index_probe(probe);
@@ -187,6 +283,15 @@ impl Actor for EventRouter {
                     // Monitors with open alarms resume their holds now.
                     for key in open {
                         act.monitor(key, ctx);
+                    }
+                    if !unrouted.is_empty() {
+                        // Acknowledged before the last stop, never applied:
+                        // apply them now, before anything newer.
+                        tracing::info!(
+                            count = unrouted.len(),
+                            "replaying events not applied before the last stop"
+                        );
+                        act.route(unrouted, ctx);
                     }
                     tracing::info!(
                         accounts = act.accounts.len(),
@@ -207,30 +312,7 @@ impl Handler<RouteEvents> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
-        for event in msg.0 {
-            match event {
-                Event::Machine(m) => self.route_machine(m, ctx),
-                Event::Probe(p) => match self.probes.get(&p.probe_uuid).cloned() {
-                    Some(probe) if probe.user == p.user => self.deliver(probe, p, ctx),
-                    _ => tracing::warn!(probe = %p.probe_uuid, "event for an unknown probe dropped"),
-                },
-                Event::Server(s) => {
-                    let store = self.env.store.clone();
-                    let what = serde_json::to_value(s.event)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    ctx.spawn(
-                        async move {
-                            if let Err(e) = store.touch_server(s.server, s.hostname, what, s.time).await {
-                                tracing::warn!(error = %e, "cannot record server event");
-                            }
-                        }
-                        .into_actor(self),
-                    );
-                }
-            }
-        }
+        self.route(msg.0, ctx);
     }
 }
 

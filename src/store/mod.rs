@@ -72,8 +72,9 @@ impl Store {
     /// returns the new ones (in order).
     pub async fn commit_events(&self, events: Vec<Event>, received: EpochMs) -> Result<Vec<Event>, StoreError> {
         self.call(move |conn| {
-            let mut insert = conn
-                .prepare_cached("INSERT OR IGNORE INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut insert = conn.prepare_cached(
+                "INSERT OR IGNORE INTO events (uuid, time, received, body, routed) VALUES (?1, ?2, ?3, ?4, 0)",
+            )?;
             let mut fresh = Vec::with_capacity(events.len());
             for event in events {
                 let body = serde_json::to_string(&event)?;
@@ -83,6 +84,29 @@ impl Store {
                 }
             }
             Ok(fresh)
+        })
+        .await
+    }
+
+    /// Marks events as applied by every alarm actor they concern.
+    pub async fn mark_routed(&self, uuids: Vec<Uuid>) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let mut mark = conn.prepare_cached("UPDATE events SET routed = 1 WHERE uuid = ?1")?;
+            for uuid in &uuids {
+                mark.execute(params![uuid.as_bytes()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Events committed (and acknowledged with 202) but not yet applied by
+    /// their alarm actors when the master last stopped, oldest first.
+    pub async fn unrouted_events(&self) -> Result<Vec<Event>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM events WHERE routed = 0 ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
         })
         .await
     }
@@ -417,6 +441,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fresh.iter().map(Event::uuid).collect::<Vec<_>>(), vec![b]);
+    }
+
+    #[actix_rt::test]
+    async fn committed_events_stay_unrouted_in_order_until_marked() {
+        let store = Store::in_memory().unwrap();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        store
+            .commit_events(vec![machine_event(b), machine_event(a), machine_event(c)], 1)
+            .await
+            .unwrap();
+        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
+        assert_eq!(unrouted, vec![b, a, c], "arrival order");
+        store.mark_routed(vec![a, c]).await.unwrap();
+        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
+        assert_eq!(unrouted, vec![b]);
     }
 
     #[actix_rt::test]

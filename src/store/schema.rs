@@ -55,6 +55,24 @@ pub const MASTER: &[&str] = &[
         last_seen INTEGER NOT NULL
     );
     "#,
+    // 2: events are marked routed once every alarm actor they concern has
+    // committed them; unrouted ones are replayed at start (nothing committed
+    // with a 202 is lost to a crash).
+    // The table gets a sequence so replay keeps arrival order.
+    r#"
+    CREATE TABLE events_v2 (
+        seq INTEGER PRIMARY KEY,
+        uuid BLOB NOT NULL UNIQUE,
+        time INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        routed INTEGER NOT NULL DEFAULT 1
+    );
+    INSERT INTO events_v2 (uuid, time, received, body) SELECT uuid, time, received, body FROM events ORDER BY received, time;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_unrouted ON events(seq) WHERE routed = 0;
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the
