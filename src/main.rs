@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         }
     };
     amon::telemetry::init("amon");
+    amon::metrics::install();
     match run_daemon(settings) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),

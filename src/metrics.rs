@@ -1,6 +1,32 @@
-//! Names of the metrics we count, in one place, through the `metrics` facade.
-//! Without an installed recorder these are no-ops; `GET /metrics` installs the
-//! Prometheus one.
+//! Metrics: the names we count, in one place, through the `metrics` facade,
+//! and the Prometheus recorder that `GET /metrics` renders. Without an
+//! installed recorder (unit tests) the counters are no-ops.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls reuse it).
+pub fn install() {
+    RECORDER.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the metrics recorder; /metrics will be empty");
+            None
+        }
+    });
+}
+
+/// The metrics in Prometheus text format.
+pub fn render() -> String {
+    RECORDER
+        .get()
+        .and_then(|h| h.as_ref())
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
 
 pub fn actor_restarted(actor: &str) {
     metrics::counter!("amon_actor_restarts_total", "actor" => actor.to_string()).increment(1);
@@ -20,4 +46,16 @@ pub fn notifications_sent(n: u64) {
 
 pub fn notifications_failed(n: u64) {
     metrics::counter!("amon_notifications_failed_total").increment(n);
+}
+
+pub fn spool_dropped(n: u64) {
+    metrics::counter!("amon_relay_spool_dropped_total").increment(n);
+}
+
+pub fn spool_depth(depth: u64) {
+    metrics::gauge!("amon_relay_spool_depth").set(depth as f64);
+}
+
+pub fn dead_lettered(n: u64) {
+    metrics::counter!("amon_relay_dead_lettered_total").increment(n);
 }

@@ -151,7 +151,7 @@ impl RelayLink {
         if batch.len() > room {
             let dropped = batch.len() - room;
             self.dropped += dropped as u64;
-            metrics::counter!("amon_relay_spool_dropped_total").increment(dropped as u64);
+            crate::metrics::spool_dropped(dropped as u64);
             tracing::error!(
                 dropped,
                 spool_max = self.config.spool_max,
@@ -174,7 +174,7 @@ impl RelayLink {
                 .map(move |result, act, ctx| {
                     match result {
                         Ok(depth) => {
-                            metrics::gauge!("amon_relay_spool_depth").set(depth as f64);
+                            crate::metrics::spool_depth(depth);
                             act.queue
                                 .extend(events.into_iter().map(|event| Queued { event, spooled: true }));
                         }
@@ -219,6 +219,7 @@ impl RelayLink {
                         tracing::info!(spool_depth = act.spool_depth(), "master reachable again");
                     }
                     act.reachable = true;
+                    crate::metrics::spool_depth(act.spool_depth() as u64);
                     let acknowledged: Vec<Uuid> = done.iter().filter(|q| q.spooled).map(|q| q.event.uuid()).collect();
                     if !acknowledged.is_empty() {
                         let store = act.config.store.clone();
@@ -256,7 +257,7 @@ impl RelayLink {
                     tracing::error!(status, body = %body, count = n, "master rejected events; dead-lettered");
                     act.queue.drain(..n);
                     act.dead_lettered += n as u64;
-                    metrics::counter!("amon_relay_dead_lettered_total").increment(n as u64);
+                    crate::metrics::dead_lettered(n as u64);
                     let store = act.config.store.clone();
                     let now = act.config.clock.now_ms();
                     ctx.wait(

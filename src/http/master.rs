@@ -26,6 +26,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(api))
             .route("/ping", web::get().to(ping))
+            .route("/metrics", web::get().to(metrics))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
             .route("/pub/{account}", web::get().to(get_account))
@@ -45,6 +46,12 @@ async fn not_found(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
         req.method(),
         req.path()
     )))
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
 }
 
 async fn ping() -> HttpResponse {

@@ -22,8 +22,15 @@ pub fn configure(api: RelayAdminApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(api))
             .route("/ping", web::get().to(ping))
-            .route("/state", web::get().to(state));
+            .route("/state", web::get().to(state))
+            .route("/metrics", web::get().to(metrics));
     }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
 }
 
 async fn ping(api: web::Data<RelayAdminApi>) -> HttpResponse {
