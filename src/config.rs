@@ -87,6 +87,9 @@ struct RawZones {
     command: Vec<String>,
     #[serde(default)]
     list_command: Option<Vec<String>>,
+    #[serde(default)]
+    meta_command: Option<Vec<String>>,
+    meta_refresh: String,
     format: String,
     sim: RawSim,
 }
@@ -185,6 +188,10 @@ pub enum ZoneSourceSettings {
         command: Vec<String>,
         format: LineFormat,
         list_command: Vec<String>,
+        /// Prints `uuid alias owner_uuid` per zone, run every `meta_refresh`
+        /// to keep aliases and owners fresh; empty: never.
+        meta_command: Vec<String>,
+        meta_refresh: Duration,
     },
     /// The built-in simulated cloud.
     Sim(SimConfig),
@@ -236,6 +243,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("relay.zones.source", "auto".into()),
         ("relay.zones.command", no_command.into()),
         ("relay.zones.format", "auto".into()),
+        ("relay.zones.meta_refresh", "1h".into()),
         ("relay.zones.sim.servers", 2i64.into()),
         ("relay.zones.sim.zones_per_server", 10i64.into()),
         ("relay.zones.sim.seed", 1i64.into()),
@@ -288,6 +296,7 @@ pub fn load_from(
             .list_separator(" ")
             .with_list_parse_key("relay.zones.command")
             .with_list_parse_key("relay.zones.list_command")
+            .with_list_parse_key("relay.zones.meta_command")
             .try_parsing(true)
             .source(Some(env)),
     );
@@ -446,10 +455,18 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
     // reconciliation lists them; vmadm's ready event carries the snapshot.
     let zoneadm = strings(&["/usr/sbin/zoneadm", "list", "-cp"]);
     let list_command = |default: Vec<String>| raw.list_command.clone().unwrap_or(default);
+    let vmadm_list = strings(&["/usr/sbin/vmadm", "list", "-H", "-o", "uuid,alias,owner_uuid"]);
+    let meta_command = |default: Vec<String>| raw.meta_command.clone().unwrap_or(default);
+    let meta_refresh = duration("relay.zones.meta_refresh", &raw.meta_refresh)?;
+    if meta_refresh.is_zero() {
+        return Err(ConfigError::new("relay.zones.meta_refresh", "must be more than zero"));
+    }
     let platform = |command: &[&str], format, list: Vec<String>| ZoneSourceSettings::Exec {
         command: strings(command),
         format,
         list_command: list_command(list),
+        meta_command: meta_command(vmadm_list.clone()),
+        meta_refresh,
     };
     Ok(match source {
         "exec" => {
@@ -463,6 +480,8 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
                 command: raw.command.clone(),
                 format,
                 list_command: list_command(Vec::new()),
+                meta_command: meta_command(Vec::new()),
+                meta_refresh,
             }
         }
         "zoneevent" => platform(&[ZONEEVENT_PATH, "-i", "amon-relay"], LineFormat::Zoneevent, zoneadm),
@@ -542,6 +561,8 @@ mod tests {
                 command: vec!["tail".into(), "-F".into(), "/tmp/z".into()],
                 format: LineFormat::Auto,
                 list_command: Vec::new(),
+                meta_command: Vec::new(),
+                meta_refresh: Duration::from_secs(3600),
             }
         );
     }

@@ -29,7 +29,7 @@ use crate::actors::notifier::{NotifierEnv, NotifierPool};
 use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
 use crate::actors::router::EventRouter;
 use crate::actors::supervisor::{ChildSpec, Named, Restart, RestartPolicy, Shutdown, Supervisor};
-use crate::actors::zone_source::{ExecSource, SimSource};
+use crate::actors::zone_source::{ExecCommands, ExecSource, SimSource};
 use crate::actors::zone_watcher::{WatcherEnv, ZoneDispatcher};
 use crate::clock::Clock;
 use crate::config::{Mode, Settings, ZoneSourceSettings};
@@ -324,10 +324,16 @@ impl RelayParts {
                             command,
                             format,
                             list_command,
+                            meta_command,
+                            meta_refresh,
                         } => ExecSource::new(
-                            command.clone(),
-                            *format,
-                            list_command.clone(),
+                            ExecCommands {
+                                command: command.clone(),
+                                format: *format,
+                                list_command: list_command.clone(),
+                                meta_command: meta_command.clone(),
+                                meta_refresh: *meta_refresh,
+                            },
                             server,
                             source_dispatcher.clone(),
                             lifeline,

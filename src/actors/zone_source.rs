@@ -19,17 +19,27 @@ use super::supervisor::{Lifeline, Named, Stop};
 use super::zone_watcher::{ZoneDispatcher, ZoneEvents};
 use crate::clock::Clock;
 use crate::zones::sim::{SimCloud, SimConfig};
-use crate::zones::{parse_line, parse_list_line, LineFormat, ZoneEvent, ZoneSnapshot};
+use crate::zones::{parse_line, parse_list_line, parse_meta_line, LineFormat, ZoneEvent, ZoneSnapshot};
 
 /// Longest zone line we accept; a vmadm `ready` snapshot of many VMs is big.
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
-pub struct ExecSource {
-    command: Vec<String>,
-    format: LineFormat,
+/// The commands an exec source runs.
+#[derive(Debug, Clone)]
+pub struct ExecCommands {
+    /// The event stream: one zone event per stdout line.
+    pub command: Vec<String>,
+    pub format: LineFormat,
     /// Prints every zone, for the reconciliation snapshot taken before the
     /// event stream starts; empty: no snapshot.
-    list_command: Vec<String>,
+    pub list_command: Vec<String>,
+    /// Prints `uuid alias owner_uuid` per zone, every `meta_refresh`; empty: never.
+    pub meta_command: Vec<String>,
+    pub meta_refresh: Duration,
+}
+
+pub struct ExecSource {
+    commands: ExecCommands,
     /// The server these zones run on: this relay's.
     server: Uuid,
     dispatcher: Named<ZoneDispatcher>,
@@ -39,17 +49,13 @@ pub struct ExecSource {
 
 impl ExecSource {
     pub fn new(
-        command: Vec<String>,
-        format: LineFormat,
-        list_command: Vec<String>,
+        commands: ExecCommands,
         server: Uuid,
         dispatcher: Named<ZoneDispatcher>,
         lifeline: Lifeline,
     ) -> ExecSource {
         ExecSource {
-            command,
-            format,
-            list_command,
+            commands,
             server,
             dispatcher,
             child: None,
@@ -73,7 +79,25 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs a zone list command and parses its output into a snapshot.
 async fn list_zones(command: Vec<String>) -> Result<Vec<ZoneSnapshot>, String> {
-    let (program, args) = command.split_first().ok_or("zone list command is empty")?;
+    let mut zones = Vec::new();
+    for line in run_lines(command).await? {
+        match parse_list_line(&line) {
+            Ok(Some(zone)) => zones.push(zone),
+            Ok(None) => {}
+            Err(e) => {
+                crate::metrics::zone_lines_skipped(1);
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(error = %e, line = %shown, "malformed zone list line skipped");
+            }
+        }
+    }
+    Ok(zones)
+}
+
+/// Runs a listing command to completion (bounded in time) and returns its
+/// stdout lines.
+async fn run_lines(command: Vec<String>) -> Result<Vec<String>, String> {
+    let (program, args) = command.split_first().ok_or("listing command is empty")?;
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -81,41 +105,37 @@ async fn list_zones(command: Vec<String>) -> Result<Vec<ZoneSnapshot>, String> {
         .output();
     let output = tokio::time::timeout(LIST_TIMEOUT, output)
         .await
-        .map_err(|_| format!("zone list {program:?} took longer than {LIST_TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot run zone list {program:?}: {e}"))?;
+        .map_err(|_| format!("{program:?} took longer than {LIST_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot run {program:?}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "zone list {program:?} failed ({}): {}",
+            "{program:?} failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    let mut zones = Vec::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        match parse_list_line(line) {
-            Ok(Some(zone)) => zones.push(zone),
-            Ok(None) => {}
-            Err(e) => {
-                crate::metrics::zone_lines_skipped(1);
-                tracing::warn!(error = %e, line = %line.chars().take(200).collect::<String>(), "malformed zone list line skipped");
-            }
-        }
-    }
-    Ok(zones)
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 impl Actor for ExecSource {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.list_command.is_empty() {
+        if !self.commands.meta_command.is_empty() {
+            self.refresh_meta(ctx);
+            ctx.run_interval(self.commands.meta_refresh, |act, ctx| act.refresh_meta(ctx));
+        }
+        if self.commands.list_command.is_empty() {
             self.start_stream(ctx);
             return;
         }
         // Reconcile first: what every zone is now, compared by the watchers
         // with what they (or the last run) knew. Then follow the events.
         ctx.wait(
-            list_zones(self.list_command.clone())
+            list_zones(self.commands.list_command.clone())
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     match result {
@@ -132,8 +152,35 @@ impl Actor for ExecSource {
 }
 
 impl ExecSource {
+    /// Runs the metadata listing in the background and hands what it finds
+    /// to the watchers; failures are logged (missing metadata is normal).
+    fn refresh_meta(&mut self, ctx: &mut Context<Self>) {
+        let command = self.commands.meta_command.clone();
+        ctx.spawn(
+            async move { run_lines(command).await }
+                .into_actor(self)
+                .map(|result, act, _ctx| match result {
+                    Ok(lines) => {
+                        let zones: Vec<_> = lines
+                            .iter()
+                            .filter_map(|line| match parse_meta_line(line) {
+                                Ok(zone) => zone,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "zone metadata line skipped");
+                                    None
+                                }
+                            })
+                            .collect();
+                        tracing::debug!(zones = zones.len(), "zone metadata refreshed");
+                        act.dispatch(vec![ZoneEvent::Meta(zones)]);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot refresh zone metadata"),
+                }),
+        );
+    }
+
     fn start_stream(&mut self, ctx: &mut Context<Self>) {
-        let Some((program, args)) = self.command.split_first() else {
+        let Some((program, args)) = self.commands.command.split_first() else {
             self.lifeline.fail("zone source command is empty");
             ctx.stop();
             return;
@@ -153,7 +200,7 @@ impl ExecSource {
                 return;
             }
         };
-        tracing::info!(command = ?self.command, pid = child.id(), "zone source started");
+        tracing::info!(command = ?self.commands.command, pid = child.id(), "zone source started");
         if let Some(stderr) = child.stderr.take() {
             let program = program.clone();
             ctx.spawn(
@@ -183,7 +230,7 @@ impl StreamHandler<Result<String, LinesCodecError>> for ExecSource {
                 return;
             }
         };
-        match parse_line(&line, self.format) {
+        match parse_line(&line, self.commands.format) {
             Ok(Some(event)) => self.dispatch(vec![event]),
             Ok(None) => {}
             Err(e) => {

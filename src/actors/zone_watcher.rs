@@ -135,6 +135,24 @@ impl Handler<Observe> for ZoneWatcher {
     }
 }
 
+/// Fresh alias/owner for a zone (a periodic `vmadm list`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UpdateMeta(pub ZoneMeta);
+
+impl Handler<UpdateMeta> for ZoneWatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateMeta, _ctx: &mut Context<Self>) {
+        if let Some(alias) = msg.0.alias {
+            self.alias = Some(alias.into_boxed_str());
+        }
+        if msg.0.owner.is_some() {
+            self.owner = msg.0.owner;
+        }
+    }
+}
+
 /// Asks a watcher what it knows.
 #[derive(Debug, Message)]
 #[rtype(result = "Option<ZoneState>")]
@@ -445,6 +463,15 @@ impl Handler<ZoneEvents> for ZoneDispatcher {
                     for machine in gone {
                         self.known.remove(&machine);
                         forgotten.push(machine);
+                    }
+                }
+                ZoneEvent::Meta(zones) => {
+                    // Only zones we watch: metadata alone does not make a zone.
+                    for (zonename, meta) in zones {
+                        let Some(machine) = machine_of(&zonename) else { continue };
+                        if let Some(slot) = self.by_machine.get(&machine).and_then(|&i| self.slots[i].as_ref()) {
+                            slot.addr.do_send(UpdateMeta(meta));
+                        }
                     }
                 }
                 ZoneEvent::Ready => {}

@@ -90,6 +90,24 @@ pub fn parse_list_line(line: &str) -> Result<Option<ZoneSnapshot>, ParseError> {
     Ok((zone.zonename != "global").then_some(zone))
 }
 
+/// Parses one line of `vmadm list -H -o uuid,alias,owner_uuid` (columns
+/// separated by white space, `-` for none) into a zone name and its
+/// metadata. `Ok(None)` for a blank line. A bad owner is left out rather
+/// than failing the line: missing metadata is not an error.
+pub fn parse_meta_line(line: &str) -> Result<Option<(String, ZoneMeta)>, ParseError> {
+    let mut columns = line.split_whitespace();
+    let Some(zonename) = columns.next() else {
+        return Ok(None);
+    };
+    let present = |c: Option<&str>| c.filter(|c| *c != "-").map(str::to_string);
+    let alias = present(columns.next());
+    let owner = present(columns.next()).and_then(|o| Uuid::parse_str(&o).ok());
+    if Uuid::parse_str(zonename).is_err() {
+        return Err(bad_value("uuid", zonename));
+    }
+    Ok(Some((zonename.to_string(), ZoneMeta { alias, owner })))
+}
+
 type Object = Map<String, Value>;
 
 fn parse_object(object: &Object, format: LineFormat) -> Result<Option<ZoneEvent>, ParseError> {
@@ -914,5 +932,22 @@ mod tests {
         assert_eq!(parse_list_line("  ").unwrap(), None);
         assert!(parse_list_line("garbage").is_err());
         assert!(parse_list_line(r#"{"zonename":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn vmadm_list_lines_give_alias_and_owner_and_dashes_are_none() {
+        let (zone, meta) =
+            parse_meta_line("fb622681-3d62-413b-dc8a-c7515367464f  web0  930896af-bf8c-48d4-885c-6573a94b1853")
+                .unwrap()
+                .unwrap();
+        assert_eq!(zone, "fb622681-3d62-413b-dc8a-c7515367464f");
+        assert_eq!(meta.alias.as_deref(), Some("web0"));
+        assert!(meta.owner.is_some());
+        let (_, meta) = parse_meta_line("fb622681-3d62-413b-dc8a-c7515367464f - -")
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta, ZoneMeta::default());
+        assert_eq!(parse_meta_line("   ").unwrap(), None);
+        assert!(parse_meta_line("not-a-uuid web0 -").is_err());
     }
 }

@@ -10,7 +10,7 @@ pub mod format;
 pub mod sim;
 pub mod state;
 
-pub use format::{parse_line, parse_list_line, LineFormat, ParseError};
+pub use format::{parse_line, parse_list_line, parse_meta_line, LineFormat, ParseError};
 pub use state::{classify, Transition, ZoneState};
 
 use chrono::{DateTime, Utc};
@@ -49,6 +49,9 @@ pub enum ZoneEvent {
     /// The source is subscribed and will report from now on (sysevent `-r`,
     /// vmadm `ready` without `vms`).
     Ready,
+    /// Fresh metadata (alias, owner) for zones, from a periodic listing such
+    /// as `vmadm list -H -o uuid,alias,owner_uuid`; says nothing of state.
+    Meta(Vec<(String, ZoneMeta)>),
 }
 
 /// Metadata about a zone that sources sometimes carry; missing is normal.
@@ -73,7 +76,7 @@ impl ZoneEvent {
             ZoneEvent::State { zonename, .. }
             | ZoneEvent::Created { zonename, .. }
             | ZoneEvent::Deleted { zonename, .. } => Some(zonename),
-            ZoneEvent::Snapshot(_) | ZoneEvent::Ready => None,
+            ZoneEvent::Snapshot(_) | ZoneEvent::Ready | ZoneEvent::Meta(_) => None,
         }
     }
 }
