@@ -73,6 +73,8 @@ struct RawRelay {
     #[serde(default)]
     server_uuid: Option<String>,
     admin_listen: String,
+    agent_listen: String,
+    agent_probes_poll: String,
     heartbeat: String,
     batch_max: usize,
     spool_max: usize,
@@ -111,6 +113,9 @@ struct RawSim {
 struct RawNotify {
     hold: String,
     workers: usize,
+    burst_count: usize,
+    burst_percent: u32,
+    heartbeat_timeout: String,
     email: RawEmail,
 }
 
@@ -169,6 +174,11 @@ pub struct RelaySettings {
     /// `None`: the platform's, else a stable one generated in the data dir.
     pub server_uuid: Option<Uuid>,
     pub admin_listen: SocketAddr,
+    /// Dev mode's TCP listener for the global zone's agent (`None`: off).
+    /// On SmartOS agents will use per-zone Unix sockets instead.
+    pub agent_listen: Option<SocketAddr>,
+    /// How often the agent probe list is refreshed from the master.
+    pub agent_probes_poll: Duration,
     pub heartbeat: Duration,
     /// Most events in one `POST /events`.
     pub batch_max: usize,
@@ -203,6 +213,13 @@ pub struct NotifySettings {
     pub hold: Duration,
     /// Notifier actors delivering in parallel.
     pub workers: usize,
+    /// The flood guard: this many machines of one server down within the
+    /// hold make a server incident…
+    pub burst_count: usize,
+    /// …or this percentage of its running machines (at least two)…
+    pub burst_percent: u32,
+    /// …or this long without a heartbeat from its relay.
+    pub heartbeat_timeout: Duration,
     /// `None`: write `.eml` files under `data_dir/mail`.
     pub smtp_url: Option<String>,
     pub from: String,
@@ -237,6 +254,8 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("data_dir", data_dir.into()),
         ("master.listen", "127.0.0.1:4300".into()),
         ("relay.admin_listen", "127.0.0.1:4307".into()),
+        ("relay.agent_listen", "127.0.0.1:4308".into()),
+        ("relay.agent_probes_poll", "30m".into()),
         ("relay.heartbeat", "5s".into()),
         ("relay.batch_max", 1000i64.into()),
         ("relay.spool_max", 1_000_000i64.into()),
@@ -250,9 +269,12 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("relay.zones.sim.reboot_every", "30s".into()),
         ("relay.zones.sim.crash_every", "60s".into()),
         ("relay.zones.sim.crash_downtime", "150s".into()),
-        ("relay.zones.sim.server_shutdown_every", "0s".into()),
+        ("relay.zones.sim.server_shutdown_every", "10m".into()),
         ("notify.hold", "60s".into()),
         ("notify.workers", 4i64.into()),
+        ("notify.burst_count", 5i64.into()),
+        ("notify.burst_percent", 50i64.into()),
+        ("notify.heartbeat_timeout", "30s".into()),
         ("notify.email.from", "amon@localhost".into()),
         ("auth.open", true.into()),
     ]
@@ -382,6 +404,11 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         master_url,
         server_uuid,
         admin_listen: socket_addr("relay.admin_listen", &raw.relay.admin_listen)?,
+        agent_listen: match raw.relay.agent_listen.trim() {
+            "" => None,
+            text => Some(socket_addr("relay.agent_listen", text)?),
+        },
+        agent_probes_poll: duration("relay.agent_probes_poll", &raw.relay.agent_probes_poll)?,
         heartbeat: duration("relay.heartbeat", &raw.relay.heartbeat)?,
         batch_max: raw.relay.batch_max,
         spool_max: raw.relay.spool_max,
@@ -389,6 +416,9 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     if relay.heartbeat.is_zero() {
         return Err(ConfigError::new("relay.heartbeat", "must be more than zero"));
+    }
+    if relay.agent_probes_poll.is_zero() {
+        return Err(ConfigError::new("relay.agent_probes_poll", "must be more than zero"));
     }
     let smtp_url = raw.notify.email.smtp_url.filter(|u| !u.is_empty());
     if let Some(url) = &smtp_url {
@@ -408,9 +438,18 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     if raw.notify.workers == 0 {
         return Err(ConfigError::new("notify.workers", "must be at least 1"));
     }
+    if raw.notify.burst_count < 2 {
+        return Err(ConfigError::new("notify.burst_count", "must be at least 2"));
+    }
+    if !(1..=100).contains(&raw.notify.burst_percent) {
+        return Err(ConfigError::new("notify.burst_percent", "must be between 1 and 100"));
+    }
     let notify = NotifySettings {
         hold: duration("notify.hold", &raw.notify.hold)?,
         workers: raw.notify.workers,
+        burst_count: raw.notify.burst_count,
+        burst_percent: raw.notify.burst_percent,
+        heartbeat_timeout: duration("notify.heartbeat_timeout", &raw.notify.heartbeat_timeout)?,
         smtp_url,
         from: raw.notify.email.from,
     };
@@ -593,6 +632,30 @@ mod tests {
         std::fs::write(&path, "[master]\nlisen = \"x\"\n").unwrap();
         let err = load_from(Mode::Master, Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_listener_defaults_to_loopback_and_an_empty_value_turns_it_off() {
+        let s = load_from(Mode::Relay, None, env(&[])).unwrap();
+        assert_eq!(s.relay.agent_listen, Some("127.0.0.1:4308".parse().unwrap()));
+        assert_eq!(s.relay.agent_probes_poll, Duration::from_secs(30 * 60));
+
+        let s = load_from(
+            Mode::Relay,
+            None,
+            env(&[
+                ("AMON__RELAY__AGENT_LISTEN", ""),
+                ("AMON__RELAY__AGENT_PROBES_POLL", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.relay.agent_listen, None);
+        assert_eq!(s.relay.agent_probes_poll, Duration::from_secs(2));
+
+        let err = load_from(Mode::Relay, None, env(&[("AMON__RELAY__AGENT_PROBES_POLL", "0s")])).unwrap_err();
+        assert_eq!(err.key, "relay.agent_probes_poll");
+        let err = load_from(Mode::Relay, None, env(&[("AMON__RELAY__AGENT_LISTEN", "4308")])).unwrap_err();
+        assert_eq!(err.key, "relay.agent_listen");
     }
 
     #[test]

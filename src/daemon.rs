@@ -10,9 +10,11 @@
 //! │   └── master http
 //! └── relay                       (relay, standalone)
 //!     ├── relay link
+//!     ├── agent probe cache
 //!     ├── zone dispatcher ── zone watchers (one per zone)
 //!     ├── zone source (exec | sim)
-//!     └── relay admin http
+//!     ├── relay admin http
+//!     └── relay agent http        (when relay.agent_listen is set)
 //! ```
 
 use std::net::{SocketAddr, TcpListener};
@@ -23,11 +25,13 @@ use std::sync::Arc;
 use actix::prelude::*;
 use uuid::Uuid;
 
+use crate::actors::agent_probes::AgentProbeCache;
 use crate::actors::alarm::AlarmEnv;
 use crate::actors::http_service::{HttpService, ServeFn};
 use crate::actors::notifier::{NotifierEnv, NotifierPool};
 use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
 use crate::actors::router::EventRouter;
+use crate::actors::server_guard::{GuardEnv, GuardSettings, ServerGuard};
 use crate::actors::supervisor::{ChildSpec, Named, Restart, RestartPolicy, Shutdown, Supervisor};
 use crate::actors::zone_source::{ExecCommands, ExecSource, SimSource};
 use crate::actors::zone_watcher::{WatcherEnv, ZoneDispatcher};
@@ -35,6 +39,7 @@ use crate::clock::Clock;
 use crate::config::{Mode, Settings, ZoneSourceSettings};
 use crate::http::master::MasterApi;
 use crate::http::relay_admin::RelayAdminApi;
+use crate::http::relay_agent::RelayAgentApi;
 use crate::model::{Account, Probe, ProbeType};
 use crate::notify::transport::Mailer;
 use crate::store::{RelayStore, Store};
@@ -62,6 +67,8 @@ pub enum DaemonError {
 pub struct Listeners {
     pub master: Option<TcpListener>,
     pub relay_admin: Option<TcpListener>,
+    /// Dev mode's agent API (`relay.agent_listen`), if configured.
+    pub relay_agent: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -77,6 +84,10 @@ impl Listeners {
                 Mode::Standalone | Mode::Relay => Some(bind("relay.admin_listen", settings.relay.admin_listen)?),
                 Mode::Master => None,
             },
+            relay_agent: match (settings.mode, settings.relay.agent_listen) {
+                (Mode::Standalone | Mode::Relay, Some(addr)) => Some(bind("relay.agent_listen", addr)?),
+                _ => None,
+            },
         })
     }
 }
@@ -88,6 +99,8 @@ pub struct Running {
     pub master_addr: Option<SocketAddr>,
     /// Where the relay admin API listens (`None` for a master).
     pub relay_admin_addr: Option<SocketAddr>,
+    /// Where the relay's agent API listens (`None` for a master, or when off).
+    pub relay_agent_addr: Option<SocketAddr>,
 }
 
 impl Running {
@@ -114,6 +127,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
     })?;
     let master_addr = listeners.master.as_ref().and_then(|l| l.local_addr().ok());
     let relay_admin_addr = listeners.relay_admin.as_ref().and_then(|l| l.local_addr().ok());
+    let relay_agent_addr = listeners.relay_agent.as_ref().and_then(|l| l.local_addr().ok());
     let mut root = Supervisor::new("amon", RestartPolicy::default());
 
     if let Some(listener) = listeners.master {
@@ -147,6 +161,12 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             }),
             workers: settings.notify.workers,
             hold: settings.notify.hold,
+            guard: GuardSettings {
+                hold: settings.notify.hold,
+                burst_count: settings.notify.burst_count,
+                burst_percent: settings.notify.burst_percent,
+                heartbeat_timeout: settings.notify.heartbeat_timeout,
+            },
             datacenter: settings.datacenter.clone(),
             public_url,
             listener: Rc::new(listener),
@@ -176,6 +196,8 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             source: settings.relay.zones.clone(),
             clock: clock.clone(),
             listener: Rc::new(listener),
+            agent_listener: listeners.relay_agent.map(Rc::new),
+            agent_probes_poll: settings.relay.agent_probes_poll,
         };
         root = root.child(relay.into_spec());
     }
@@ -184,6 +206,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
         root: root.start(),
         master_addr,
         relay_admin_addr,
+        relay_agent_addr,
     })
 }
 
@@ -193,6 +216,7 @@ struct MasterParts {
     notifier_env: Arc<NotifierEnv>,
     workers: usize,
     hold: std::time::Duration,
+    guard: GuardSettings,
     datacenter: String,
     public_url: String,
     listener: Rc<TcpListener>,
@@ -203,10 +227,21 @@ impl MasterParts {
         ChildSpec::new("master", Restart::Permanent, move |lifeline| {
             let notifier = Named::<NotifierPool>::new();
             let router = Named::<EventRouter>::new();
+            let guard = Named::<ServerGuard>::new();
+            let guard_env = Arc::new(GuardEnv {
+                settings: self.guard.clone(),
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                router: router.clone(),
+                notifier: notifier.clone(),
+                datacenter: self.datacenter.clone(),
+                master_url: self.public_url.clone(),
+            });
             let alarm_env = Arc::new(AlarmEnv {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 notifier: notifier.clone(),
+                guard: guard.clone(),
                 hold: self.hold,
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
@@ -239,6 +274,14 @@ impl MasterParts {
                         addr.recipient()
                     }
                 }))
+                .child(ChildSpec::new("server-guard", Restart::Permanent, {
+                    let guard = guard.clone();
+                    move |lifeline| {
+                        let addr = ServerGuard::new(guard_env.clone(), lifeline).start();
+                        guard.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
                 .child(ChildSpec::new("router", Restart::Permanent, {
                     let router = router.clone();
                     move |lifeline| {
@@ -264,12 +307,16 @@ struct RelayParts {
     source: ZoneSourceSettings,
     clock: Clock,
     listener: Rc<TcpListener>,
+    /// Dev mode's agent API listener, if configured.
+    agent_listener: Option<Rc<TcpListener>>,
+    agent_probes_poll: std::time::Duration,
 }
 
 impl RelayParts {
     fn into_spec(self) -> ChildSpec {
         ChildSpec::new("relay", Restart::Permanent, move |lifeline| {
             let link = Named::<RelayLink>::new();
+            let agent_probes = Named::<AgentProbeCache>::new();
             let dispatcher = Named::<ZoneDispatcher>::new();
             let watcher_env = Arc::new(WatcherEnv {
                 link: link.clone(),
@@ -295,6 +342,30 @@ impl RelayParts {
                 .listen(listener)?
                 .run())
             }));
+            // In dev mode the agent on the TCP listener is the global zone's,
+            // and the global zone's agent uuid is the server's.
+            let agent_api = RelayAgentApi {
+                agent: self.link_config.relay,
+                agent_alias: self.link_config.hostname.clone(),
+                relay: self.link_config.relay,
+                clock: self.clock.clone(),
+                link: link.clone(),
+                probes: agent_probes.clone(),
+            };
+            let serve_agents: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
+                let api = agent_api.clone();
+                Ok(actix_web::HttpServer::new(move || {
+                    actix_web::App::new().configure(crate::http::relay_agent::configure(api.clone()))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(2)
+                .listen(listener)?
+                .run())
+            }));
+            let master_url = self.link_config.master_url.clone();
+            let agent = self.link_config.relay;
+            let poll = self.agent_probes_poll;
             let link_config = self.link_config.clone();
             let source = self.source.clone();
             let clock = self.clock.clone();
@@ -307,6 +378,14 @@ impl RelayParts {
                     move |lifeline| {
                         let addr = RelayLink::new(link_config.clone(), lifeline).start();
                         link.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new("agent-probes", Restart::Permanent, {
+                    let agent_probes = agent_probes.clone();
+                    move |lifeline| {
+                        let addr = AgentProbeCache::new(&master_url, agent, poll, lifeline).start();
+                        agent_probes.set(addr.clone());
                         addr.recipient()
                     }
                 }))
@@ -357,8 +436,20 @@ impl RelayParts {
                             .recipient()
                     },
                 ))
-                .with_lifeline(lifeline)
-                .start();
+                .with_lifeline(lifeline);
+            let relay = match self.agent_listener.clone() {
+                Some(listener) => relay.child(ChildSpec::new(
+                    "relay-agent-http",
+                    Restart::Permanent,
+                    move |lifeline| {
+                        HttpService::new("relay-agent", listener.clone(), serve_agents.clone(), lifeline)
+                            .start()
+                            .recipient()
+                    },
+                )),
+                None => relay,
+            }
+            .start();
             supervisor.set(relay.clone());
             relay.recipient()
         })
@@ -377,9 +468,11 @@ fn source_restarts() -> RestartPolicy {
     }
 }
 
+/// The node's name (gethostname(3); SmartOS has no /etc/hostname).
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/etc/hostname")
+    hostname::get()
         .ok()
+        .and_then(|h| h.into_string().ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
 }

@@ -52,6 +52,7 @@ fn run_daemon(settings: config::Settings) -> anyhow::Result<i32> {
         mode = ?mode,
         master_listen = %show(running.master_addr),
         relay_admin_listen = %show(running.relay_admin_addr),
+        relay_agent_listen = %show(running.relay_agent_addr),
         pid = std::process::id(),
         "amon started"
     );

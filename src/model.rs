@@ -93,6 +93,11 @@ pub struct Fault {
     pub time_faulted: EpochMs,
     /// Whether its fault notification has gone out (after the hold).
     pub notified: bool,
+    /// Its hold ran out while its server was in an incident: the incident's
+    /// message spoke for it; it is notified on its own only if still open
+    /// when the incident is over.
+    #[serde(default)]
+    pub folded: bool,
 }
 
 /// An alarm: Amon's unit of "something is wrong", per monitor.

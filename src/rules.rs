@@ -107,6 +107,7 @@ pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs) -> Vec<Effect> 
             probe,
             time_faulted: now,
             notified: false,
+            folded: false,
             event,
         });
         alarm.faults.sort_by_key(|f| f.probe);
@@ -127,6 +128,43 @@ pub fn hold_expired(alarm: &mut Alarm, probe: Uuid) -> Option<Effect> {
         kind: NotificationKind::Fault,
         fault: Box::new(fault.clone()),
     })
+}
+
+/// A hold ran out while the fault's server is in an incident: the fault is
+/// folded into the incident instead of being announced. `false` if there is
+/// no such unannounced fault.
+pub fn fold(alarm: &mut Alarm, probe: Uuid) -> bool {
+    if alarm.closed {
+        return false;
+    }
+    match alarm.faults.iter_mut().find(|f| f.probe == probe && !f.notified) {
+        Some(fault) => {
+            fault.folded = true;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The incident on `server` is over: folded faults from that server that
+/// are still open are announced now, one by one.
+pub fn release(alarm: &mut Alarm, server: Uuid) -> Vec<Effect> {
+    if alarm.closed {
+        return Vec::new();
+    }
+    alarm
+        .faults
+        .iter_mut()
+        .filter(|f| f.folded && !f.notified && f.event.agent == Some(server))
+        .map(|fault| {
+            fault.folded = false;
+            fault.notified = true;
+            Effect::Notify {
+                kind: NotificationKind::Fault,
+                fault: Box::new(fault.clone()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -265,6 +303,33 @@ mod tests {
         let mut closed = new_alarm(key(), 1, 0);
         closed.closed = true;
         assert_eq!(relate(Some(&closed), &event(2, false, 0), true), Relation::Open);
+    }
+
+    #[test]
+    fn a_folded_fault_is_silent_and_released_only_if_still_open() {
+        let server = Uuid::from_u128(77);
+        let mut down = event(2, false, 0);
+        down.agent = Some(server);
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, down.clone(), 0);
+        assert!(fold(&mut alarm, Uuid::from_u128(2)));
+        assert!(alarm.faults[0].folded && !alarm.faults[0].notified);
+        assert!(
+            release(&mut alarm, Uuid::from_u128(99)).is_empty(),
+            "another server's release"
+        );
+        assert_eq!(notified(&release(&mut alarm, server)), vec![NotificationKind::Fault]);
+        assert!(release(&mut alarm, server).is_empty(), "released once");
+
+        // A folded fault that clears before the release says nothing.
+        let mut alarm = new_alarm(key(), 2, 0);
+        apply(&mut alarm, down, 0);
+        fold(&mut alarm, Uuid::from_u128(2));
+        let mut up = event(2, true, 5);
+        up.agent = Some(server);
+        assert!(notified(&apply(&mut alarm, up, 5)).is_empty());
+        assert!(alarm.closed);
+        assert!(release(&mut alarm, server).is_empty());
     }
 
     #[test]

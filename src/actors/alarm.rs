@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::notifier::{Deliver, NotifierPool};
 use super::router::RouteTicket;
+use super::server_guard::{Fold, ServerGuard};
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{Account, Alarm, EpochMs, Fault, MonitorKey, Probe, ProbeEvent};
@@ -29,6 +30,8 @@ pub struct AlarmEnv {
     pub store: Store,
     pub clock: Clock,
     pub notifier: Named<NotifierPool>,
+    /// The flood guard, asked before a machine-down fault is announced.
+    pub guard: Named<ServerGuard>,
     /// Default hold before a fault is notified.
     pub hold: Duration,
     pub datacenter: String,
@@ -111,11 +114,42 @@ impl AlarmActor {
 
     fn hold_expired(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
         self.holds.remove(&probe);
+        let Some(alarm) = self.alarm.as_ref().filter(|a| a.id == alarm_id) else {
+            return;
+        };
+        let Some(fault) = alarm.faults.iter().find(|f| f.probe == probe && !f.notified) else {
+            return;
+        };
+        // A machine down on a server in an incident: the flood guard's one
+        // message speaks for it (SPEC §6). Ask before announcing.
+        let server = fault.event.machine.and(fault.event.agent);
+        match (server, self.env.guard.get()) {
+            (Some(server), Some(guard)) => {
+                let monitor = ctx.address();
+                ctx.wait(
+                    async move { guard.send(Fold { server, monitor }).await.unwrap_or(false) }
+                        .into_actor(self)
+                        .map(move |folded, act, ctx| act.finish_hold(alarm_id, probe, folded, ctx)),
+                );
+            }
+            _ => self.finish_hold(alarm_id, probe, false, ctx),
+        }
+    }
+
+    fn finish_hold(&mut self, alarm_id: u64, probe: Uuid, folded: bool, ctx: &mut Context<Self>) {
         let Some(mut alarm) = self.alarm.take() else {
             return;
         };
         if alarm.id != alarm_id {
             self.alarm = Some(alarm);
+            return;
+        }
+        if folded {
+            if rules::fold(&mut alarm, probe) {
+                self.commit(alarm, Vec::new(), ctx);
+            } else {
+                self.alarm = Some(alarm);
+            }
             return;
         }
         match rules::hold_expired(&mut alarm, probe) {
@@ -242,6 +276,7 @@ impl AlarmActor {
                     thread_root,
                     master_url: self.env.master_url.clone(),
                     event_json: serde_json::to_value(event).unwrap_or_default(),
+                    incident: None,
                 })
             })
             .collect()
@@ -320,6 +355,30 @@ impl Handler<MonitorEvent> for AlarmActor {
                     }
                 }),
         );
+    }
+}
+
+/// The incident on a server is over: faults folded into it that are still
+/// open are announced now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseFolded {
+    pub server: Uuid,
+}
+
+impl Handler<ReleaseFolded> for AlarmActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseFolded, ctx: &mut Context<Self>) {
+        let Some(mut alarm) = self.alarm.take() else {
+            return;
+        };
+        let effects = rules::release(&mut alarm, msg.server);
+        if effects.is_empty() {
+            self.alarm = Some(alarm);
+            return;
+        }
+        self.carry_out(alarm, effects, ctx);
     }
 }
 

@@ -1,15 +1,18 @@
 //! The actors, and our supervision over them (SPEC §1–§2).
 //!
 //! Relay side: `ExecSource`/`SimSource` → `ZoneDispatcher` → `ZoneWatcher`
-//! (one per zone) → `RelayLink`. Master side: `EventRouter` → `AlarmActor`
+//! (one per zone) → `RelayLink`; `AgentProbeCache` keeps the master's probe
+//! list for the relay's agent API. Master side: `EventRouter` → `AlarmActor`
 //! (one per monitor) → `NotifierPool` → `Notifier`. `HttpService` wraps each
 //! HTTP server. `docs/actors.md` describes each one and draws the tree.
 
+pub mod agent_probes;
 pub mod alarm;
 pub mod http_service;
 pub mod notifier;
 pub mod relay_link;
 pub mod router;
+pub mod server_guard;
 pub mod supervisor;
 pub mod zone_source;
 pub mod zone_watcher;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::alarm::{AccountUpdated, AlarmActor, AlarmEnv, MonitorEvent};
+use super::server_guard::{Observe, Sighting};
 use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
 use crate::model::{Account, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeType};
 use crate::store::Store;
@@ -61,6 +62,19 @@ impl RouteTicket {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RouteEvents(pub Vec<Event>);
+
+/// Who watches these machines: every enabled machine-up probe on them, with
+/// its account (for the flood guard's per-contact messages).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Watcher>")]
+pub struct ProbesOn(pub Vec<Uuid>);
+
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    pub machine: Uuid,
+    pub probe: Arc<Probe>,
+    pub account: Account,
+}
 
 /// A probe was created or changed.
 #[derive(Debug, Message)]
@@ -172,7 +186,24 @@ impl EventRouter {
     fn route(&mut self, events: Vec<Event>, ctx: &mut Context<Self>) {
         let uuids: Vec<Uuid> = events.iter().map(Event::uuid).collect();
         let mut deliveries = Vec::new();
+        let mut sightings = Vec::new();
         for event in events {
+            match &event {
+                Event::Machine(m) => sightings.push(Sighting::Machine {
+                    machine: m.machine,
+                    server: m.server,
+                    relay: m.relay,
+                    alias: m.alias.clone(),
+                    up: m.up,
+                    time: m.time,
+                }),
+                Event::Server(s) => sightings.push(Sighting::Server {
+                    server: s.server,
+                    hostname: s.hostname.clone(),
+                    kind: s.event,
+                }),
+                Event::Probe(_) => {}
+            }
             match event {
                 Event::Machine(m) => self.route_machine(m, &mut deliveries, ctx),
                 Event::Probe(p) => match self.probes.get(&p.probe_uuid).cloned() {
@@ -194,6 +225,14 @@ impl EventRouter {
                         .into_actor(self),
                     );
                 }
+            }
+        }
+        // The flood guard sees machines and servers before any hold can run
+        // out on these events.
+        if !sightings.is_empty() {
+            match self.env.guard.get() {
+                Some(guard) => guard.do_send(Observe(sightings)),
+                None => tracing::warn!("flood guard is not running; server incidents may be missed"),
             }
         }
         let ticket = RouteTicket::new(deliveries.len(), uuids, self.env.store.clone());
@@ -316,6 +355,30 @@ impl Handler<RouteEvents> for EventRouter {
     }
 }
 
+impl Handler<ProbesOn> for EventRouter {
+    type Result = Vec<Watcher>;
+
+    fn handle(&mut self, msg: ProbesOn, _ctx: &mut Context<Self>) -> Vec<Watcher> {
+        let mut watchers = Vec::new();
+        for machine in msg.0 {
+            for uuid in self.by_machine.get(&machine).into_iter().flatten() {
+                let Some(probe) = self.probes.get(uuid) else { continue };
+                let Some(account) = self.accounts.get(&probe.user) else {
+                    continue;
+                };
+                if !probe.disabled {
+                    watchers.push(Watcher {
+                        machine,
+                        probe: probe.clone(),
+                        account: account.clone(),
+                    });
+                }
+            }
+        }
+        watchers
+    }
+}
+
 impl Handler<ProbeChanged> for EventRouter {
     type Result = ();
 
@@ -372,6 +435,16 @@ impl Handler<ChildExited> for EventRouter {
                     }
                 });
             }
+        }
+    }
+}
+
+impl Drop for EventRouter {
+    /// A router that dies (even by a panic) takes its alarm actors with it,
+    /// so its successor never shares a monitor with an orphan.
+    fn drop(&mut self) {
+        for monitor in self.monitors.values() {
+            monitor.addr.do_send(Stop);
         }
     }
 }

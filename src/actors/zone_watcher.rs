@@ -577,6 +577,16 @@ impl Handler<GetDispatcherState> for ZoneDispatcher {
     }
 }
 
+impl Drop for ZoneDispatcher {
+    /// A dispatcher that dies (even by a panic) takes its watchers with it:
+    /// its successor starts them again from the recorded states.
+    fn drop(&mut self) {
+        for slot in self.slots.iter().flatten() {
+            slot.addr.do_send(Stop);
+        }
+    }
+}
+
 impl Handler<Stop> for ZoneDispatcher {
     type Result = ();
 

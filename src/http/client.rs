@@ -1,20 +1,37 @@
 //! The relay's client for the Master API: `POST /events` with a batch, and
-//! the classification of the answer into "done", "retry" or "give up".
+//! the classification of the answer into "done", "retry" or "give up";
+//! `HEAD` and `GET /agentprobes` for the agent probe cache.
 
 use std::time::Duration;
 
+use actix_web::web::Bytes;
+use uuid::Uuid;
+
 use crate::model::Event;
 
-/// What became of one `POST /events`.
+/// What went wrong with one request to the master.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The master could not be reached or answered 5xx: try again later.
     #[error("master unavailable: {0}")]
     Unavailable(String),
-    /// The master refused the batch (4xx): retrying the same bytes will not help.
-    #[error("master rejected the events: {status} {body}")]
+    /// The master refused the request (4xx), or answered something unusable:
+    /// retrying the same request will not help.
+    #[error("master rejected the request: {status} {body}")]
     Rejected { status: u16, body: String },
 }
+
+/// The master's answer to `GET /agentprobes?agent=`: the probe list exactly
+/// as the master sent it (a JSON array) and its `Content-MD5`, which the
+/// relay serves to the agent unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentProbes {
+    pub content_md5: String,
+    pub body: Bytes,
+}
+
+/// Largest agent probe list we accept from the master.
+const MAX_AGENT_PROBES: usize = 16 * 1024 * 1024;
 
 /// A client for one master.
 pub struct MasterClient {
@@ -54,13 +71,82 @@ impl MasterClient {
             .unwrap_or_default();
         if status.as_u16() == 202 {
             Ok(())
-        } else if status.is_server_error() {
-            Err(SendError::Unavailable(format!("{status} {text}")))
         } else {
-            Err(SendError::Rejected {
-                status: status.as_u16(),
-                body: text,
-            })
+            Err(refused(status.as_u16(), text))
         }
     }
+
+    /// `HEAD /agentprobes?agent=`: the `Content-MD5` of the agent's probe
+    /// list, to compare with the cached one before fetching.
+    pub async fn head_agent_probes(&self, agent: Uuid) -> Result<String, SendError> {
+        let response = self
+            .client
+            .head(format!("{}/agentprobes?agent={agent}", self.base_url))
+            .send()
+            .await
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), String::new()));
+        }
+        content_md5_header(&response)
+    }
+
+    /// `GET /agentprobes?agent=`: the agent's probe list, checked against its
+    /// `Content-MD5` and for being a JSON array of objects.
+    pub async fn get_agent_probes(&self, agent: Uuid) -> Result<AgentProbes, SendError> {
+        let mut response = self
+            .client
+            .get(format!("{}/agentprobes?agent={agent}", self.base_url))
+            .insert_header(("accept", "application/json"))
+            .send()
+            .await
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .body()
+            .limit(MAX_AGENT_PROBES)
+            .await
+            .map_err(|e| SendError::Unavailable(format!("cannot read the probe list: {e}")))?;
+        if !status.is_success() {
+            return Err(refused(status.as_u16(), String::from_utf8_lossy(&body).into_owned()));
+        }
+        let content_md5 = content_md5_header(&response)?;
+        let unusable = |why: String| SendError::Rejected {
+            status: status.as_u16(),
+            body: why,
+        };
+        if super::content_md5(&body) != content_md5 {
+            return Err(unusable(format!(
+                "probe list does not match its Content-MD5 {content_md5:?}"
+            )));
+        }
+        // Checked as a list of objects only, not as our `Probe`: a relay
+        // passes on probe types it does not know yet (the agent may), as the
+        // original relay did.
+        serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(&body)
+            .map_err(|e| unusable(format!("probe list is not a json array of objects: {e}")))?;
+        Ok(AgentProbes { content_md5, body })
+    }
+}
+
+/// A non-success status: 5xx is worth retrying, anything else is not.
+fn refused(status: u16, body: String) -> SendError {
+    if status >= 500 {
+        SendError::Unavailable(format!("{status} {body}"))
+    } else {
+        SendError::Rejected { status, body }
+    }
+}
+
+fn content_md5_header<S>(response: &awc::ClientResponse<S>) -> Result<String, SendError> {
+    response
+        .headers()
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| SendError::Rejected {
+            status: response.status().as_u16(),
+            body: "no Content-MD5 header".into(),
+        })
 }

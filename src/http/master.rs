@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{drain, read_body, read_json, ApiError, FieldError, MAX_BODY};
+use super::{content_md5, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
 use crate::actors::router::{AccountChanged, EventRouter, ProbeChanged, RouteEvents};
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
@@ -29,6 +29,11 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/metrics", web::get().to(metrics))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
+            .route("/agentprobes", web::get().to(list_agent_probes))
+            // HEAD is what relays poll: actix-web sends the GET answer's
+            // headers (Content-Length included, as RFC 9110 requires) and
+            // leaves out the body.
+            .route("/agentprobes", web::head().to(list_agent_probes))
             .route("/pub/{account}", web::get().to(get_account))
             .route("/pub/{account}/probes", web::get().to(list_probes))
             .route("/pub/{account}/probes", web::post().to(create_probe))
@@ -37,15 +42,6 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/pub/{account}/alarms/{id}", web::get().to(get_alarm))
             .default_service(web::to(not_found));
     }
-}
-
-async fn not_found(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    drain(payload).await?;
-    Err(ApiError::ResourceNotFound(format!(
-        "{} {} does not exist",
-        req.method(),
-        req.path()
-    )))
 }
 
 async fn metrics() -> HttpResponse {
@@ -312,6 +308,40 @@ async fn get_alarm(api: web::Data<MasterApi>, path: web::Path<(String, String)>)
     }
 }
 
+/// The `agent` of `GET|HEAD /agentprobes?agent=`: required, a uuid.
+fn agent_param(query: &str) -> Result<Uuid, ApiError> {
+    #[derive(Deserialize)]
+    struct AgentQuery {
+        agent: Option<String>,
+    }
+    let query = web::Query::<AgentQuery>::from_query(query)
+        .map_err(|e| ApiError::InvalidArgument(format!("invalid query string: {e}")))?;
+    let agent = query
+        .into_inner()
+        .agent
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ApiError::MissingParameter("agent is required".into()))?;
+    Uuid::parse_str(&agent).map_err(|_| ApiError::InvalidArgument(format!("agent {agent:?} is not a uuid")))
+}
+
+/// Every probe the agent runs (any account), by probe uuid, as the JSON
+/// body relays cache, and that body's `Content-MD5`.
+async fn agent_probes(api: &MasterApi, req: &HttpRequest) -> Result<(Vec<u8>, String), ApiError> {
+    let agent = agent_param(req.query_string())?;
+    let probes = api.store.probes_for_agent(agent).await?;
+    let body = serde_json::to_vec(&probes).map_err(|e| ApiError::Internal(format!("cannot encode probes: {e}")))?;
+    let md5 = content_md5(&body);
+    Ok((body, md5))
+}
+
+async fn list_agent_probes(api: web::Data<MasterApi>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (body, md5) = agent_probes(&api, &req).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("Content-MD5", md5))
+        .body(body))
+}
+
 /// Parses `POST /events`: one event or an array of them.
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -359,5 +389,15 @@ mod tests {
             parse_events(b"{\"type\":\"nope\"}"),
             Err(ApiError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn agentprobes_needs_an_agent_uuid() {
+        let agent = Uuid::new_v4();
+        assert_eq!(agent_param(&format!("agent={agent}")).unwrap(), agent);
+        assert!(matches!(agent_param(""), Err(ApiError::MissingParameter(_))));
+        assert!(matches!(agent_param("agent="), Err(ApiError::MissingParameter(_))));
+        assert!(matches!(agent_param("machine=x"), Err(ApiError::MissingParameter(_))));
+        assert!(matches!(agent_param("agent=cn-7"), Err(ApiError::InvalidArgument(_))));
     }
 }

@@ -7,7 +7,12 @@
 //! `[Alarm: probe=…, vm=…, type=…] login#55 in dc`, which users found hard to
 //! read; this module is where we do better. It builds the `lettre::Message`
 //! too, but never sends anything (that is [`super::transport`]).
+//!
+//! Server incidents (`ServerDown`/`ServerBack`, the flood guard of SPEC §6)
+//! get their own subject and body: one message for all of a contact's
+//! machines on the server, with the list capped at [`MAX_LISTED`] lines.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +21,7 @@ use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::Message;
 
-use super::{ContactAddress, Notification, NotificationKind};
+use super::{ContactAddress, Incident, IncidentMachine, IncidentReason, Notification, NotificationKind};
 use crate::model::{EpochMs, ProbeType};
 
 /// Why a notification could not be turned into an email.
@@ -53,9 +58,19 @@ pub struct RenderedEmail {
 
 /// Renders the subject, body and threading ids of a notification.
 pub fn render(n: &Notification) -> RenderedEmail {
+    let (subject, body) = match incident(n) {
+        Some(incident) => {
+            let machines = machine_lines(&incident.machines);
+            (
+                incident_subject(n, incident, &machines),
+                incident_body(n, incident, &machines),
+            )
+        }
+        None => (subject(n), body(n)),
+    };
     RenderedEmail {
-        subject: subject(n),
-        body: body(n),
+        subject,
+        body,
         message_id: super::message_id(n.id, &n.datacenter),
         in_reply_to: n.thread_root.clone(),
     }
@@ -84,8 +99,9 @@ pub fn to_message(n: &Notification, from: &str) -> Result<Message, EmailError> {
         .message_id(Some(rendered.message_id))
         // The event's time rather than the sending time: a message delivered
         // after an hour of SMTP retries still sorts where the outage began,
-        // and the same notification always renders to the same bytes.
-        .date(system_time(n.event_time))
+        // and the same notification always renders to the same bytes. For a
+        // server incident: when the server went down, or came back.
+        .date(system_time(message_time(n)))
         .header(ContentType::TEXT_PLAIN);
     if let Some(root) = rendered.in_reply_to {
         // Every follow-up points at the first message rather than at the
@@ -129,7 +145,9 @@ fn subject(n: &Notification) -> String {
 /// What happened, in the fewest words: `machine web0 (…) is down`. The
 /// subject uses it as is; the body's first line as a sentence.
 fn headline(n: &Notification, kind: NotificationKind) -> String {
-    let fault = kind == NotificationKind::Fault;
+    // A `ServerDown` without its incident (a malformed outbox row) renders
+    // as the fault it stands for, a `ServerBack` as a clear.
+    let fault = matches!(kind, NotificationKind::Fault | NotificationKind::ServerDown);
     let verb = if fault { "faulted" } else { "cleared" };
     match (&n.machine, is_machine_up(n)) {
         (Some(_), true) => {
@@ -217,6 +235,258 @@ fn body(n: &Notification) -> String {
     let raw = serde_json::to_string_pretty(&n.event_json).unwrap_or_else(|_| n.event_json.to_string());
     let _ = writeln!(out, "{raw}");
     out
+}
+
+/// At most this many machine lines in one email: a server with thousands of
+/// zones must not produce a message nobody can scroll through.
+const MAX_LISTED: usize = 500;
+
+/// At most this wide the alias column: one long alias must not push every
+/// line's uuid off the screen.
+const MAX_ALIAS_WIDTH: usize = 24;
+
+/// The incident of a `ServerDown`/`ServerBack` notification; `None` for other
+/// kinds, and for an incident kind without one (then it renders like the
+/// fault or clear it stands for).
+fn incident(n: &Notification) -> Option<&Incident> {
+    match n.kind {
+        NotificationKind::ServerDown | NotificationKind::ServerBack => n.incident.as_ref(),
+        NotificationKind::Fault | NotificationKind::Clear => None,
+    }
+}
+
+/// The message's `Date`: the event's time, or for a server incident when the
+/// server went down (`ServerDown`) or came back (`ServerBack`).
+fn message_time(n: &Notification) -> EpochMs {
+    match (n.kind, incident(n)) {
+        (NotificationKind::ServerDown, Some(incident)) => incident.opened,
+        (NotificationKind::ServerBack, Some(incident)) => incident.returned.unwrap_or(n.event_time),
+        _ => n.event_time,
+    }
+}
+
+/// One line of an incident's machine list: a machine with every probe of
+/// this contact that watches it (a machine watched by two probes is one
+/// machine, so the counts and the list agree).
+#[derive(Debug)]
+struct MachineLine {
+    alias: Option<String>,
+    uuid: uuid::Uuid,
+    probes: Vec<String>,
+    down: bool,
+}
+
+/// The incident's machines, one line per machine, sorted by alias (machines
+/// without one last) then uuid.
+fn machine_lines(machines: &[IncidentMachine]) -> Vec<MachineLine> {
+    let mut by_uuid: BTreeMap<uuid::Uuid, MachineLine> = BTreeMap::new();
+    for m in machines {
+        let line = by_uuid.entry(m.uuid).or_insert_with(|| MachineLine {
+            alias: None,
+            uuid: m.uuid,
+            probes: Vec::new(),
+            down: false,
+        });
+        if line.alias.is_none() {
+            line.alias = m.alias.as_deref().map(one_line).filter(|alias| !alias.is_empty());
+        }
+        let probe = match m.probe.name.as_deref().map(one_line) {
+            Some(name) if !name.is_empty() => name,
+            _ => m.probe.uuid.to_string(),
+        };
+        if !line.probes.contains(&probe) {
+            line.probes.push(probe);
+        }
+        line.down |= m.down;
+    }
+    let mut lines: Vec<MachineLine> = by_uuid.into_values().collect();
+    for line in &mut lines {
+        line.probes.sort();
+    }
+    lines.sort_by(|a, b| (a.alias.is_none(), &a.alias, a.uuid).cmp(&(b.alias.is_none(), &b.alias, b.uuid)));
+    lines
+}
+
+/// `cn-7` when the server's hostname is known, else its uuid.
+fn server_name(incident: &Incident) -> String {
+    match incident.hostname.as_deref().map(one_line) {
+        Some(hostname) if !hostname.is_empty() => hostname,
+        _ => incident.server.to_string(),
+    }
+}
+
+/// `cn-7 (uuid)` when the hostname is known, else the uuid alone.
+fn server_label(incident: &Incident) -> String {
+    match incident.hostname.as_deref().map(one_line) {
+        Some(hostname) if !hostname.is_empty() => format!("{hostname} ({})", incident.server),
+        _ => incident.server.to_string(),
+    }
+}
+
+/// `1 of your machines is` / `30 of your machines are`.
+fn of_your_machines(count: usize) -> String {
+    if count == 1 {
+        "1 of your machines is".to_owned()
+    } else {
+        format!("{count} of your machines are")
+    }
+}
+
+fn is_are(count: usize) -> &'static str {
+    if count == 1 {
+        "is"
+    } else {
+        "are"
+    }
+}
+
+/// Why the incident opened, as the end of a sentence.
+fn reason_text(reason: IncidentReason) -> &'static str {
+    match reason {
+        IncidentReason::Shutdown => "its relay announced a shutdown",
+        IncidentReason::HeartbeatLost => "its relay stopped sending heartbeats",
+        IncidentReason::Burst => "many of its machines went down within minutes",
+    }
+}
+
+/// The subject of a server incident's messages: the summary repeats the down
+/// message's subject behind `Re: ` so that it stays in the same thread (see
+/// [`subject`]); without a thread it says what it is.
+///
+/// The summary recounts the machines from its own list, so its subject
+/// matches the down message's as long as no machine of the contact went down
+/// after the announcement.
+fn incident_subject(n: &Notification, incident: &Incident, machines: &[MachineLine]) -> String {
+    let prefix = format!("[amon {}] Server {}", one_line(&n.datacenter), server_name(incident));
+    let down_subject = format!("{prefix} is down: {} affected", of_your_machines(machines.len()));
+    match n.kind {
+        NotificationKind::ServerBack if n.thread_root.is_some() => format!("Re: {down_subject}"),
+        NotificationKind::ServerBack => match machines.iter().filter(|m| m.down).count() {
+            0 => format!("{prefix} is back"),
+            down => format!("{prefix} is back: {} still down", of_your_machines(down)),
+        },
+        _ => down_subject,
+    }
+}
+
+fn incident_body(n: &Notification, incident: &Incident, machines: &[MachineLine]) -> String {
+    let mut out = String::new();
+    let server = server_name(incident);
+    let mut budget = MAX_LISTED;
+    let still_down = match n.kind {
+        NotificationKind::ServerBack => {
+            let (down, up): (Vec<&MachineLine>, Vec<&MachineLine>) = machines.iter().partition(|m| m.down);
+            let since = match incident.returned {
+                Some(returned) => format!(" (since {})", format_time(returned)),
+                None => String::new(),
+            };
+            let counts = if down.is_empty() {
+                format!("{} up", of_your_machines(up.len()))
+            } else {
+                format!(
+                    "{} up, {} {} still down",
+                    of_your_machines(up.len()),
+                    down.len(),
+                    is_are(down.len())
+                )
+            };
+            let _ = writeln!(out, "Server {server} is back{since}: {counts}.");
+            let _ = writeln!(out);
+            field(
+                &mut out,
+                "Down since",
+                &format!("{} ({})", format_time(incident.opened), reason_text(incident.reason)),
+            );
+            if let Some(returned) = incident.returned {
+                field(&mut out, "Back since", &format_time(returned));
+            }
+            incident_fields(&mut out, n, incident);
+            if !down.is_empty() {
+                let _ = writeln!(out);
+                let _ = writeln!(out, "Still down ({}):", down.len());
+                machine_list(&mut out, &down, &mut budget);
+            }
+            if !up.is_empty() {
+                let _ = writeln!(out);
+                let _ = writeln!(out, "Up ({}):", up.len());
+                machine_list(&mut out, &up, &mut budget);
+            }
+            let _ = writeln!(out);
+            if down.is_empty() {
+                let _ = writeln!(out, "There is nothing more to do.");
+            } else {
+                let _ = writeln!(out, "Machines still down get their own alarm emails after the hold.");
+            }
+            !down.is_empty()
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "Server {server} is down: {}. {} affected.",
+                reason_text(incident.reason),
+                of_your_machines(machines.len())
+            );
+            let _ = writeln!(out);
+            field(&mut out, "When", &format_time(incident.opened));
+            incident_fields(&mut out, n, incident);
+            let _ = writeln!(out);
+            let _ = writeln!(out, "Affected machines ({}):", machines.len());
+            let all: Vec<&MachineLine> = machines.iter().collect();
+            machine_list(&mut out, &all, &mut budget);
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "When the server is back you get one summary; machines still down a hold later get \
+                 their own alarm emails."
+            );
+            true
+        }
+    };
+    if still_down {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "To hold off alarms for this server while you work on it:");
+        let _ = writeln!(
+            out,
+            "    amon suppress --server {} --for 2h --notes \"…\"",
+            incident.server
+        );
+        if !n.master_url.trim().is_empty() {
+            let _ = writeln!(out, "Master API: {}", one_line(n.master_url.trim()));
+        }
+    }
+    out
+}
+
+/// The fields both incident bodies share, after the times.
+fn incident_fields(out: &mut String, n: &Notification, incident: &Incident) {
+    field(out, "Server", &server_label(incident));
+    field(out, "Datacenter", &one_line(&n.datacenter));
+    field(
+        out,
+        "Account",
+        &format!("{} ({})", one_line(&n.account_login), n.account_uuid),
+    );
+    field(out, "Incident", &incident.id.to_string());
+}
+
+/// Writes the machines, one per line (`alias  uuid  probes`), while the
+/// email's `budget` of lines lasts; the rest become `… and N more`.
+fn machine_list(out: &mut String, machines: &[&MachineLine], budget: &mut usize) {
+    let shown = machines.len().min(*budget);
+    *budget -= shown;
+    let width = machines[..shown]
+        .iter()
+        .map(|m| m.alias.as_deref().map_or(1, |alias| alias.chars().count()))
+        .max()
+        .unwrap_or(1)
+        .min(MAX_ALIAS_WIDTH);
+    for m in &machines[..shown] {
+        let alias = m.alias.as_deref().unwrap_or("-");
+        let _ = writeln!(out, "  {alias:<width$}  {}  {}", m.uuid, m.probes.join(", "));
+    }
+    if shown < machines.len() {
+        let _ = writeln!(out, "  … and {} more", machines.len() - shown);
+    }
 }
 
 /// Width of the label column in the body, so the values line up.
@@ -313,7 +583,7 @@ fn system_time(ms: EpochMs) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{MachineRef, ProbeRef};
+    use crate::notify::{Incident, IncidentMachine, IncidentReason, MachineRef, ProbeRef};
     use uuid::Uuid;
 
     const NOTIFICATION: &str = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d001";
@@ -370,6 +640,7 @@ mod tests {
                 "newState": "shutting_down",
                 "up": false,
             }),
+            incident: None,
         }
     }
 
@@ -548,5 +819,301 @@ mod tests {
         n.contact = ContactAddress::Webhook("https://hooks.example.com/amon".to_owned());
         let err = to_message(&n, "no-reply@coal.example.com").unwrap_err();
         assert_eq!(err.to_string(), "contact \"ops-hook\" is not an email contact");
+    }
+
+    const INCIDENT: &str = "0d6c1e9a-5b3f-4a7d-8e2c-9f1b3d5a7c01";
+    const DOWN_NOTIFICATION: &str = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d100";
+    const BACK_NOTIFICATION: &str = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d101";
+    const DB_MACHINE: &str = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d";
+    const BARE_MACHINE: &str = "0f9e8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f";
+    const DB_PROBE: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+    const NAMELESS_PROBE: &str = "c0ffee00-1234-4abc-8def-0123456789ab";
+    /// 2024-05-01T03:40:00Z: the server came back.
+    const RETURNED: EpochMs = 1_714_534_800_000;
+
+    fn machine(uuid: Uuid, alias: Option<&str>, probe: Uuid, probe_name: Option<&str>, down: bool) -> IncidentMachine {
+        IncidentMachine {
+            uuid,
+            alias: alias.map(str::to_owned),
+            probe: ProbeRef {
+                uuid: probe,
+                name: probe_name.map(str::to_owned),
+                probe_type: "machine-up".to_owned(),
+                group: None,
+            },
+            down,
+        }
+    }
+
+    /// Jill's three machines on cn-7: web0, db0 and one without an alias
+    /// watched by a probe without a name, given out of order.
+    fn three_machines() -> Vec<IncidentMachine> {
+        vec![
+            machine(uuid(MACHINE), Some("web0"), uuid(PROBE), Some("web0 up"), true),
+            machine(uuid(BARE_MACHINE), None, uuid(NAMELESS_PROBE), None, true),
+            machine(uuid(DB_MACHINE), Some("db0"), uuid(DB_PROBE), Some("db0 up"), true),
+        ]
+    }
+
+    /// A `ServerDown` as the flood guard builds it.
+    fn server_down(machines: Vec<IncidentMachine>) -> Notification {
+        let mut n = fault();
+        n.id = uuid(DOWN_NOTIFICATION);
+        n.kind = NotificationKind::ServerDown;
+        n.alarm_id = 0;
+        n.alarm_fault_count = machines.iter().filter(|m| m.down).count();
+        n.message = format!("Server {SERVER} is down.");
+        n.event_json = serde_json::Value::Null;
+        n.incident = Some(Incident {
+            id: uuid(INCIDENT),
+            server: uuid(SERVER),
+            hostname: Some("cn-7".to_owned()),
+            reason: IncidentReason::Shutdown,
+            opened: TIME,
+            returned: None,
+            machines,
+        });
+        n
+    }
+
+    /// The summary after cn-7 came back: web0 and db0 are up, the machine
+    /// without an alias is still down.
+    fn server_back() -> Notification {
+        let mut machines = three_machines();
+        for m in &mut machines {
+            m.down = m.uuid == uuid(BARE_MACHINE);
+        }
+        let mut n = server_down(machines);
+        n.id = uuid(BACK_NOTIFICATION);
+        n.kind = NotificationKind::ServerBack;
+        n.thread_root = Some(crate::notify::message_id(uuid(DOWN_NOTIFICATION), "coal"));
+        n.message = format!("Server {SERVER} is back.");
+        n.event_time = RETURNED;
+        n.incident.as_mut().unwrap().returned = Some(RETURNED);
+        n
+    }
+
+    /// The machine lines of a body: those indented under a list heading.
+    fn listed_lines(body: &str) -> Vec<&str> {
+        body.lines()
+            .filter(|line| line.starts_with("  ") && !line.starts_with("    "))
+            .collect()
+    }
+
+    #[test]
+    fn server_down_lists_the_contacts_machines() {
+        let n = server_down(three_machines());
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            "[amon coal] Server cn-7 is down: 3 of your machines are affected"
+        );
+        assert_eq!(r.in_reply_to, None);
+        assert!(r
+            .body
+            .starts_with("Server cn-7 is down: its relay announced a shutdown. 3 of your machines are affected.\n"));
+        // Sorted by alias, the machine without one last.
+        let listed = listed_lines(&r.body);
+        assert_eq!(listed.len(), 3, "{}", r.body);
+        assert!(
+            listed[0].starts_with("  db0 ") && listed[1].starts_with("  web0 "),
+            "{listed:?}"
+        );
+        assert!(
+            listed[2].starts_with(&format!("  -     {BARE_MACHINE}  {NAMELESS_PROBE}")),
+            "{listed:?}"
+        );
+        assert!(r
+            .body
+            .contains(&format!("    amon suppress --server {SERVER} --for 2h --notes \"…\"\n")));
+        assert!(!r.body.contains("Raw event"), "no single event to show");
+        insta::assert_snapshot!("server_down", snapshot_text(&n));
+    }
+
+    #[test]
+    fn server_down_with_one_machine_is_singular() {
+        let mut n = server_down(vec![machine(
+            uuid(MACHINE),
+            Some("web0"),
+            uuid(PROBE),
+            Some("web0 up"),
+            true,
+        )]);
+        n.incident.as_mut().unwrap().reason = IncidentReason::HeartbeatLost;
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            "[amon coal] Server cn-7 is down: 1 of your machines is affected"
+        );
+        insta::assert_snapshot!("server_down_one_machine", snapshot_text(&n));
+    }
+
+    #[test]
+    fn server_down_without_hostname_is_named_by_uuid() {
+        let mut n = server_down(three_machines());
+        let incident = n.incident.as_mut().unwrap();
+        incident.hostname = None;
+        incident.reason = IncidentReason::Burst;
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            format!("[amon coal] Server {SERVER} is down: 3 of your machines are affected")
+        );
+        assert!(r.body.starts_with(&format!(
+            "Server {SERVER} is down: many of its machines went down within minutes. 3 of your machines are affected.\n"
+        )));
+        assert!(r.body.contains(&format!("\nServer:      {SERVER}\n")), "{}", r.body);
+    }
+
+    #[test]
+    fn a_machine_watched_by_two_probes_is_one_machine() {
+        let mut machines = three_machines();
+        machines.push(machine(
+            uuid(MACHINE),
+            Some("web0"),
+            uuid(EVENT),
+            Some("web0 http"),
+            true,
+        ));
+        let r = render(&server_down(machines));
+        assert_eq!(
+            r.subject,
+            "[amon coal] Server cn-7 is down: 3 of your machines are affected"
+        );
+        assert!(
+            r.body.contains(&format!("  web0  {MACHINE}  web0 http, web0 up\n")),
+            "{}",
+            r.body
+        );
+    }
+
+    #[test]
+    fn server_back_replies_in_the_down_thread() {
+        let n = server_back();
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            format!("Re: {}", render(&server_down(three_machines())).subject)
+        );
+        assert_eq!(r.in_reply_to, n.thread_root);
+        assert!(r.body.starts_with(
+            "Server cn-7 is back (since 2024-05-01T03:40:00Z): 2 of your machines are up, 1 is still down.\n"
+        ));
+        // The machines still down come first.
+        let still_down = r.body.find("Still down (1):\n").expect("a still-down list");
+        let up = r.body.find("Up (2):\n").expect("an up list");
+        assert!(still_down < up);
+        insta::assert_snapshot!("server_back", snapshot_text(&n));
+    }
+
+    #[test]
+    fn server_back_with_all_up_has_nothing_to_do() {
+        let mut n = server_back();
+        n.thread_root = None;
+        for m in &mut n.incident.as_mut().unwrap().machines {
+            m.down = false;
+        }
+        let r = render(&n);
+        assert_eq!(r.subject, "[amon coal] Server cn-7 is back");
+        assert!(r
+            .body
+            .starts_with("Server cn-7 is back (since 2024-05-01T03:40:00Z): 3 of your machines are up.\n"));
+        assert!(!r.body.contains("Still down"));
+        assert!(!r.body.contains("amon suppress"));
+        assert!(r.body.contains("\nThere is nothing more to do.\n"));
+    }
+
+    #[test]
+    fn server_back_without_a_thread_says_what_is_still_down() {
+        let mut n = server_back();
+        n.thread_root = None;
+        assert_eq!(
+            render(&n).subject,
+            "[amon coal] Server cn-7 is back: 1 of your machines is still down"
+        );
+    }
+
+    fn many_machines(count: u128, down: impl Fn(u128) -> bool) -> Vec<IncidentMachine> {
+        // Given in reverse, so the list is sorted by the renderer.
+        (0..count)
+            .rev()
+            .map(|i| {
+                let alias = format!("zone-{i:04}");
+                machine(
+                    Uuid::from_u128(0x1000 + i),
+                    Some(&alias),
+                    uuid(PROBE),
+                    Some("zones up"),
+                    down(i),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_long_list_is_capped() {
+        let n = server_down(many_machines(600, |_| true));
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            "[amon coal] Server cn-7 is down: 600 of your machines are affected"
+        );
+        let listed = listed_lines(&r.body);
+        assert_eq!(listed.len(), MAX_LISTED + 1, "500 machines and the rest counted");
+        assert_eq!(listed.last(), Some(&"  … and 100 more"));
+        // The list's tail, from the last few machines shown to the end.
+        let tail_start = r.body.find("  zone-0497 ").expect("zone-0497 is listed");
+        insta::assert_snapshot!("server_down_capped_tail", &r.body[tail_start..]);
+    }
+
+    #[test]
+    fn the_cap_counts_both_lists_of_a_summary() {
+        let mut n = server_back();
+        n.incident.as_mut().unwrap().machines = many_machines(700, |i| i % 7 < 4);
+        let r = render(&n);
+        assert_eq!(
+            r.subject,
+            "Re: [amon coal] Server cn-7 is down: 700 of your machines are affected"
+        );
+        assert!(r.body.starts_with(
+            "Server cn-7 is back (since 2024-05-01T03:40:00Z): 300 of your machines are up, 400 are still down.\n"
+        ));
+        let listed = listed_lines(&r.body);
+        assert_eq!(listed.len(), MAX_LISTED + 1, "{listed:?}");
+        // All 400 still down are listed, then 100 of the 300 up.
+        assert_eq!(listed.last(), Some(&"  … and 200 more"));
+        assert!(listed[399].starts_with("  zone-0696 "), "{}", listed[399]);
+        assert!(listed[400].starts_with("  zone-0004 "), "{}", listed[400]);
+    }
+
+    #[test]
+    fn incident_message_is_dated_when_the_server_went_down_or_came_back() {
+        let mut n = server_down(three_machines());
+        n.event_time = TIME + 60_000;
+        let text = String::from_utf8(to_message(&n, "no-reply@coal.example.com").unwrap().formatted()).unwrap();
+        assert!(text.contains("Date: Wed, 01 May 2024 03:12:45 +0000\r\n"), "{text}");
+        assert!(text.contains(&format!("Message-ID: <{DOWN_NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(!text.contains("In-Reply-To:"));
+
+        let text = String::from_utf8(
+            to_message(&server_back(), "no-reply@coal.example.com")
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
+        assert!(text.contains("Date: Wed, 01 May 2024 03:40:00 +0000\r\n"), "{text}");
+        assert!(text.contains(&format!("In-Reply-To: <{DOWN_NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(text.contains(&format!("References: <{DOWN_NOTIFICATION}@amon.coal.invalid>\r\n")));
+        assert!(text.is_ascii(), "the ellipsis is encoded on the wire");
+    }
+
+    #[test]
+    fn incident_kind_without_incident_renders_like_a_fault_or_clear() {
+        let mut n = fault();
+        n.kind = NotificationKind::ServerDown;
+        assert_eq!(render(&n).subject, render(&fault()).subject);
+        let mut n = clear();
+        n.kind = NotificationKind::ServerBack;
+        assert_eq!(render(&n).body, render(&clear()).body);
     }
 }

@@ -21,6 +21,48 @@ pub enum NotificationKind {
     Fault,
     /// A notified fault cleared.
     Clear,
+    /// A whole server is down: one message per contact for all its machines
+    /// (the flood guard, SPEC §6); details in [`Notification::incident`].
+    ServerDown,
+    /// The server of an announced incident is back: a summary.
+    ServerBack,
+}
+
+/// Why a server incident opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentReason {
+    /// The relay announced a shutdown.
+    Shutdown,
+    /// The relay stopped sending heartbeats.
+    HeartbeatLost,
+    /// Many of the server's machines went down within the hold.
+    Burst,
+}
+
+/// One of the contact's machines on an incident's server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentMachine {
+    pub uuid: Uuid,
+    pub alias: Option<String>,
+    pub probe: ProbeRef,
+    /// Down at the time of the message.
+    pub down: bool,
+}
+
+/// A server incident as one contact sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Stable id of the incident (threads the down and back messages).
+    pub id: Uuid,
+    pub server: Uuid,
+    pub hostname: Option<String>,
+    pub reason: IncidentReason,
+    pub opened: EpochMs,
+    /// When the server came back (`ServerBack` only).
+    pub returned: Option<EpochMs>,
+    /// This contact's machines on the server.
+    pub machines: Vec<IncidentMachine>,
 }
 
 /// Where a notification goes.
@@ -79,6 +121,10 @@ pub struct Notification {
     pub master_url: String,
     /// The raw event, shown last for the curious.
     pub event_json: serde_json::Value,
+    /// For `ServerDown`/`ServerBack`: the incident (then `alarm_id` is 0 and
+    /// `probe`/`machine` describe the first affected machine only).
+    #[serde(default)]
+    pub incident: Option<Incident>,
 }
 
 /// The `Message-ID` of a notification: stable, so a duplicate delivery is

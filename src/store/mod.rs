@@ -181,12 +181,13 @@ impl Store {
     pub async fn put_probe(&self, probe: Probe) -> Result<Probe, StoreError> {
         self.call(move |conn| {
             conn.execute(
-                "INSERT INTO probes (uuid, user, machine, body) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(uuid) DO UPDATE SET user = ?2, machine = ?3, body = ?4",
+                "INSERT INTO probes (uuid, user, machine, agent, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(uuid) DO UPDATE SET user = ?2, machine = ?3, agent = ?4, body = ?5",
                 params![
                     probe.uuid.to_string(),
                     probe.user.to_string(),
                     probe.machine.map(|m| m.to_string()),
+                    probe.agent.map(|a| a.to_string()),
                     serde_json::to_string(&probe)?
                 ],
             )?;
@@ -214,6 +215,17 @@ impl Store {
                 )
                 .optional()?;
             Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    /// Every probe (of any account) that `agent` runs, by probe uuid: what
+    /// a relay fetches for that agent (`GET /agentprobes?agent=`).
+    pub async fn probes_for_agent(&self, agent: Uuid) -> Result<Vec<Probe>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE agent = ?1 ORDER BY uuid")?;
+            let rows = stmt.query_map(params![agent.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
         })
         .await
     }
@@ -264,6 +276,21 @@ impl Store {
                 alarm.time_closed,
                 serde_json::to_string(&alarm)?
             ])?;
+            let mut enqueue = conn.prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
+            )?;
+            for n in &notifications {
+                enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Queues notifications that belong to no alarm change (server
+    /// incidents) in the outbox.
+    pub async fn enqueue(&self, notifications: Vec<Notification>, now: EpochMs) -> Result<(), StoreError> {
+        self.call(move |conn| {
             let mut enqueue = conn.prepare_cached(
                 "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
             )?;
@@ -510,6 +537,71 @@ mod tests {
         store.put_probe(probe.clone()).await.unwrap();
         assert_eq!(store.list_probes(user).await.unwrap(), vec![probe.clone()]);
         assert_eq!(store.get_probe(user, probe.uuid).await.unwrap(), Some(probe));
+    }
+
+    fn machine_up(user: Uuid, uuid: Uuid, agent: Option<Uuid>) -> Probe {
+        Probe {
+            uuid,
+            name: None,
+            user,
+            probe_type: ProbeType::MachineUp,
+            agent,
+            machine: agent,
+            config: serde_json::Value::Null,
+            contacts: vec!["email".into()],
+            group: None,
+            group_events: true,
+            disabled: false,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn probes_for_an_agent_span_accounts_in_uuid_order() {
+        let store = Store::in_memory().unwrap();
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let agent = Uuid::new_v4();
+        let later = machine_up(alice, Uuid::from_u128(3), Some(agent));
+        let earlier = machine_up(bob, Uuid::from_u128(1), Some(agent));
+        store.put_probe(later.clone()).await.unwrap();
+        store.put_probe(earlier.clone()).await.unwrap();
+        store
+            .put_probe(machine_up(alice, Uuid::from_u128(2), Some(Uuid::new_v4())))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.probes_for_agent(agent).await.unwrap(),
+            vec![earlier.clone(), later.clone()]
+        );
+
+        // Moving a probe to another agent moves it out of the answer.
+        let moved = machine_up(alice, later.uuid, Some(Uuid::new_v4()));
+        store.put_probe(moved).await.unwrap();
+        assert_eq!(store.probes_for_agent(agent).await.unwrap(), vec![earlier]);
+    }
+
+    #[actix_rt::test]
+    async fn the_agent_column_is_backfilled_from_probes_stored_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.sqlite");
+        let agent = Uuid::new_v4();
+        let probe = machine_up(Uuid::new_v4(), Uuid::new_v4(), Some(agent));
+        {
+            // A database as schema version 2 left it.
+            drop(Db::open(&path, &schema::MASTER[..2]).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO probes (uuid, user, machine, body) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    probe.uuid.to_string(),
+                    probe.user.to_string(),
+                    agent.to_string(),
+                    serde_json::to_string(&probe).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.probes_for_agent(agent).await.unwrap(), vec![probe]);
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub const MASTER: &[&str] = &[
     ALTER TABLE events_v2 RENAME TO events;
     CREATE INDEX events_unrouted ON events(seq) WHERE routed = 0;
     "#,
+    // 3: relays ask for "every probe whose agent is X" (`GET|HEAD
+    // /agentprobes`), so the agent gets a column and an index; existing rows
+    // take it from their JSON body.
+    r#"
+    ALTER TABLE probes ADD COLUMN agent TEXT;
+    UPDATE probes SET agent = json_extract(body, '$.agent');
+    CREATE INDEX probes_by_agent ON probes(agent) WHERE agent IS NOT NULL;
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the

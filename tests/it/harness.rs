@@ -13,7 +13,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -74,6 +76,33 @@ impl ChildGuard {
     pub fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `signal` (a name such as `TERM`) with kill(1): the test has no
+    /// libc binding of its own, and the shell tool is everywhere.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg("-s")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -s {signal} for {}: {e}", self.name));
+        assert!(
+            status.success(),
+            "kill -s {signal} {} ({}) failed: {status}",
+            self.child.id(),
+            self.name
+        );
+    }
+
+    /// SIGKILL, and reaps the process.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("cannot kill {}: {e}", self.name));
+        self.child
+            .wait()
+            .unwrap_or_else(|e| panic!("cannot reap {}: {e}", self.name))
+    }
 }
 
 impl Drop for ChildGuard {
@@ -88,7 +117,7 @@ impl Drop for ChildGuard {
 
 /// A port that was free a moment ago. Whoever binds it next may lose a race
 /// with another process; callers check they reached the server they meant.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -129,6 +158,8 @@ pub struct Amon {
     pub log: PathBuf,
     pub master_addr: Option<SocketAddr>,
     pub relay_admin_addr: Option<SocketAddr>,
+    /// The relay's agent API (dev mode's TCP listener).
+    pub relay_agent_addr: Option<SocketAddr>,
 }
 
 fn amon_command(mode: Mode, config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
@@ -151,8 +182,11 @@ fn amon_command(mode: Mode, config: &Path, log: &Path, env: &[(&str, &str)]) -> 
     command
 }
 
-/// The bound addresses from the `amon started` log line, once it is there.
-fn started_line(log: &Path) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> {
+/// The bound addresses from the `amon started` log line, once it is there:
+/// master, relay admin and relay agent.
+type StartedAddrs = (Option<SocketAddr>, Option<SocketAddr>, Option<SocketAddr>);
+
+fn started_line(log: &Path) -> Option<StartedAddrs> {
     let text = fs::read_to_string(log).ok()?;
     let line = text
         .lines()
@@ -167,7 +201,11 @@ fn started_line(log: &Path) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> 
                 .unwrap_or_else(|e| panic!("`amon started` has a bad {key} {text:?}: {e}"))
         })
     };
-    Some((addr("master_listen"), addr("relay_admin_listen")))
+    Some((
+        addr("master_listen"),
+        addr("relay_admin_listen"),
+        addr("relay_agent_listen"),
+    ))
 }
 
 impl Amon {
@@ -177,7 +215,7 @@ impl Amon {
             format!("amon {}", mode.verb()),
             &mut amon_command(mode, config, log, &[]),
         );
-        let (master_addr, relay_admin_addr) = wait_until(
+        let (master_addr, relay_admin_addr, relay_agent_addr) = wait_until(
             &format!("amon {} to log `amon started`", mode.verb()),
             || format!("log {}:\n{}", log.display(), tail_of(log, 40)),
             || {
@@ -196,6 +234,7 @@ impl Amon {
             log: log.to_path_buf(),
             master_addr,
             relay_admin_addr,
+            relay_agent_addr,
         }
     }
 
@@ -206,6 +245,37 @@ impl Amon {
 
     pub fn pid(&self) -> u32 {
         self.process.id()
+    }
+
+    /// SIGTERM (what SMF's `:kill` sends), then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.process.signal("TERM");
+        let log = self.log.clone();
+        let process = &mut self.process;
+        wait_until(
+            "amon to exit after SIGTERM",
+            || format!("log {}:\n{}", log.display(), tail_of(&log, 40)),
+            || process.exited(),
+        )
+    }
+
+    /// SIGKILL: no shutdown code runs, as when the machine loses power.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.process.kill()
+    }
+
+    /// The relay admin API of this process.
+    pub fn admin(&self) -> Api {
+        Api {
+            addr: self
+                .relay_admin_addr
+                .expect("this amon process serves no relay admin API"),
+        }
+    }
+
+    /// The log lines whose `msg` is `msg`.
+    pub fn log_messages(&self, msg: &str) -> Vec<Value> {
+        self.log_lines().into_iter().filter(|l| l["msg"] == msg).collect()
     }
 
     /// Every log line, parsed; lines that are not JSON are kept as strings.
@@ -266,6 +336,18 @@ impl Api {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let response = self.exchange(method, path, body);
+        let body = response.body;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        (response.status, value)
+    }
+
+    /// One request, and the whole response: status, headers and raw body.
+    pub fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut stream = TcpStream::connect(self.addr)
             .unwrap_or_else(|e| panic!("{method} {path}: cannot connect to {}: {e}", self.addr));
@@ -283,36 +365,56 @@ impl Api {
         stream
             .read_to_end(&mut raw)
             .unwrap_or_else(|e| panic!("{method} {path}: cannot read the response: {e}"));
-        let (status, body) = parse_response(&raw).unwrap_or_else(|| {
+        parse_response(&raw).unwrap_or_else(|| {
             panic!(
                 "{method} {path}: unparseable response {:?}",
                 String::from_utf8_lossy(&raw)
             )
-        });
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-        };
-        (status, value)
+        })
     }
 }
 
-/// Status and body of a complete HTTP/1.1 response (identity or chunked).
-fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
+/// A complete HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics, showing it, if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A complete HTTP/1.1 response (identity or chunked body).
+fn parse_response(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked"));
+    if chunked && !body.is_empty() {
         body = dechunk(&body)?;
     }
-    Some((status, body))
+    Some(Response { status, headers, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -527,7 +629,7 @@ pub struct ZoneFeed {
 }
 
 impl ZoneFeed {
-    fn create(path: PathBuf) -> ZoneFeed {
+    pub fn create(path: PathBuf) -> ZoneFeed {
         File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         ZoneFeed { path }
     }
@@ -556,29 +658,46 @@ impl ZoneFeed {
     }
 }
 
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
 /// A line of the current (vminfod based) `zoneevent`: compact, every value a
 /// string, `when` in nanoseconds since the epoch.
 pub fn current_zoneevent(zone: Uuid, old: &str, new: &str) -> String {
-    let when = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    json!({
-        "zonename": zone.to_string(),
-        "oldstate": old,
-        "newstate": new,
-        "zoneid": "5",
-        "when": when.to_string(),
-    })
-    .to_string()
+    current_zoneevent_at(zone, Some(old), new, "5", now_ms())
+}
+
+/// [`current_zoneevent`] as `JSON.stringify` prints it, key order and all:
+/// `when` is the event's Date in ms with `"000000"` appended. A create has
+/// `old` = `Some("")`; a delete has `new` = `""` and `old` = `None` (the key
+/// is missing); a zone without an id has `zoneid` `"-1"`.
+pub fn current_zoneevent_at(zone: Uuid, old: Option<&str>, new: &str, zoneid: &str, when_ms: i64) -> String {
+    let old = old
+        .map(|old| format!(r#""oldstate":{},"#, json!(old)))
+        .unwrap_or_default();
+    format!(
+        r#"{{"zonename":"{zone}",{old}"newstate":{},"zoneid":{},"when":"{when_ms}000000"}}"#,
+        json!(new),
+        json!(zoneid)
+    )
 }
 
 /// A line of the legacy C `zoneevent`: the kernel's nvlist order with
 /// `", "` separators, every value a string, `when` since boot, and the
 /// channel/class/subclass trailer.
 pub fn legacy_zoneevent(zone: Uuid, old: &str, new: &str) -> String {
+    legacy_zoneevent_at(zone, old, new, 19, 4_520_616_213_191)
+}
+
+/// [`legacy_zoneevent`] with its zone id and `when` (ns since boot) given.
+pub fn legacy_zoneevent_at(zone: Uuid, old: &str, new: &str, zoneid: i32, since_boot_ns: u64) -> String {
     format!(
-        r#"{{"zonename": "{zone}", "newstate": "{new}", "oldstate": "{old}", "zoneid": "19", "when": "4520616213191", "channel": "com.sun:zones:status", "class": "status", "subclass": "change"}}"#
+        r#"{{"zonename": "{zone}", "newstate": "{new}", "oldstate": "{old}", "zoneid": "{zoneid}", "when": "{since_boot_ns}", "channel": "com.sun:zones:status", "class": "status", "subclass": "change"}}"#
     )
 }
 
@@ -610,61 +729,106 @@ fn toml_string(text: &str) -> String {
     serde_json::to_string(text).expect("string to json")
 }
 
-/// A config file's text. `zones` is the exec source (absent for a master);
-/// `master_url` is set only for a separate relay.
-fn config_text(
-    data_dir: &Path,
-    smtp_port: u16,
-    workers: usize,
-    zones: Option<&[String]>,
-    master_url: Option<&str>,
-) -> String {
-    let mut text = format!(
-        r#"datacenter = "coal"
+/// What a test puts in an amon config file; [`AmonConfig::text`] writes it
+/// as TOML.
+#[derive(Debug, Clone)]
+pub struct AmonConfig {
+    pub data_dir: PathBuf,
+    /// `[master] listen`; `127.0.0.1:0` unless a test needs a known port.
+    pub master_listen: String,
+    /// `[relay] master_url`: set only for a separate relay.
+    pub master_url: Option<String>,
+    /// `None`: no `smtp_url`, so mail goes to `.eml` files.
+    pub smtp_port: Option<u16>,
+    /// Notifier actors delivering in parallel.
+    pub workers: usize,
+    /// The exec zone source (absent for a master).
+    pub zones: Option<ExecZones>,
+}
+
+/// `[relay.zones]` with `source = "exec"`.
+#[derive(Debug, Clone)]
+pub struct ExecZones {
+    pub command: Vec<String>,
+    /// `auto`, `zoneevent`, `sysevent` or `vmadm`.
+    pub format: String,
+    /// Prints every zone for reconciliation; `None` leaves the key out.
+    pub list_command: Option<Vec<String>>,
+}
+
+impl ExecZones {
+    /// `command` in the `auto` format, without a zone list.
+    pub fn auto(command: Vec<String>) -> ExecZones {
+        ExecZones {
+            command,
+            format: "auto".into(),
+            list_command: None,
+        }
+    }
+}
+
+impl AmonConfig {
+    /// Loopback on ports the kernel chooses, mail to files, four workers.
+    pub fn new(data_dir: &Path) -> AmonConfig {
+        AmonConfig {
+            data_dir: data_dir.to_path_buf(),
+            master_listen: "127.0.0.1:0".into(),
+            master_url: None,
+            smtp_port: None,
+            workers: 4,
+            zones: None,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        // A JSON array of strings is a valid TOML array.
+        let json = |words: &[String]| serde_json::to_string(words).expect("strings to json");
+        let mut text = format!(
+            r#"datacenter = "coal"
 data_dir = {data_dir}
 
 [master]
-listen = "127.0.0.1:0"
+listen = {listen}
 
 [relay]
 admin_listen = "127.0.0.1:0"
 heartbeat = "1s"
+agent_listen = "127.0.0.1:0"
+agent_probes_poll = "1s"
 "#,
-        data_dir = toml_string(&data_dir.display().to_string()),
-    );
-    if let Some(url) = master_url {
-        text.push_str(&format!("master_url = {}\n", toml_string(url)));
-    }
-    if let Some(command) = zones {
+            data_dir = toml_string(&self.data_dir.display().to_string()),
+            listen = toml_string(&self.master_listen),
+        );
+        if let Some(url) = &self.master_url {
+            text.push_str(&format!("master_url = {}\n", toml_string(url)));
+        }
+        if let Some(zones) = &self.zones {
+            text.push_str(&format!(
+                "\n[relay.zones]\nsource = \"exec\"\ncommand = {}\nformat = {}\n",
+                json(&zones.command),
+                toml_string(&zones.format),
+            ));
+            if let Some(list) = &zones.list_command {
+                text.push_str(&format!("list_command = {}\n", json(list)));
+            }
+        }
         text.push_str(&format!(
-            r#"
-[relay.zones]
-source = "exec"
-command = {}
-format = "auto"
-"#,
-            serde_json::to_string(command).expect("command to json"),
+            "\n[notify]\nhold = \"{hold}s\"\nworkers = {workers}\n\n[notify.email]\n",
+            hold = HOLD.as_secs(),
+            workers = self.workers,
         ));
+        if let Some(port) = self.smtp_port {
+            text.push_str(&format!("smtp_url = \"smtp://127.0.0.1:{port}\"\n"));
+        }
+        text.push_str("from = \"amon@test.example.com\"\n\n[auth]\nopen = true\n\n[demo]\nenabled = false\n");
+        text
     }
-    text.push_str(&format!(
-        r#"
-[notify]
-hold = "{hold}s"
-workers = {workers}
 
-[notify.email]
-smtp_url = "smtp://127.0.0.1:{smtp_port}"
-from = "amon@test.example.com"
-
-[auth]
-open = true
-
-[demo]
-enabled = false
-"#,
-        hold = HOLD.as_secs(),
-    ));
-    text
+    /// Writes the file and returns its path.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        fs::write(path, self.text()).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path.to_path_buf()
+    }
 }
 
 /// An SMTP server, a zone feed and amon (standalone, or master + relay),
@@ -687,44 +851,26 @@ impl Site {
         let dir = tempfile::Builder::new().prefix("amon-it-").tempdir().expect("tempdir");
         let smtp = SmtpServer::start(dir.path())?;
         let zones = ZoneFeed::create(dir.path().join("zones.jsonl"));
-        let write = |name: &str, text: String| {
-            let path = dir.path().join(name);
-            fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-            path
+        let config_for = |data: &str, zones: Option<ExecZones>, master_url: Option<String>| AmonConfig {
+            smtp_port: Some(smtp.port),
+            workers: options.workers,
+            zones,
+            master_url,
+            ..AmonConfig::new(&dir.path().join(data))
         };
-        let command = zones.command();
+        let source = ExecZones::auto(zones.command());
         let (master, relay) = match options.layout {
             Layout::Standalone => {
-                let config = write(
-                    "standalone.toml",
-                    config_text(
-                        &dir.path().join("data"),
-                        smtp.port,
-                        options.workers,
-                        Some(&command),
-                        None,
-                    ),
-                );
+                let config = config_for("data", Some(source), None).write(&dir.path().join("standalone.toml"));
                 let amon = Amon::start(Mode::Standalone, &config, &dir.path().join("standalone.log"));
                 (amon, None)
             }
             Layout::TwoProcess => {
-                let config = write(
-                    "master.toml",
-                    config_text(&dir.path().join("master-data"), smtp.port, options.workers, None, None),
-                );
+                let config = config_for("master-data", None, None).write(&dir.path().join("master.toml"));
                 let master = Amon::start(Mode::Master, &config, &dir.path().join("master.log"));
                 let master_url = format!("http://{}", master.master_addr.expect("master logged no master_listen"));
-                let config = write(
-                    "relay.toml",
-                    config_text(
-                        &dir.path().join("relay-data"),
-                        smtp.port,
-                        options.workers,
-                        Some(&command),
-                        Some(&master_url),
-                    ),
-                );
+                let config =
+                    config_for("relay-data", Some(source), Some(master_url)).write(&dir.path().join("relay.toml"));
                 let relay = Amon::start(Mode::Relay, &config, &dir.path().join("relay.log"));
                 (master, Some(relay))
             }
@@ -802,4 +948,173 @@ impl Site {
             (emails.len() >= n).then_some(emails)
         })
     }
+}
+
+// ---- a fake master ----
+
+/// A stand-in for `amon master` that accepts every `POST /events` with the
+/// `202` a committed batch gets, and records the events in arrival order, so
+/// a test sees exactly what a relay decided and sent. Plain HTTP/1.1 on a
+/// std `TcpListener`, keep-alive included (the relay reuses connections).
+pub struct FakeMaster {
+    pub addr: SocketAddr,
+    /// Every event received, in order (a batch is flattened).
+    events: Arc<Mutex<Vec<Value>>>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FakeMaster {
+    pub fn start() -> FakeMaster {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("fake master: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("fake master: local_addr");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (events, stopping) = (events.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let events = events.clone();
+                    // One thread per connection; it ends when the relay
+                    // closes the connection (or dies).
+                    std::thread::spawn(move || serve_fake_master(stream, &events));
+                }
+            })
+        };
+        FakeMaster {
+            addr,
+            events,
+            stopping,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `[relay] master_url` for a relay that should talk to us.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every event received so far, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("fake master events").clone()
+    }
+
+    /// The `machine` events received so far.
+    pub fn machine_events(&self) -> Vec<Value> {
+        self.events().into_iter().filter(|e| e["type"] == "machine").collect()
+    }
+
+    /// The `server` events of kind `kind` (`started`, `heartbeat`,
+    /// `shutting_down`) received so far.
+    pub fn server_events(&self, kind: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["type"] == "server" && e["event"] == kind)
+            .collect()
+    }
+}
+
+impl Drop for FakeMaster {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the acceptor so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Serves one connection: requests until the peer closes it.
+fn serve_fake_master(stream: TcpStream, events: &Mutex<Vec<Value>>) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut writer = stream;
+    while let Some(request) = read_request(&mut reader) {
+        let accepted = request.method == "POST" && request.path == "/events";
+        if accepted {
+            match serde_json::from_slice::<Value>(&request.body) {
+                Ok(Value::Array(batch)) => events.lock().expect("fake master events").extend(batch),
+                Ok(event) => events.lock().expect("fake master events").push(event),
+                Err(e) => panic!(
+                    "fake master: POST /events body is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&request.body)
+                ),
+            }
+        }
+        let status = if accepted { "202 Accepted" } else { "404 Not Found" };
+        let close = if request.close { "Connection: close\r\n" } else { "" };
+        let response = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n{close}\r\n");
+        if writer.write_all(response.as_bytes()).is_err() || request.close {
+            return;
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    close: bool,
+}
+
+/// One HTTP/1.1 request (identity or chunked body); `None` at end of stream
+/// or on anything unparseable.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut words = line.split_whitespace();
+    let (method, path) = (words.next()?.to_string(), words.next()?.to_string());
+    let (mut length, mut chunked, mut close) = (0usize, false, false);
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_ascii_lowercase());
+        match name.as_str() {
+            "content-length" => length = value.parse().ok()?,
+            "transfer-encoding" => chunked = value.contains("chunked"),
+            "connection" => close = value == "close",
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        body
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
+    Some(Request {
+        method,
+        path,
+        body,
+        close,
+    })
 }

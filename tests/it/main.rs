@@ -9,5 +9,7 @@
 // clock.
 #![allow(clippy::disallowed_methods)]
 
+mod agent;
 mod e2e;
 mod harness;
+mod relay;

@@ -1,0 +1,647 @@
+//! `ServerGuard`: the flood guard (SPEC §6). When a whole server goes down,
+//! its operators get one email per contact, not one per machine; when it was
+//! a reboot, they get none.
+//!
+//! It watches every machine and server event the router sees. A **server
+//! incident** opens when the server's relay announces a shutdown, when its
+//! heartbeats stop for `heartbeat_timeout`, or when at least `burst_count`
+//! machines (or `burst_percent` of its running ones, at least two) go down
+//! within the hold. Alarm actors ask it, when a machine-down fault's hold
+//! runs out, whether to [`Fold`] the fault into the incident instead of
+//! notifying. One hold after the incident opened it is **announced**: one
+//! `ServerDown` notification per contact listing that contact's machines on
+//! the server. When the server returns (its relay starts or heartbeats again;
+//! for a burst, when fewer than the threshold are still down), one hold later
+//! every announced contact gets one `ServerBack` summary, and then the
+//! folded faults are released to their alarm actors, which notify those
+//! still down. A server back within the hold was never announced: nobody
+//! hears of it, and only machines still down a hold after its return get
+//! ordinary alarm emails.
+//!
+//! Incidents live in memory: a master restart forgets open incidents (their
+//! folded faults stay un-notified until their machines come back or the
+//! alarm is handled by hand). Persisting them is future work.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::alarm::{AlarmActor, ReleaseFolded};
+use super::notifier::{Deliver, NotifierPool};
+use super::router::{EventRouter, ProbesOn};
+use super::supervisor::{Lifeline, Named, Stop};
+use crate::clock::Clock;
+use crate::model::{EpochMs, ServerEventKind};
+use crate::notify::{
+    message_id, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification, NotificationKind,
+    ProbeRef,
+};
+use crate::store::Store;
+
+/// The flood guard's thresholds (`[notify]` keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSettings {
+    pub hold: Duration,
+    /// This many machines down within the hold make an incident.
+    pub burst_count: usize,
+    /// Or this percentage of the server's running machines (at least two).
+    pub burst_percent: u32,
+    /// No heartbeat for this long makes an incident.
+    pub heartbeat_timeout: Duration,
+}
+
+/// What the router saw, reduced to what the guard needs.
+#[derive(Debug, Clone)]
+pub enum Sighting {
+    Machine {
+        machine: Uuid,
+        server: Uuid,
+        /// The relay that reported it: any event proves its relay alive.
+        relay: Uuid,
+        alias: Option<String>,
+        up: bool,
+        time: EpochMs,
+    },
+    Server {
+        server: Uuid,
+        hostname: Option<String>,
+        kind: ServerEventKind,
+    },
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Observe(pub Vec<Sighting>);
+
+/// Asked by an alarm actor when a machine-down fault's hold runs out: is the
+/// machine's server in an incident? If so the guard will release the fault
+/// (with [`ReleaseFolded`]) once the server has returned.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Fold {
+    pub server: Uuid,
+    pub monitor: Addr<AlarmActor>,
+}
+
+/// Incidents for the operator API.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<IncidentView>")]
+pub struct GetIncidents;
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentView {
+    pub id: Uuid,
+    pub server: Uuid,
+    pub hostname: Option<String>,
+    pub reason: IncidentReason,
+    pub opened: EpochMs,
+    pub announced: bool,
+    pub returned: Option<EpochMs>,
+    pub machines_down: usize,
+}
+
+struct MachineInfo {
+    server: Uuid,
+    alias: Option<String>,
+    up: bool,
+}
+
+struct OpenIncident {
+    id: Uuid,
+    reason: IncidentReason,
+    opened: EpochMs,
+    announced: bool,
+    returned: Option<EpochMs>,
+    /// Machines listed in the announcement (for the summary).
+    listed: Vec<Uuid>,
+    /// Contacts announced to: (account, contact name) → root notification id.
+    roots: HashMap<(Uuid, String), Uuid>,
+    /// Alarm actors holding folded faults for this server.
+    folded: Vec<Addr<AlarmActor>>,
+}
+
+#[derive(Default)]
+struct ServerInfo {
+    hostname: Option<String>,
+    /// Master time of the last event from this server's relay; only servers
+    /// that run a relay (they have sent a server event) can lose heartbeats
+    /// — a simulated server never sends any.
+    last_seen: Option<EpochMs>,
+    has_relay: bool,
+    /// Recent machine downs (time, machine), within the hold.
+    recent_downs: VecDeque<(EpochMs, Uuid)>,
+    incident: Option<OpenIncident>,
+}
+
+pub struct GuardEnv {
+    pub settings: GuardSettings,
+    pub store: Store,
+    pub clock: Clock,
+    pub router: Named<EventRouter>,
+    pub notifier: Named<NotifierPool>,
+    pub datacenter: String,
+    pub master_url: String,
+}
+
+pub struct ServerGuard {
+    env: Arc<GuardEnv>,
+    machines: HashMap<Uuid, MachineInfo>,
+    servers: HashMap<Uuid, ServerInfo>,
+    lifeline: Lifeline,
+}
+
+impl ServerGuard {
+    pub fn new(env: Arc<GuardEnv>, lifeline: Lifeline) -> ServerGuard {
+        ServerGuard {
+            env,
+            machines: HashMap::new(),
+            servers: HashMap::new(),
+            lifeline,
+        }
+    }
+
+    fn now(&self) -> EpochMs {
+        self.env.clock.now_ms()
+    }
+
+    fn hold_ms(&self) -> EpochMs {
+        self.env.settings.hold.as_millis() as EpochMs
+    }
+
+    fn machines_on(&self, server: Uuid) -> impl Iterator<Item = (&Uuid, &MachineInfo)> {
+        self.machines.iter().filter(move |(_, m)| m.server == server)
+    }
+
+    fn down_count(&self, server: Uuid) -> usize {
+        self.machines_on(server).filter(|(_, m)| !m.up).count()
+    }
+
+    /// Whether `downs` machines down (that went down within the hold) are a
+    /// burst for a server with `running` machines up now. The percentage
+    /// counts only once we know at least `burst_count` machines of the
+    /// server: with fewer, two crashes would look like half a server.
+    fn is_burst(&self, downs: usize, running: usize) -> bool {
+        let s = &self.env.settings;
+        let known = running + downs;
+        downs >= s.burst_count
+            || (known >= s.burst_count && downs >= 2 && downs * 100 >= s.burst_percent as usize * known)
+    }
+
+    /// Machines that went down within the hold and are still down.
+    fn recent_down(&self, server: Uuid) -> usize {
+        let Some(info) = self.servers.get(&server) else {
+            return 0;
+        };
+        let mut machines: Vec<Uuid> = info
+            .recent_downs
+            .iter()
+            .map(|(_, m)| *m)
+            .filter(|m| self.machines.get(m).is_some_and(|info| !info.up))
+            .collect();
+        machines.sort();
+        machines.dedup();
+        machines.len()
+    }
+
+    fn sight(&mut self, sighting: Sighting, ctx: &mut Context<Self>) {
+        let now = self.now();
+        match sighting {
+            Sighting::Machine {
+                machine,
+                server,
+                relay,
+                alias,
+                up,
+                time: _,
+            } => {
+                self.servers.entry(relay).or_default().last_seen = Some(now);
+                let entry = self.machines.entry(machine).or_insert(MachineInfo {
+                    server,
+                    alias: None,
+                    up,
+                });
+                entry.server = server;
+                entry.up = up;
+                if alias.is_some() {
+                    entry.alias = alias;
+                }
+                let hold = self.hold_ms();
+                let running = self.machines_on(server).filter(|(_, m)| m.up).count();
+                let info = self.servers.entry(server).or_default();
+                if up {
+                    self.maybe_burst_over(server, ctx);
+                    return;
+                }
+                info.recent_downs.push_back((now, machine));
+                while info.recent_downs.front().is_some_and(|(t, _)| now - t > hold) {
+                    info.recent_downs.pop_front();
+                }
+                let quiet = info.incident.is_none();
+                let downs = self.recent_down(server);
+                if quiet && self.is_burst(downs, running) {
+                    self.open(server, IncidentReason::Burst, ctx);
+                }
+            }
+            Sighting::Server { server, hostname, kind } => {
+                let info = self.servers.entry(server).or_default();
+                info.last_seen = Some(now);
+                info.has_relay = true;
+                if hostname.is_some() {
+                    info.hostname = hostname;
+                }
+                match kind {
+                    ServerEventKind::ShuttingDown => {
+                        if info.incident.is_none() {
+                            self.open(server, IncidentReason::Shutdown, ctx);
+                        }
+                    }
+                    ServerEventKind::Started | ServerEventKind::Heartbeat => {
+                        let back = info
+                            .incident
+                            .as_ref()
+                            .is_some_and(|i| i.returned.is_none() && i.reason != IncidentReason::Burst);
+                        if back {
+                            self.returned(server, ctx);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A burst incident ends when fewer machines than the threshold are
+    /// still down on its server.
+    fn maybe_burst_over(&mut self, server: Uuid, ctx: &mut Context<Self>) {
+        let down = self.down_count(server);
+        let running = self.machines_on(server).filter(|(_, m)| m.up).count();
+        let Some(info) = self.servers.get(&server) else { return };
+        let burst_open = info
+            .incident
+            .as_ref()
+            .is_some_and(|i| i.reason == IncidentReason::Burst && i.returned.is_none());
+        if burst_open && !self.is_burst(down, running) {
+            self.returned(server, ctx);
+        }
+    }
+
+    fn open(&mut self, server: Uuid, reason: IncidentReason, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let id = Uuid::new_v4();
+        let info = self.servers.entry(server).or_default();
+        info.incident = Some(OpenIncident {
+            id,
+            reason,
+            opened: now,
+            announced: false,
+            returned: None,
+            listed: Vec::new(),
+            roots: HashMap::new(),
+            folded: Vec::new(),
+        });
+        tracing::warn!(%server, hostname = ?info.hostname, ?reason, incident = %id, "server incident opened");
+        metrics::counter!("amon_server_incidents_total").increment(1);
+        // Announce one hold later, with every machine that went down by then;
+        // a server back before that was a reboot, and nobody hears of it.
+        ctx.run_later(self.env.settings.hold, move |act, ctx| act.announce(server, id, ctx));
+    }
+
+    fn returned(&mut self, server: Uuid, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) else {
+            return;
+        };
+        incident.returned = Some(now);
+        let id = incident.id;
+        tracing::info!(%server, incident = %id, announced = incident.announced, "server returned");
+        ctx.run_later(self.env.settings.hold, move |act, ctx| act.settle(server, id, ctx));
+    }
+
+    fn announce(&mut self, server: Uuid, id: Uuid, ctx: &mut Context<Self>) {
+        let hostname = self.servers.get(&server).and_then(|s| s.hostname.clone());
+        let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) else {
+            return;
+        };
+        if incident.id != id || incident.returned.is_some() {
+            return;
+        }
+        incident.announced = true;
+        let reason = incident.reason;
+        let opened = incident.opened;
+        // A silent server tells us nothing about its machines: all of them
+        // are affected. Otherwise, those seen going down.
+        let listed: Vec<Uuid> = self
+            .machines
+            .iter()
+            .filter(|(_, m)| m.server == server && (reason == IncidentReason::HeartbeatLost || !m.up))
+            .map(|(uuid, _)| *uuid)
+            .collect();
+        if let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) {
+            incident.listed = listed.clone();
+        }
+        let view = IncidentDraft {
+            id,
+            server,
+            hostname,
+            reason,
+            opened,
+            returned: None,
+        };
+        self.notify_contacts(server, view, listed, NotificationKind::ServerDown, None, ctx);
+    }
+
+    fn settle(&mut self, server: Uuid, id: Uuid, ctx: &mut Context<Self>) {
+        let hostname = self.servers.get(&server).and_then(|s| s.hostname.clone());
+        let Some(info) = self.servers.get_mut(&server) else {
+            return;
+        };
+        if info.incident.as_ref().is_none_or(|i| i.id != id) {
+            return;
+        }
+        let Some(incident) = info.incident.take() else { return };
+        info.recent_downs.clear();
+        if incident.announced {
+            let view = IncidentDraft {
+                id,
+                server,
+                hostname,
+                reason: incident.reason,
+                opened: incident.opened,
+                returned: incident.returned,
+            };
+            // Exactly the machines of the announcement, so each contact's
+            // summary threads under (and counts like) its down message;
+            // machines that went down later get their own alarms.
+            let listed = incident.listed.clone();
+            self.notify_contacts(
+                server,
+                view,
+                listed,
+                NotificationKind::ServerBack,
+                Some(incident.roots.clone()),
+                ctx,
+            );
+        }
+        tracing::info!(%server, incident = %id, folded = incident.folded.len(), "server incident closed");
+        // After the summary: alarms for machines still down are notified.
+        // The guard's own mailbox orders this after the summary is queued.
+        let folded = incident.folded;
+        ctx.run_later(Duration::ZERO, move |_act, _ctx| {
+            for monitor in folded {
+                monitor.do_send(ReleaseFolded { server });
+            }
+        });
+    }
+
+    /// Builds and sends one incident notification per contact. `roots`:
+    /// for a summary, the settled incident's first message per contact
+    /// (the open incident's are used otherwise).
+    fn notify_contacts(
+        &mut self,
+        server: Uuid,
+        draft: IncidentDraft,
+        machines: Vec<Uuid>,
+        kind: NotificationKind,
+        roots: Option<HashMap<(Uuid, String), Uuid>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(router) = self.env.router.get() else {
+            tracing::error!(%server, "event router not running; incident notification lost");
+            return;
+        };
+        let env = self.env.clone();
+        let snapshot: HashMap<Uuid, (Option<String>, bool)> = machines
+            .iter()
+            .filter_map(|m| self.machines.get(m).map(|info| (*m, (info.alias.clone(), !info.up))))
+            .collect();
+        ctx.wait(
+            async move { router.send(ProbesOn(machines)).await.unwrap_or_default() }
+                .into_actor(self)
+                .map(move |watchers, act, ctx| {
+                    let notifications = match roots {
+                        Some(mut roots) => build(&env, &draft, kind, watchers, &snapshot, &mut roots),
+                        None => match act.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) {
+                            Some(incident) => build(&env, &draft, kind, watchers, &snapshot, &mut incident.roots),
+                            None => build(&env, &draft, kind, watchers, &snapshot, &mut HashMap::new()),
+                        },
+                    };
+                    act.send(notifications, ctx);
+                }),
+        );
+    }
+
+    fn send(&mut self, notifications: Vec<Notification>, ctx: &mut Context<Self>) {
+        if notifications.is_empty() {
+            return;
+        }
+        let store = self.env.store.clone();
+        let notifier = self.env.notifier.clone();
+        let now = self.now();
+        ctx.wait(
+            async move {
+                store.enqueue(notifications.clone(), now).await?;
+                Ok::<_, crate::store::StoreError>(notifications)
+            }
+            .into_actor(self)
+            .map(move |result, _act, _ctx| match result {
+                Ok(notifications) => match notifier.get() {
+                    Some(pool) => pool.do_send(Deliver(notifications)),
+                    None => tracing::warn!("notifier pool is not running; notifications wait in the outbox"),
+                },
+                Err(e) => tracing::error!(error = %e, "cannot queue incident notifications"),
+            }),
+        );
+    }
+
+    fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now();
+        let timeout = self.env.settings.heartbeat_timeout.as_millis() as EpochMs;
+        let silent: Vec<Uuid> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.has_relay && s.incident.is_none() && s.last_seen.is_some_and(|t| now - t > timeout))
+            .map(|(uuid, _)| *uuid)
+            .collect();
+        for server in silent {
+            self.open(server, IncidentReason::HeartbeatLost, ctx);
+        }
+    }
+}
+
+/// The incident fields common to every contact's notification.
+struct IncidentDraft {
+    id: Uuid,
+    server: Uuid,
+    hostname: Option<String>,
+    reason: IncidentReason,
+    opened: EpochMs,
+    returned: Option<EpochMs>,
+}
+
+/// One notification per (account, contact) among the probes watching the
+/// machines. `roots` remembers each contact's first (ServerDown) message so
+/// the summary threads under it.
+fn build(
+    env: &GuardEnv,
+    draft: &IncidentDraft,
+    kind: NotificationKind,
+    watchers: Vec<super::router::Watcher>,
+    machines: &HashMap<Uuid, (Option<String>, bool)>,
+    roots: &mut HashMap<(Uuid, String), Uuid>,
+) -> Vec<Notification> {
+    // (account uuid, contact) → (account, address, machines)
+    let mut per_contact: BTreeMap<(Uuid, String), (crate::model::Account, ContactAddress, Vec<IncidentMachine>)> =
+        BTreeMap::new();
+    for w in watchers {
+        let Some((alias, down)) = machines.get(&w.machine) else {
+            continue;
+        };
+        for contact in &w.probe.contacts {
+            let address = match contact.as_str() {
+                "email" => ContactAddress::Email(w.account.email.clone()),
+                _ => continue,
+            };
+            let entry = per_contact
+                .entry((w.account.uuid, contact.clone()))
+                .or_insert_with(|| (w.account.clone(), address, Vec::new()));
+            entry.2.push(IncidentMachine {
+                uuid: w.machine,
+                alias: alias.clone(),
+                probe: ProbeRef {
+                    uuid: w.probe.uuid,
+                    name: w.probe.name.clone(),
+                    probe_type: w.probe.probe_type.as_str().to_string(),
+                    group: w.probe.group,
+                },
+                down: *down,
+            });
+        }
+    }
+    per_contact
+        .into_iter()
+        .map(|((account_uuid, contact_name), (account, address, list))| {
+            let key = (account_uuid, contact_name.clone());
+            let (id, thread_root) = match (kind, roots.get(&key)) {
+                (NotificationKind::ServerBack, Some(root)) => {
+                    (Uuid::new_v4(), Some(message_id(*root, &env.datacenter)))
+                }
+                _ => {
+                    let id = Uuid::new_v4();
+                    roots.insert(key, id);
+                    (id, None)
+                }
+            };
+            let first = list.first().cloned();
+            Notification {
+                id,
+                kind,
+                contact_name,
+                contact: address,
+                datacenter: env.datacenter.clone(),
+                account_uuid,
+                account_login: account.login.clone(),
+                alarm_id: 0,
+                alarm_closed: false,
+                alarm_fault_count: list.iter().filter(|m| m.down).count(),
+                probe: first.as_ref().map(|m| m.probe.clone()).unwrap_or(ProbeRef {
+                    uuid: Uuid::nil(),
+                    name: None,
+                    probe_type: "machine-up".into(),
+                    group: None,
+                }),
+                machine: first.as_ref().map(|m| MachineRef {
+                    uuid: m.uuid,
+                    alias: m.alias.clone(),
+                    server: Some(draft.server),
+                }),
+                message: match kind {
+                    NotificationKind::ServerBack => format!("Server {} is back.", draft.server),
+                    _ => format!("Server {} is down.", draft.server),
+                },
+                event_time: draft.returned.unwrap_or(draft.opened),
+                thread_root,
+                master_url: env.master_url.clone(),
+                event_json: serde_json::Value::Null,
+                incident: Some(Incident {
+                    id: draft.id,
+                    server: draft.server,
+                    hostname: draft.hostname.clone(),
+                    reason: draft.reason,
+                    opened: draft.opened,
+                    returned: draft.returned,
+                    machines: list,
+                }),
+            }
+        })
+        .collect()
+}
+
+impl Actor for ServerGuard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(16 * 1024);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_heartbeats(ctx));
+    }
+}
+
+impl Handler<Observe> for ServerGuard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) {
+        for sighting in msg.0 {
+            self.sight(sighting, ctx);
+        }
+    }
+}
+
+impl Handler<Fold> for ServerGuard {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Fold, _ctx: &mut Context<Self>) -> bool {
+        match self.servers.get_mut(&msg.server).and_then(|s| s.incident.as_mut()) {
+            Some(incident) => {
+                if !incident.folded.contains(&msg.monitor) {
+                    incident.folded.push(msg.monitor);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<GetIncidents> for ServerGuard {
+    type Result = Vec<IncidentView>;
+
+    fn handle(&mut self, _: GetIncidents, _ctx: &mut Context<Self>) -> Vec<IncidentView> {
+        self.servers
+            .iter()
+            .filter_map(|(server, info)| {
+                let i = info.incident.as_ref()?;
+                Some(IncidentView {
+                    id: i.id,
+                    server: *server,
+                    hostname: info.hostname.clone(),
+                    reason: i.reason,
+                    opened: i.opened,
+                    announced: i.announced,
+                    returned: i.returned,
+                    machines_down: self.down_count(*server),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Handler<Stop> for ServerGuard {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.lifeline.exit_normally();
+        ctx.stop();
+    }
+}
