@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::notify::limit::RateLimit;
 use crate::zones::sim::SimConfig;
 use crate::zones::LineFormat;
 
@@ -116,6 +117,9 @@ struct RawNotify {
     burst_count: usize,
     burst_percent: u32,
     heartbeat_timeout: String,
+    rate_limit: u32,
+    rate_window: String,
+    max_age: String,
     email: RawEmail,
 }
 
@@ -220,6 +224,11 @@ pub struct NotifySettings {
     pub burst_percent: u32,
     /// …or this long without a heartbeat from its relay.
     pub heartbeat_timeout: Duration,
+    /// Per contact: at most this many messages per `rate_window`; beyond,
+    /// they are held and sent as one digest (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+    /// Undelivered for this long: dead-lettered.
+    pub max_age: Duration,
     /// `None`: write `.eml` files under `data_dir/mail`.
     pub smtp_url: Option<String>,
     pub from: String,
@@ -275,6 +284,9 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.burst_count", 5i64.into()),
         ("notify.burst_percent", 50i64.into()),
         ("notify.heartbeat_timeout", "30s".into()),
+        ("notify.rate_limit", 10i64.into()),
+        ("notify.rate_window", "10m".into()),
+        ("notify.max_age", "24h".into()),
         ("notify.email.from", "amon@localhost".into()),
         ("auth.open", true.into()),
     ]
@@ -450,6 +462,17 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         burst_count: raw.notify.burst_count,
         burst_percent: raw.notify.burst_percent,
         heartbeat_timeout: duration("notify.heartbeat_timeout", &raw.notify.heartbeat_timeout)?,
+        rate_limit: match raw.notify.rate_limit {
+            0 => None,
+            messages => {
+                let window = duration("notify.rate_window", &raw.notify.rate_window)?;
+                if window.is_zero() {
+                    return Err(ConfigError::new("notify.rate_window", "must be more than zero"));
+                }
+                Some(RateLimit { messages, window })
+            }
+        },
+        max_age: duration("notify.max_age", &raw.notify.max_age)?,
         smtp_url,
         from: raw.notify.email.from,
     };

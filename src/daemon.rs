@@ -158,6 +158,9 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
                 store: store.clone(),
                 mailer,
                 from: settings.notify.from.clone(),
+                clock: clock.clone(),
+                rate_limit: settings.notify.rate_limit,
+                max_age: settings.notify.max_age,
             }),
             workers: settings.notify.workers,
             hold: settings.notify.hold,
@@ -539,6 +542,8 @@ async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Resul
                 group: None,
                 group_events: true,
                 disabled: false,
+                hold: None,
+                renotify: None,
             })
             .await?;
         created += 1;

@@ -50,6 +50,14 @@ pub struct Probe {
     pub group: Option<Uuid>,
     pub group_events: bool,
     pub disabled: bool,
+    /// Seconds a new fault waits before it is notified (`None`: the
+    /// configured `notify.hold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<u64>,
+    /// Seconds between reminders while a notified fault stays open (`None`:
+    /// no reminders, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renotify: Option<u64>,
 }
 
 /// Which alarm stream an event belongs to (SPEC §5 rule 1): the probe's group

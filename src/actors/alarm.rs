@@ -95,6 +95,40 @@ impl AlarmActor {
         }
     }
 
+    /// The probe's own hold, else the configured one.
+    fn hold_of(&self, probe: Uuid) -> Duration {
+        self.probes
+            .get(&probe)
+            .and_then(|p| p.hold)
+            .map(Duration::from_secs)
+            .unwrap_or(self.env.hold)
+    }
+
+    /// Reminders are off unless the probe asks for them (`renotify`).
+    fn schedule_reminder(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
+        let Some(every) = self.probes.get(&probe).and_then(|p| p.renotify) else {
+            return;
+        };
+        ctx.run_later(Duration::from_secs(every), move |act, ctx| {
+            act.remind(alarm_id, probe, ctx)
+        });
+    }
+
+    /// A notified fault is still open `renotify` seconds later: say so again.
+    fn remind(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
+        let Some(alarm) = self.alarm.take() else {
+            return;
+        };
+        let fault = alarm.faults.iter().find(|f| f.probe == probe && f.notified).cloned();
+        match fault {
+            Some(fault) if alarm.id == alarm_id && !alarm.closed => {
+                self.schedule_reminder(alarm_id, probe, ctx);
+                self.commit(alarm, vec![(NotificationKind::Fault, fault)], ctx);
+            }
+            _ => self.alarm = Some(alarm),
+        }
+    }
+
     fn cancel_holds(&mut self, ctx: &mut Context<Self>) {
         for (_, handle) in self.holds.drain() {
             ctx.cancel_future(handle);
@@ -162,13 +196,21 @@ impl AlarmActor {
         let mut due = Vec::new();
         for effect in effects {
             match effect {
-                Effect::StartHold { probe } => self.schedule_hold(alarm.id, probe, self.env.hold, ctx),
+                Effect::StartHold { probe } => {
+                    let hold = self.hold_of(probe);
+                    self.schedule_hold(alarm.id, probe, hold, ctx)
+                }
                 Effect::CancelHold { probe } => {
                     if let Some(handle) = self.holds.remove(&probe) {
                         ctx.cancel_future(handle);
                     }
                 }
-                Effect::Notify { kind, fault } => due.push((kind, *fault)),
+                Effect::Notify { kind, fault } => {
+                    if kind == NotificationKind::Fault {
+                        self.schedule_reminder(alarm.id, fault.probe, ctx);
+                    }
+                    due.push((kind, *fault))
+                }
             }
         }
         self.commit(alarm, due, ctx);
@@ -277,6 +319,7 @@ impl AlarmActor {
                     master_url: self.env.master_url.clone(),
                     event_json: serde_json::to_value(event).unwrap_or_default(),
                     incident: None,
+                    digest: Vec::new(),
                 })
             })
             .collect()

@@ -2,17 +2,28 @@
 //! time, retrying temporary failures with exponential backoff, and records
 //! each outcome in the outbox. Deliveries still pending after a restart are
 //! picked up again when the pool starts.
+//!
+//! It also keeps each contact's rate limit (SPEC §6): beyond `rate_limit`
+//! messages per `rate_window`, notifications are held and, when the bucket
+//! has a token again, sent together as one digest. A notification older
+//! than `max_age` (it kept failing) is dead-lettered: visible in the
+//! operator API and metrics, never retried again.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
+use uuid::Uuid;
 
 use super::supervisor::{Lifeline, Stop};
+use crate::clock::Clock;
+use crate::model::EpochMs;
+use crate::notify::limit::{RateLimit, TokenBucket};
 use crate::notify::transport::{DeliveryError, Mailer};
-use crate::notify::Notification;
+use crate::notify::{ContactAddress, Notification, NotificationKind};
 use crate::store::{DeliveryOutcome, Store};
 
 /// Notifications to deliver (already in the outbox).
@@ -25,6 +36,8 @@ pub struct Deliver(pub Vec<Notification>);
 struct Attempt {
     notification: Notification,
     attempt: u32,
+    /// When it entered the outbox.
+    created: EpochMs,
 }
 
 /// What the notifiers need.
@@ -32,6 +45,11 @@ pub struct NotifierEnv {
     pub store: Store,
     pub mailer: Mailer,
     pub from: String,
+    pub clock: Clock,
+    /// `None`: no rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Older than this and still undelivered: dead-lettered.
+    pub max_age: Duration,
 }
 
 pub struct NotifierPool {
@@ -39,7 +57,22 @@ pub struct NotifierPool {
     workers: Vec<Addr<Notifier>>,
     size: usize,
     next: usize,
+    /// Rate-limit buckets of contacts that sent recently (full ones are
+    /// dropped).
+    buckets: HashMap<String, TokenBucket>,
+    /// Notifications held by the rate limit, per contact, oldest first.
+    held: HashMap<String, Vec<(Notification, EpochMs)>>,
+    /// Contacts whose digest is scheduled.
+    digests_due: HashSet<String>,
     lifeline: Lifeline,
+}
+
+/// Who a rate limit is about: the address, whatever alarm it is for.
+fn contact_key(n: &Notification) -> String {
+    match &n.contact {
+        ContactAddress::Email(address) => format!("email:{}", address.trim().to_lowercase()),
+        ContactAddress::Webhook(url) => format!("webhook:{url}"),
+    }
 }
 
 impl NotifierPool {
@@ -49,6 +82,9 @@ impl NotifierPool {
             workers: Vec::new(),
             size: size.max(1),
             next: 0,
+            buckets: HashMap::new(),
+            held: HashMap::new(),
+            digests_due: HashSet::new(),
             lifeline,
         }
     }
@@ -64,8 +100,112 @@ impl NotifierPool {
         self.workers[index].clone()
     }
 
-    fn dispatch(&mut self, notification: Notification, attempt: u32) {
-        self.worker().do_send(Attempt { notification, attempt });
+    fn attempt(&mut self, notification: Notification, attempt: u32, created: EpochMs) {
+        self.worker().do_send(Attempt {
+            notification,
+            attempt,
+            created,
+        });
+    }
+
+    /// A notification's first try: through the contact's rate limit.
+    fn dispatch(&mut self, notification: Notification, attempts: u32, created: EpochMs, ctx: &mut Context<Self>) {
+        let Some(limit) = self.env.rate_limit else {
+            return self.attempt(notification, attempts, created);
+        };
+        // A digest already spent its token; a retry spent one on its first try.
+        if notification.kind == NotificationKind::Digest {
+            return self.attempt(notification, attempts, created);
+        }
+        let now = tokio::time::Instant::now();
+        let key = contact_key(&notification);
+        let bucket = self
+            .buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(limit, now));
+        if bucket.try_take(now) {
+            return self.attempt(notification, attempts, created);
+        }
+        metrics::counter!("amon_notifications_held_total").increment(1);
+        tracing::info!(notification = %notification.id, contact = %notification.contact_name, "rate limit reached; held for the digest");
+        self.held.entry(key.clone()).or_default().push((notification, created));
+        if self.digests_due.insert(key.clone()) {
+            let at = bucket.next_token(now);
+            ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+                act.send_digest(key, ctx)
+            });
+        }
+    }
+
+    /// A token is back: everything held for the contact goes as one message.
+    fn send_digest(&mut self, key: String, ctx: &mut Context<Self>) {
+        self.digests_due.remove(&key);
+        let Some(held) = self.held.remove(&key).filter(|h| !h.is_empty()) else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(bucket) = self.buckets.get_mut(&key) {
+            if !bucket.try_take(now) {
+                // Not yet (the clock rounded): try again at the next token.
+                let at = bucket.next_token(now);
+                self.held.insert(key.clone(), held);
+                self.digests_due.insert(key.clone());
+                ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+                    act.send_digest(key, ctx)
+                });
+                return;
+            }
+        }
+        let first = &held[0].0;
+        let created = self.env.clock.now_ms();
+        let digest = Notification {
+            id: Uuid::new_v4(),
+            kind: NotificationKind::Digest,
+            contact_name: first.contact_name.clone(),
+            contact: first.contact.clone(),
+            datacenter: first.datacenter.clone(),
+            account_uuid: first.account_uuid,
+            account_login: first.account_login.clone(),
+            alarm_id: 0,
+            alarm_closed: false,
+            alarm_fault_count: 0,
+            probe: first.probe.clone(),
+            machine: None,
+            message: format!("{} notifications held by the rate limit", held.len()),
+            event_time: created,
+            thread_root: None,
+            master_url: first.master_url.clone(),
+            event_json: serde_json::Value::Null,
+            incident: None,
+            digest: held.iter().map(|(n, _)| n.clone()).collect(),
+        };
+        let held_ids: Vec<Uuid> = held.iter().map(|(n, _)| n.id).collect();
+        let store = self.env.store.clone();
+        tracing::info!(digest = %digest.id, count = held_ids.len(), contact = %digest.contact_name, "sending digest");
+        // The digest is in the outbox before its parts are marked as sent
+        // in it: a crash in between sends them again, never loses them.
+        ctx.wait(
+            async move {
+                store.enqueue(vec![digest.clone()], created).await?;
+                for id in held_ids {
+                    store.record_delivery(id, DeliveryOutcome::Digested(digest.id)).await?;
+                }
+                Ok::<_, crate::store::StoreError>(digest)
+            }
+            .into_actor(self)
+            .map(move |result, act, _ctx| match result {
+                Ok(digest) => act.attempt(digest, 0, created),
+                Err(e) => tracing::error!(error = %e, "cannot queue the digest; its notifications stay pending"),
+            }),
+        );
+    }
+
+    /// Forgets buckets that are full again, so idle contacts cost nothing.
+    fn forget_full_buckets(&mut self) {
+        let now = tokio::time::Instant::now();
+        let held = &self.held;
+        self.buckets
+            .retain(|key, bucket| held.contains_key(key) || !bucket.is_full(now));
     }
 }
 
@@ -76,6 +216,9 @@ impl Actor for NotifierPool {
         self.workers = (0..self.size)
             .map(|_| Notifier { env: self.env.clone() }.start())
             .collect();
+        if let Some(limit) = self.env.rate_limit {
+            ctx.run_interval(limit.window, |act, _ctx| act.forget_full_buckets());
+        }
         let store = self.env.store.clone();
         ctx.wait(async move { store.pending_deliveries().await }.into_actor(self).map(
             |result, act, ctx| match result {
@@ -84,7 +227,11 @@ impl Actor for NotifierPool {
                         tracing::info!(count = pending.len(), "resuming pending deliveries");
                     }
                     for p in pending {
-                        act.dispatch(p.notification, p.attempts);
+                        if p.attempts == 0 {
+                            act.dispatch(p.notification, 0, p.created, ctx);
+                        } else {
+                            act.attempt(p.notification, p.attempts, p.created);
+                        }
                     }
                 }
                 Err(e) => {
@@ -99,9 +246,10 @@ impl Actor for NotifierPool {
 impl Handler<Deliver> for NotifierPool {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let now = self.env.clock.now_ms();
         for n in msg.0 {
-            self.dispatch(n, 0);
+            self.dispatch(n, 0, now, ctx);
         }
     }
 }
@@ -150,7 +298,15 @@ impl Handler<Attempt> for Notifier {
         ctx.spawn(
             async move {
                 let n = &msg.notification;
-                let result = env.mailer.deliver(n, &env.from).await;
+                let age = env.clock.now_ms() - msg.created;
+                let result = if age > env.max_age.as_millis() as EpochMs {
+                    Err(DeliveryError::Permanent(format!(
+                        "undelivered for longer than the maximum age ({}s)",
+                        env.max_age.as_secs()
+                    )))
+                } else {
+                    env.mailer.deliver(n, &env.from).await
+                };
                 let outcome = match &result {
                     Ok(()) => {
                         crate::metrics::notifications_sent(1);
@@ -181,6 +337,7 @@ impl Handler<Attempt> for Notifier {
                         ctx.notify(Attempt {
                             notification: msg.notification,
                             attempt: msg.attempt + 1,
+                            created: msg.created,
                         })
                     });
                 }

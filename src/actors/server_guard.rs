@@ -574,6 +574,7 @@ fn build(
                     returned: draft.returned,
                     machines: list,
                 }),
+                digest: Vec::new(),
             }
         })
         .collect()

@@ -27,6 +27,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(api))
             .route("/ping", web::get().to(ping))
             .route("/metrics", web::get().to(metrics))
+            .route("/deadletters", web::get().to(dead_letters))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
             .route("/agentprobes", web::get().to(list_agent_probes))
@@ -42,6 +43,29 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/pub/{account}/alarms/{id}", web::get().to(get_alarm))
             .default_service(web::to(not_found));
     }
+}
+
+/// Notifications that will never be delivered (permanent failures, or
+/// undelivered beyond `notify.max_age`), newest first.
+async fn dead_letters(api: web::Data<MasterApi>) -> Result<HttpResponse, ApiError> {
+    let letters: Vec<serde_json::Value> = api
+        .store
+        .dead_letters(1000)
+        .await?
+        .into_iter()
+        .map(|(n, why)| {
+            serde_json::json!({
+                "id": n.id,
+                "kind": n.kind,
+                "account": n.account_login,
+                "contact": n.contact_name,
+                "alarm": n.alarm_id,
+                "time": n.event_time,
+                "error": why,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(letters))
 }
 
 async fn metrics() -> HttpResponse {
@@ -140,6 +164,25 @@ struct NewProbe {
     group: Option<String>,
     group_events: Option<bool>,
     disabled: Option<bool>,
+    hold: Option<serde_json::Value>,
+    renotify: Option<serde_json::Value>,
+}
+
+/// A duration field: whole seconds, or a string like `"90s"`, `"5m"`.
+fn seconds_field(field: &str, value: Option<&serde_json::Value>, errors: &mut Vec<FieldError>) -> Option<u64> {
+    let value = value?;
+    let parsed = match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(text) => humantime::parse_duration(text.trim()).ok().map(|d| d.as_secs()),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.push(FieldError::invalid(
+            field,
+            format!("{field} must be whole seconds or a duration like \"90s\", not {value}"),
+        ));
+    }
+    parsed
 }
 
 fn parse_uuid_field(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
@@ -193,6 +236,14 @@ fn validate_probe(user: Uuid, body: NewProbe) -> Result<Probe, ApiError> {
         }
         (a, m) => (a.or(m), m.or(a)),
     };
+    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
+    let renotify = seconds_field("renotify", body.renotify.as_ref(), &mut errors);
+    if renotify == Some(0) {
+        errors.push(FieldError::invalid(
+            "renotify",
+            "renotify must be more than zero (omit it for no reminders)",
+        ));
+    }
     let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
     for contact in &contacts {
         if contact != "email" {
@@ -217,6 +268,8 @@ fn validate_probe(user: Uuid, body: NewProbe) -> Result<Probe, ApiError> {
         group,
         group_events: body.group_events.unwrap_or(true),
         disabled: body.disabled.unwrap_or(false),
+        hold,
+        renotify,
     })
 }
 

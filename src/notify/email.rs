@@ -59,6 +59,7 @@ pub struct RenderedEmail {
 /// Renders the subject, body and threading ids of a notification.
 pub fn render(n: &Notification) -> RenderedEmail {
     let (subject, body) = match incident(n) {
+        _ if n.kind == NotificationKind::Digest => (digest_subject(n), digest_body(n)),
         Some(incident) => {
             let machines = machine_lines(&incident.machines);
             (
@@ -251,8 +252,55 @@ const MAX_ALIAS_WIDTH: usize = 24;
 fn incident(n: &Notification) -> Option<&Incident> {
     match n.kind {
         NotificationKind::ServerDown | NotificationKind::ServerBack => n.incident.as_ref(),
-        NotificationKind::Fault | NotificationKind::Clear => None,
+        NotificationKind::Fault | NotificationKind::Clear | NotificationKind::Digest => None,
     }
+}
+
+/// A digest's subject: how many messages the rate limit held back.
+fn digest_subject(n: &Notification) -> String {
+    let count = n.digest.len();
+    let noun = if count == 1 { "notification" } else { "notifications" };
+    format!(
+        "[amon {}] {count} more {noun} for {}",
+        one_line(&n.datacenter),
+        one_line(&n.account_login)
+    )
+}
+
+/// A digest's body: one line per held notification (when, its subject),
+/// oldest first, then why they were held.
+fn digest_body(n: &Notification) -> String {
+    let mut out = String::new();
+    let count = n.digest.len();
+    let _ = writeln!(
+        out,
+        "{count} notification{} for {} arrived faster than the contact's rate limit allows, so they come together:",
+        if count == 1 { "" } else { "s" },
+        one_line(&n.account_login)
+    );
+    let _ = writeln!(out);
+    for (shown, held) in n.digest.iter().enumerate() {
+        if shown == MAX_LISTED {
+            let _ = writeln!(out, "  … and {} more", count - shown);
+            break;
+        }
+        // What each one says on its own, not its thread's subject: a clear
+        // reads "is back up", not "Re: … is down".
+        let line = match (held.kind, incident(held)) {
+            (_, Some(_)) => render(held).subject.trim_start_matches("Re: ").to_string(),
+            (kind, None) => format!("Alarm {}: {}", held.alarm_id, headline(held, kind)),
+        };
+        let _ = writeln!(out, "  {}  {line}", format_time(message_time(held)));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Datacenter:  {}", one_line(&n.datacenter));
+    let _ = writeln!(out, "Master API:  {}", one_line(&n.master_url));
+    let _ = writeln!(
+        out,
+        "\nEach alarm's current state: amon alarms list --account {}",
+        one_line(&n.account_login)
+    );
+    out
 }
 
 /// The message's `Date`: the event's time, or for a server incident when the
@@ -641,6 +689,7 @@ mod tests {
                 "up": false,
             }),
             incident: None,
+            digest: Vec::new(),
         }
     }
 
@@ -1115,5 +1164,24 @@ mod tests {
         let mut n = clear();
         n.kind = NotificationKind::ServerBack;
         assert_eq!(render(&n).body, render(&clear()).body);
+    }
+
+    #[test]
+    fn a_digest_lists_what_the_rate_limit_held_back() {
+        let mut digest = fault();
+        digest.kind = NotificationKind::Digest;
+        digest.id = uuid::Uuid::from_u128(0xd1);
+        digest.alarm_id = 0;
+        digest.machine = None;
+        let mut second = fault();
+        second.alarm_id = 4;
+        second.event_time += 60_000;
+        let mut third = clear();
+        third.alarm_id = 3;
+        third.event_time += 120_000;
+        digest.digest = vec![fault(), second, third];
+        let rendered = render(&digest);
+        insta::assert_snapshot!("digest", format!("Subject: {}\n\n{}", rendered.subject, rendered.body));
+        assert!(rendered.subject.contains("3 more notifications"));
     }
 }

@@ -6,6 +6,7 @@
 //! not keep the outbox (that is the store's).
 
 pub mod email;
+pub mod limit;
 pub mod transport;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,9 @@ pub enum NotificationKind {
     Fault,
     /// A notified fault cleared.
     Clear,
+    /// Notifications held back by the contact's rate limit, in one message
+    /// (see [`Notification::digest`]).
+    Digest,
     /// A whole server is down: one message per contact for all its machines
     /// (the flood guard, SPEC §6); details in [`Notification::incident`].
     ServerDown,
@@ -125,6 +129,9 @@ pub struct Notification {
     /// `probe`/`machine` describe the first affected machine only).
     #[serde(default)]
     pub incident: Option<Incident>,
+    /// For `Digest`: the notifications it stands for, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digest: Vec<Notification>,
 }
 
 /// The `Message-ID` of a notification: stable, so a duplicate delivery is

@@ -309,6 +309,7 @@ mod tests {
             master_url: "http://10.99.99.20:8080".to_owned(),
             event_json: serde_json::json!({"type": "machine", "up": false}),
             incident: None,
+            digest: Vec::new(),
         }
     }
 

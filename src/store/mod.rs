@@ -35,6 +35,8 @@ pub enum AlarmLookup {
 pub struct PendingDelivery {
     pub notification: Notification,
     pub attempts: u32,
+    /// When it entered the outbox (for the maximum age).
+    pub created: EpochMs,
 }
 
 /// A cheap, cloneable handle to the master's store.
@@ -379,14 +381,36 @@ impl Store {
     pub async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         self.call(|conn| {
             let mut stmt =
-                conn.prepare("SELECT body, attempts FROM outbox WHERE state = 'pending' ORDER BY created")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                conn.prepare("SELECT body, attempts, created FROM outbox WHERE state = 'pending' ORDER BY created")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })?;
             rows.map(|row| {
-                let (body, attempts) = row?;
+                let (body, attempts, created) = row?;
                 Ok(PendingDelivery {
                     notification: serde_json::from_str(&body)?,
                     attempts: attempts as u32,
+                    created,
                 })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Dead-lettered deliveries (permanent failures, too old), newest first,
+    /// with why: for the operator API.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(Notification, String)>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT body, COALESCE(last_error, '') FROM outbox WHERE state = 'dead' ORDER BY created DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            rows.map(|row| {
+                let (body, why) = row?;
+                Ok((serde_json::from_str(&body)?, why))
             })
             .collect()
         })
@@ -397,8 +421,13 @@ impl Store {
     /// marks it dead, a temporary one leaves it pending.
     pub async fn record_delivery(&self, id: Uuid, outcome: DeliveryOutcome) -> Result<(), StoreError> {
         self.call(move |conn| {
+            let digest;
             let (state, error) = match &outcome {
                 DeliveryOutcome::Sent => ("sent", None),
+                DeliveryOutcome::Digested(into) => {
+                    digest = format!("sent in digest {into}");
+                    ("digested", Some(digest.as_str()))
+                }
                 DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
                 DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
             };
@@ -416,6 +445,8 @@ impl Store {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryOutcome {
     Sent,
+    /// Held by the rate limit and sent inside the digest with this id.
+    Digested(Uuid),
     Retrying(String),
     Dead(String),
 }
@@ -533,6 +564,8 @@ mod tests {
             group: None,
             group_events: true,
             disabled: false,
+            hold: None,
+            renotify: None,
         };
         store.put_probe(probe.clone()).await.unwrap();
         assert_eq!(store.list_probes(user).await.unwrap(), vec![probe.clone()]);
@@ -552,6 +585,8 @@ mod tests {
             group: None,
             group_events: true,
             disabled: false,
+            hold: None,
+            renotify: None,
         }
     }
 
