@@ -64,6 +64,8 @@ struct RawMaster {
     listen: String,
     #[serde(default)]
     public_url: Option<String>,
+    alarm_retention: String,
+    event_max_age: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +171,11 @@ pub struct MasterSettings {
     /// How operators reach the master, for the hints in emails; defaults to
     /// `http://<listen>`.
     pub public_url: Option<String>,
+    /// Closed alarms are expunged this long after they closed (then 410).
+    pub alarm_retention: Duration,
+    /// Probe events older than this are refused (`422 EventTooOld`), as
+    /// Amon did; machine and server events from a relay's spool are not.
+    pub event_max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +269,8 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("datacenter", "coal".into()),
         ("data_dir", data_dir.into()),
         ("master.listen", "127.0.0.1:4300".into()),
+        ("master.alarm_retention", "7d".into()),
+        ("master.event_max_age", "5m".into()),
         ("relay.admin_listen", "127.0.0.1:4307".into()),
         ("relay.agent_listen", "127.0.0.1:4308".into()),
         ("relay.agent_probes_poll", "30m".into()),
@@ -390,6 +399,8 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             .as_deref()
             .map(|u| http_url("master.public_url", u))
             .transpose()?,
+        alarm_retention: duration("master.alarm_retention", &raw.master.alarm_retention)?,
+        event_max_age: duration("master.event_max_age", &raw.master.event_max_age)?,
     };
     let master_url = match (mode, raw.relay.master_url.as_deref()) {
         (Mode::Standalone, _) => None,

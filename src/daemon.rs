@@ -164,6 +164,8 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             }),
             workers: settings.notify.workers,
             hold: settings.notify.hold,
+            alarm_retention: settings.master.alarm_retention,
+            event_max_age: settings.master.event_max_age,
             guard: GuardSettings {
                 hold: settings.notify.hold,
                 burst_count: settings.notify.burst_count,
@@ -220,6 +222,8 @@ struct MasterParts {
     workers: usize,
     hold: std::time::Duration,
     guard: GuardSettings,
+    alarm_retention: std::time::Duration,
+    event_max_age: std::time::Duration,
     datacenter: String,
     public_url: String,
     listener: Rc<TcpListener>,
@@ -248,9 +252,11 @@ impl MasterParts {
                 hold: self.hold,
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
+                alarm_retention: self.alarm_retention,
             });
             let api = MasterApi {
                 store: self.store.clone(),
+                event_max_age: self.event_max_age,
                 router: router.clone(),
                 clock: self.clock.clone(),
             };

@@ -130,6 +130,47 @@ pub fn hold_expired(alarm: &mut Alarm, probe: Uuid) -> Option<Effect> {
     })
 }
 
+/// An operator's action on an alarm (`POST …/alarms/:id?action=`). All of
+/// them are silent: nobody is notified of a close, reopen or suppression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmAction {
+    Close,
+    Reopen,
+    Suppress,
+    Unsuppress,
+}
+
+impl AlarmAction {
+    pub fn parse(text: &str) -> Option<AlarmAction> {
+        Some(match text {
+            "close" => AlarmAction::Close,
+            "reopen" => AlarmAction::Reopen,
+            "suppress" => AlarmAction::Suppress,
+            "unsuppress" => AlarmAction::Unsuppress,
+            _ => return None,
+        })
+    }
+}
+
+/// Applies an operator's action. A closed alarm keeps its faults (Amon's
+/// rule): reopening it makes it a candidate for new events again.
+pub fn act(alarm: &mut Alarm, action: AlarmAction, now: EpochMs) {
+    match action {
+        AlarmAction::Close => {
+            if !alarm.closed {
+                alarm.closed = true;
+                alarm.time_closed = Some(now);
+            }
+        }
+        AlarmAction::Reopen => {
+            alarm.closed = false;
+            alarm.time_closed = None;
+        }
+        AlarmAction::Suppress => alarm.suppressed = true,
+        AlarmAction::Unsuppress => alarm.suppressed = false,
+    }
+}
+
 /// A hold ran out while the fault's server is in an incident: the fault is
 /// folded into the incident instead of being announced. `false` if there is
 /// no such unannounced fault.

@@ -22,7 +22,7 @@ use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{Account, Alarm, EpochMs, Fault, MonitorKey, Probe, ProbeEvent};
 use crate::notify::{message_id, ContactAddress, MachineRef, Notification, NotificationKind, ProbeRef};
-use crate::rules::{self, Effect, Relation};
+use crate::rules::{self, AlarmAction, Effect, Relation};
 use crate::store::Store;
 
 /// Everything alarm actors share; built once by the master.
@@ -37,6 +37,8 @@ pub struct AlarmEnv {
     pub datacenter: String,
     /// Shown in emails so the reader can act.
     pub master_url: String,
+    /// Closed alarms older than this are expunged.
+    pub alarm_retention: Duration,
 }
 
 /// A probe event for this monitor, with the probe it came from.
@@ -422,6 +424,97 @@ impl Handler<ReleaseFolded> for AlarmActor {
             return;
         }
         self.carry_out(alarm, effects, ctx);
+    }
+}
+
+/// An operator's action on one of this monitor's alarms.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub enum AlarmCommand {
+    Act { id: u64, action: AlarmAction },
+    Delete { id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("alarm {0} does not exist")]
+    Missing(u64),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl AlarmActor {
+    /// Takes the alarm `id` out of memory if it is the open one we hold
+    /// (cancelling its holds), else loads it from the store.
+    fn take_alarm(&mut self, id: u64, ctx: &mut Context<Self>) -> Option<Alarm> {
+        if self.alarm.as_ref().is_some_and(|a| a.id == id) {
+            self.cancel_holds(ctx);
+            return self.alarm.take();
+        }
+        None
+    }
+}
+
+impl Handler<AlarmCommand> for AlarmActor {
+    type Result = AtomicResponse<Self, Result<(), CommandError>>;
+
+    fn handle(&mut self, msg: AlarmCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let id = match msg {
+            AlarmCommand::Act { id, .. } | AlarmCommand::Delete { id } => id,
+        };
+        let in_memory = self.take_alarm(id, ctx);
+        let store = self.env.store.clone();
+        let user = self.key.user();
+        let now = self.now();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let alarm = match in_memory {
+                    Some(alarm) => Some(alarm),
+                    None => match store.get_alarm(user, id).await {
+                        Ok(crate::store::AlarmLookup::Found(alarm)) => Some(alarm),
+                        Ok(_) => None,
+                        Err(e) => return Err(CommandError::Store(e.to_string())),
+                    },
+                };
+                let Some(mut alarm) = alarm else {
+                    return Err(CommandError::Missing(id));
+                };
+                match msg {
+                    AlarmCommand::Delete { .. } => {
+                        store
+                            .delete_alarm(user, id)
+                            .await
+                            .map_err(|e| CommandError::Store(e.to_string()))?;
+                        Ok(None)
+                    }
+                    AlarmCommand::Act { action, .. } => {
+                        rules::act(&mut alarm, action, now);
+                        store
+                            .save_alarm(alarm.clone(), Vec::new(), now)
+                            .await
+                            .map_err(|e| CommandError::Store(e.to_string()))?;
+                        Ok(Some(alarm))
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                let alarm = result?;
+                // The open alarm we keep is the newest open one (rule 2).
+                if let Some(alarm) = alarm.filter(|a| !a.closed) {
+                    if act.alarm.as_ref().is_none_or(|current| current.id < alarm.id) {
+                        let hold = act.env.hold.as_millis() as EpochMs;
+                        let now = act.now();
+                        for fault in alarm.faults.iter().filter(|f| !f.notified && !f.folded) {
+                            let left = (fault.time_faulted + hold - now).max(0) as u64;
+                            act.schedule_hold(alarm.id, fault.probe, Duration::from_millis(left), ctx);
+                        }
+                        act.alarm = Some(alarm);
+                    }
+                }
+                Ok(())
+            }),
+        ))
     }
 }
 

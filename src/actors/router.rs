@@ -14,7 +14,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::alarm::{AccountUpdated, AlarmActor, AlarmEnv, MonitorEvent};
+use super::alarm::{AccountUpdated, AlarmActor, AlarmCommand, AlarmEnv, CommandError, MonitorEvent};
 use super::server_guard::{Observe, Sighting};
 use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
 use crate::model::{Account, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeType};
@@ -74,6 +74,16 @@ pub struct Watcher {
     pub machine: Uuid,
     pub probe: Arc<Probe>,
     pub account: Account,
+}
+
+/// An operator's command for one monitor's alarm, handed to that
+/// monitor's actor (started if needed) so it never races the actor's own
+/// writes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), CommandError>")]
+pub struct ForMonitor {
+    pub monitor: MonitorKey,
+    pub command: AlarmCommand,
 }
 
 /// A probe was created or changed.
@@ -298,11 +308,33 @@ impl EventRouter {
     }
 }
 
+/// How often closed alarms past their retention are expunged.
+const EXPUNGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl EventRouter {
+    fn expunge(&mut self, ctx: &mut Context<Self>) {
+        let store = self.env.store.clone();
+        let before = self.env.clock.now_ms() - self.env.alarm_retention.as_millis() as i64;
+        ctx.spawn(
+            async move {
+                match store.expunge_closed(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(alarms = n, "closed alarms expunged after their retention"),
+                    Err(e) => tracing::warn!(error = %e, "cannot expunge closed alarms"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
 impl Actor for EventRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16 * 1024);
+        // Closed alarms past their retention go (their ids then answer 410).
+        ctx.run_interval(EXPUNGE_EVERY, |act, ctx| act.expunge(ctx));
         let store = self.env.store.clone();
         ctx.wait(
             async move {
@@ -352,6 +384,23 @@ impl Handler<RouteEvents> for EventRouter {
 
     fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
         self.route(msg.0, ctx);
+    }
+}
+
+impl Handler<ForMonitor> for EventRouter {
+    type Result = ResponseFuture<Result<(), CommandError>>;
+
+    fn handle(&mut self, msg: ForMonitor, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.monitor(msg.monitor, ctx);
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr
+                    .send(msg.command)
+                    .await
+                    .unwrap_or_else(|e| Err(CommandError::Store(format!("alarm actor: {e}")))),
+                None => Err(CommandError::Store("the alarm's account is unknown".into())),
+            }
+        })
     }
 }
 

@@ -304,6 +304,30 @@ impl Store {
         .await
     }
 
+    /// Deletes an alarm; its id stays issued, so it answers 410 from now on.
+    pub async fn delete_alarm(&self, user: Uuid, id: u64) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM alarms WHERE user = ?1 AND id = ?2",
+                params![user.to_string(), id as i64],
+            )?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    /// Expunges alarms closed before `before` (the retention period); their
+    /// ids answer 410 from now on. Returns how many went.
+    pub async fn expunge_closed(&self, before: EpochMs) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM alarms WHERE closed = 1 AND time_closed IS NOT NULL AND time_closed < ?1",
+                params![before],
+            )?)
+        })
+        .await
+    }
+
     /// The newest open alarm of a monitor, if any.
     pub async fn open_alarm(&self, monitor: MonitorKey) -> Result<Option<Alarm>, StoreError> {
         self.call(move |conn| {

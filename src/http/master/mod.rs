@@ -16,12 +16,16 @@ use crate::store::{AlarmLookup, Store};
 #[derive(Clone)]
 pub struct MasterApi {
     pub store: Store,
+    /// Probe events older than this are refused (`422 EventTooOld`).
+    pub event_max_age: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
     pub clock: Clock,
 }
 
 /// Mounts the Master API on an actix-web app.
+mod alarms;
+
 pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(api))
@@ -41,6 +45,8 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/pub/{account}/probes/{uuid}", web::get().to(get_probe))
             .route("/pub/{account}/alarms", web::get().to(list_alarms))
             .route("/pub/{account}/alarms/{id}", web::get().to(get_alarm))
+            .route("/pub/{account}/alarms/{id}", web::post().to(alarms::act_on_alarm))
+            .route("/pub/{account}/alarms/{id}", web::delete().to(alarms::delete_alarm))
             .default_service(web::to(not_found));
     }
 }
@@ -349,15 +355,24 @@ async fn list_alarms(
 async fn get_alarm(api: web::Data<MasterApi>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (account, id) = path.into_inner();
     let account = api.account(&account).await?;
-    let id: u64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::InvalidArgument(format!("alarm id {id:?} is not a positive integer")))?;
-    match api.store.get_alarm(account.uuid, id).await? {
-        AlarmLookup::Found(alarm) => Ok(HttpResponse::Ok().json(alarm)),
-        AlarmLookup::Gone => Err(ApiError::Gone(format!("alarm {id} was deleted or expunged"))),
-        AlarmLookup::NotFound => Err(ApiError::ResourceNotFound(format!("no such alarm: {id}"))),
+    let alarm = api.alarm(account.uuid, &id).await?;
+    Ok(HttpResponse::Ok().json(alarm))
+}
+
+impl MasterApi {
+    /// An account's alarm by its id in the path: 400 for a bad id, 410 for
+    /// a deleted or expunged one, 404 for one never issued.
+    async fn alarm(&self, user: Uuid, id: &str) -> Result<Alarm, ApiError> {
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ApiError::InvalidArgument(format!("alarm id {id:?} is not a positive integer")))?;
+        match self.store.get_alarm(user, id).await? {
+            AlarmLookup::Found(alarm) => Ok(alarm),
+            AlarmLookup::Gone => Err(ApiError::Gone(format!("alarm {id} was deleted or expunged"))),
+            AlarmLookup::NotFound => Err(ApiError::ResourceNotFound(format!("no such alarm: {id}"))),
+        }
     }
 }
 
@@ -413,6 +428,21 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
 async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_BODY).await?;
     let events = parse_events(&body)?;
+    // Amon's MON-343 rule, for agents' probe events only: a relay's spool
+    // may legitimately deliver machine events an hour late.
+    let now = api.clock.now_ms();
+    let max_age = api.event_max_age.as_millis() as i64;
+    if let Some(old) = events
+        .iter()
+        .find(|e| matches!(e, Event::Probe(_)) && now - e.time() > max_age)
+    {
+        return Err(ApiError::EventTooOld(format!(
+            "event {} is {}s old: probe events older than {}s are refused",
+            old.uuid(),
+            (now - old.time()) / 1000,
+            max_age / 1000
+        )));
+    }
     let count = events.len() as u64;
     let router = api.router()?;
     let fresh = api.store.commit_events(events, api.clock.now_ms()).await?;
