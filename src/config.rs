@@ -12,6 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::notify::limit::RateLimit;
+use crate::notify::transport::{Secret, SmtpCredentials, SmtpUrl};
 use crate::zones::sim::SimConfig;
 use crate::zones::LineFormat;
 
@@ -76,6 +77,11 @@ struct RawRelay {
     #[serde(default)]
     server_uuid: Option<String>,
     admin_listen: String,
+    /// `Secret`: a `RawConfig` printed with `{:?}` shows no token.
+    #[serde(default)]
+    master_token: Option<Secret>,
+    #[serde(default)]
+    master_token_file: Option<String>,
     agent_listen: String,
     agent_probes_poll: String,
     heartbeat: String,
@@ -131,12 +137,41 @@ struct RawEmail {
     #[serde(default)]
     smtp_url: Option<String>,
     from: String,
+    #[serde(default)]
+    username: Option<String>,
+    /// `Secret`: a `RawConfig` printed with `{:?}` shows no password.
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    password_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     open: bool,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    token_file: Option<String>,
+    role: String,
+}
+
+impl std::fmt::Debug for RawToken {
+    /// Never print a token, even when the whole raw config is logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawToken")
+            .field("token_file", &self.token_file)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +220,9 @@ pub struct RelaySettings {
     /// `None`: the platform's, else a stable one generated in the data dir.
     pub server_uuid: Option<Uuid>,
     pub admin_listen: SocketAddr,
+    /// The bearer token (role `relay`) the relay shows the master, if its
+    /// API requires one. Never logged (`Secret`'s Debug hides it).
+    pub master_token: Option<Secret>,
     /// Dev mode's TCP listener for the global zone's agent (`None`: off).
     /// On SmartOS agents will use per-zone Unix sockets instead.
     pub agent_listen: Option<SocketAddr>,
@@ -238,6 +276,9 @@ pub struct NotifySettings {
     pub max_age: Duration,
     /// `None`: write `.eml` files under `data_dir/mail`.
     pub smtp_url: Option<String>,
+    /// The SMTP login (`notify.email.username` with `password` or
+    /// `password_file`); `None`: no AUTH. Its `Debug` hides the password.
+    pub smtp_credentials: Option<SmtpCredentials>,
     pub from: String,
 }
 
@@ -245,6 +286,8 @@ pub struct NotifySettings {
 pub struct AuthSettings {
     /// No tokens required (loopback standalone).
     pub open: bool,
+    /// Bearer tokens and their roles (only digests are kept).
+    pub tokens: Vec<crate::http::auth::Token>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,8 +373,18 @@ pub fn load_from(
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    let env: std::collections::HashMap<String, String> =
+    let mut env: std::collections::HashMap<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with("AMON__")).collect();
+    let mut verbatim = Vec::new();
+    env.retain(
+        |name, value| match VERBATIM_ENV.iter().find(|(n, _)| name.eq_ignore_ascii_case(n)) {
+            Some((_, key)) => {
+                verbatim.push((*key, std::mem::take(value)));
+                false
+            }
+            None => true,
+        },
+    );
     builder = builder.add_source(
         config::Environment::with_prefix("AMON")
             .prefix_separator("__")
@@ -343,12 +396,28 @@ pub fn load_from(
             .try_parsing(true)
             .source(Some(env)),
     );
+    for (key, value) in verbatim {
+        builder = builder
+            .set_override(key, value)
+            .map_err(|e| ConfigError::new(key, e.to_string()))?;
+    }
     let raw: RawConfig = builder
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| ConfigError::new(&config_error_key(&e), e.to_string()))?;
     validate(mode, raw)
 }
+
+/// Environment variables taken as they are: `try_parsing` would turn a
+/// password such as `007` or `True` into a number or a boolean, and it would
+/// reach the SMTP server as `7` or `true`.
+const VERBATIM_ENV: &[(&str, &str)] = &[
+    ("AMON__NOTIFY__EMAIL__USERNAME", "notify.email.username"),
+    ("AMON__NOTIFY__EMAIL__PASSWORD", "notify.email.password"),
+    ("AMON__NOTIFY__EMAIL__PASSWORD_FILE", "notify.email.password_file"),
+    ("AMON__RELAY__MASTER_TOKEN", "relay.master_token"),
+    ("AMON__RELAY__MASTER_TOKEN_FILE", "relay.master_token_file"),
+];
 
 /// The key a `config` crate error names, if it names one.
 fn config_error_key(error: &config::ConfigError) -> String {
@@ -427,6 +496,12 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         master_url,
         server_uuid,
         admin_listen: socket_addr("relay.admin_listen", &raw.relay.admin_listen)?,
+        master_token: secret(
+            "relay.master_token",
+            raw.relay.master_token.as_ref().map(|t| t.expose().to_string()),
+            raw.relay.master_token_file.clone(),
+        )?
+        .map(Secret::new),
         agent_listen: match raw.relay.agent_listen.trim() {
             "" => None,
             text => Some(socket_addr("relay.agent_listen", text)?),
@@ -443,15 +518,11 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     if relay.agent_probes_poll.is_zero() {
         return Err(ConfigError::new("relay.agent_probes_poll", "must be more than zero"));
     }
-    let smtp_url = raw.notify.email.smtp_url.filter(|u| !u.is_empty());
+    let smtp_url = raw.notify.email.smtp_url.clone().filter(|u| !u.is_empty());
     if let Some(url) = &smtp_url {
-        if !url.starts_with("smtp://") {
-            return Err(ConfigError::new(
-                "notify.email.smtp_url",
-                format!("invalid url {url:?}: must start with smtp://"),
-            ));
-        }
+        SmtpUrl::parse(url).map_err(|e| ConfigError::new("notify.email.smtp_url", e.to_string()))?;
     }
+    let smtp_credentials = smtp_credentials(&raw.notify.email, smtp_url.is_some())?;
     if !raw.notify.email.from.contains('@') {
         return Err(ConfigError::new(
             "notify.email.from",
@@ -460,6 +531,9 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     if raw.notify.workers == 0 {
         return Err(ConfigError::new("notify.workers", "must be at least 1"));
+    }
+    if humantime::parse_duration(raw.notify.heartbeat_timeout.trim()).is_ok_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("notify.heartbeat_timeout", "must be more than zero"));
     }
     if raw.notify.burst_count < 2 {
         return Err(ConfigError::new("notify.burst_count", "must be at least 2"));
@@ -485,6 +559,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         },
         max_age: duration("notify.max_age", &raw.notify.max_age)?,
         smtp_url,
+        smtp_credentials,
         from: raw.notify.email.from,
     };
     let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
@@ -499,9 +574,114 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         master,
         relay,
         notify,
-        auth: AuthSettings { open: raw.auth.open },
+        auth: validate_auth(raw.auth)?,
         demo,
     })
+}
+
+/// The SMTP login: a username with exactly one of `password` (which
+/// `AMON__NOTIFY__EMAIL__PASSWORD` sets) and `password_file` (a file holding
+/// the password; surrounding whitespace, such as the final newline, is
+/// dropped). No error names the password itself.
+fn smtp_credentials(raw: &RawEmail, has_smtp_url: bool) -> Result<Option<SmtpCredentials>, ConfigError> {
+    let username = raw.username.as_deref().filter(|u| !u.trim().is_empty());
+    let password = raw.password.as_ref().filter(|p| !p.is_empty());
+    let password_file = raw.password_file.as_deref().filter(|p| !p.trim().is_empty());
+    if username.is_none() && password.is_none() && password_file.is_none() {
+        return Ok(None);
+    }
+    if password.is_some() && password_file.is_some() {
+        return Err(ConfigError::new(
+            "notify.email.password_file",
+            "cannot be used together with notify.email.password: set one",
+        ));
+    }
+    let Some(username) = username else {
+        let key = if password.is_some() {
+            "notify.email.password"
+        } else {
+            "notify.email.password_file"
+        };
+        return Err(ConfigError::new(
+            "notify.email.username",
+            format!("is required when {key} is set"),
+        ));
+    };
+    if !has_smtp_url {
+        return Err(ConfigError::new(
+            "notify.email.username",
+            "is set but notify.email.smtp_url is not: the login is for an SMTP server",
+        ));
+    }
+    let password = match (password, password_file) {
+        (Some(password), _) => password.clone(),
+        (None, Some(path)) => {
+            let key = "notify.email.password_file";
+            let path = path.trim();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new(key, format!("cannot read {path:?}: {e}")))?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(ConfigError::new(key, format!("file {path:?} is empty")));
+            }
+            Secret::new(secret)
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                "notify.email.password",
+                "is required when notify.email.username is set (or set notify.email.password_file)",
+            ))
+        }
+    };
+    Ok(Some(SmtpCredentials {
+        username: username.to_string(),
+        password,
+    }))
+}
+
+/// A secret given inline or in a file (the file is read now, trimmed).
+fn secret(key: &str, inline: Option<String>, file: Option<String>) -> Result<Option<String>, ConfigError> {
+    match (inline.filter(|s| !s.is_empty()), file.filter(|f| !f.is_empty())) {
+        (Some(_), Some(_)) => Err(ConfigError::new(key, "give the secret or a file holding it, not both")),
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| ConfigError::new(key, format!("cannot read {path}: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn validate_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+    use crate::http::auth::{Role, Token};
+    let mut tokens = Vec::new();
+    for (i, token) in raw.tokens.into_iter().enumerate() {
+        let key = format!("auth.tokens[{i}]");
+        let role = Role::parse(&token.role).ok_or_else(|| {
+            ConfigError::new(
+                &format!("{key}.role"),
+                format!(
+                    "unknown role {:?}: expected operator, relay or account:<uuid>",
+                    token.role
+                ),
+            )
+        })?;
+        let secret = secret(&format!("{key}.token"), token.token, token.token_file)?
+            .ok_or_else(|| ConfigError::new(&format!("{key}.token"), "token or token_file is required"))?;
+        if secret.len() < 16 {
+            return Err(ConfigError::new(
+                &format!("{key}.token"),
+                "must be at least 16 characters (use a random string)",
+            ));
+        }
+        tokens.push(Token::new(&secret, role));
+    }
+    if !raw.open && tokens.is_empty() {
+        return Err(ConfigError::new(
+            "auth.tokens",
+            "auth.open is false but no tokens are configured: nobody could use the API",
+        ));
+    }
+    Ok(AuthSettings { open: raw.open, tokens })
 }
 
 fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
@@ -690,6 +870,126 @@ mod tests {
         assert_eq!(err.key, "relay.agent_probes_poll");
         let err = load_from(Mode::Relay, None, env(&[("AMON__RELAY__AGENT_LISTEN", "4308")])).unwrap_err();
         assert_eq!(err.key, "relay.agent_listen");
+    }
+
+    #[test]
+    fn smtp_urls_are_checked_when_the_config_is_read() {
+        for url in [
+            "smtp://127.0.0.1",
+            "smtp://mail.example.com:587?tls=starttls",
+            "smtps://mail.example.com",
+        ] {
+            let s = load_from(Mode::Master, None, env(&[("AMON__NOTIFY__EMAIL__SMTP_URL", url)])).unwrap();
+            assert_eq!(s.notify.smtp_url.as_deref(), Some(url));
+            assert_eq!(s.notify.smtp_credentials, None);
+        }
+        for url in ["http://mail.example.com", "smtp://mail.example.com?tls=yes"] {
+            let err = load_from(Mode::Master, None, env(&[("AMON__NOTIFY__EMAIL__SMTP_URL", url)])).unwrap_err();
+            assert_eq!(err.key, "notify.email.smtp_url", "{err}");
+        }
+    }
+
+    #[test]
+    fn the_smtp_login_comes_from_the_file_or_the_environment_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.toml");
+        std::fs::write(
+            &path,
+            "[notify.email]\nsmtp_url = \"smtps://mail.example.com\"\nusername = \"amon\"\npassword = \"s3cret\"\n",
+        )
+        .unwrap();
+        let s = load_from(Mode::Master, Some(&path), env(&[])).unwrap();
+        let credentials = s.notify.smtp_credentials.clone().unwrap();
+        assert_eq!(credentials.username, "amon");
+        assert_eq!(credentials.password.expose(), "s3cret");
+        let shown = format!("{s:?}");
+        assert!(shown.contains("<redacted>") && !shown.contains("s3cret"), "{shown}");
+
+        // The environment wins, and a password that looks like a number or a
+        // boolean arrives as typed.
+        for password in ["007", "True", "1e3", "s3cret with spaces"] {
+            let s = load_from(
+                Mode::Master,
+                Some(&path),
+                env(&[
+                    ("AMON__NOTIFY__EMAIL__PASSWORD", password),
+                    ("AMON__NOTIFY__EMAIL__USERNAME", "0042"),
+                ]),
+            )
+            .unwrap();
+            let credentials = s.notify.smtp_credentials.unwrap();
+            assert_eq!(credentials.password.expose(), password);
+            assert_eq!(credentials.username, "0042");
+        }
+    }
+
+    #[test]
+    fn the_smtp_password_can_live_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("smtp-password");
+        std::fs::write(&secret, "  s3cret\n").unwrap();
+        let base = [
+            ("AMON__NOTIFY__EMAIL__SMTP_URL", "smtp://127.0.0.1?tls=starttls"),
+            ("AMON__NOTIFY__EMAIL__USERNAME", "amon"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            load_from(Mode::Master, None, env(&pairs))
+        };
+        let s = with(&[("AMON__NOTIFY__EMAIL__PASSWORD_FILE", secret.to_str().unwrap())]).unwrap();
+        assert_eq!(s.notify.smtp_credentials.unwrap().password.expose(), "s3cret");
+
+        let missing = dir.path().join("nope");
+        let err = with(&[("AMON__NOTIFY__EMAIL__PASSWORD_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert_eq!(err.key, "notify.email.password_file");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+
+        std::fs::write(&secret, "\n").unwrap();
+        let err = with(&[("AMON__NOTIFY__EMAIL__PASSWORD_FILE", secret.to_str().unwrap())]).unwrap_err();
+        assert_eq!(err.key, "notify.email.password_file");
+        assert!(err.to_string().contains("empty"), "{err}");
+
+        let err = with(&[
+            ("AMON__NOTIFY__EMAIL__PASSWORD_FILE", secret.to_str().unwrap()),
+            ("AMON__NOTIFY__EMAIL__PASSWORD", "s3cret"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "notify.email.password_file");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn half_an_smtp_login_is_an_error_naming_the_missing_key() {
+        let url = ("AMON__NOTIFY__EMAIL__SMTP_URL", "smtps://mail.example.com");
+        let err = load_from(
+            Mode::Master,
+            None,
+            env(&[url, ("AMON__NOTIFY__EMAIL__USERNAME", "amon")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "notify.email.password", "{err}");
+
+        let err = load_from(
+            Mode::Master,
+            None,
+            env(&[url, ("AMON__NOTIFY__EMAIL__PASSWORD", "s3cret")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "notify.email.username", "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+
+        let err = load_from(
+            Mode::Master,
+            None,
+            env(&[
+                ("AMON__NOTIFY__EMAIL__USERNAME", "amon"),
+                ("AMON__NOTIFY__EMAIL__PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "notify.email.username", "{err}");
+        assert!(err.to_string().contains("smtp_url"), "{err}");
     }
 
     #[test]

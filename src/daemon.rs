@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::actors::agent_probes::AgentProbeCache;
 use crate::actors::alarm::AlarmEnv;
 use crate::actors::http_service::{HttpService, ServeFn};
+use crate::actors::maintenance::{KeeperEnv, Maintenance, MaintenanceKeeper};
 use crate::actors::notifier::{NotifierEnv, NotifierPool};
 use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
 use crate::actors::router::EventRouter;
@@ -136,7 +137,8 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             set_up_demo(&settings, &store, &clock).await?;
         }
         let mailer = match &settings.notify.smtp_url {
-            Some(url) => Mailer::smtp(url).map_err(|e| DaemonError::Mail(e.to_string()))?,
+            Some(url) => Mailer::smtp(url, settings.notify.smtp_credentials.clone())
+                .map_err(|e| DaemonError::Mail(e.to_string()))?,
             None => {
                 let dir = settings.data_dir.join("mail");
                 tracing::info!(dir = %dir.display(), "no smtp_url configured: writing email as .eml files");
@@ -166,6 +168,10 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             hold: settings.notify.hold,
             alarm_retention: settings.master.alarm_retention,
             event_max_age: settings.master.event_max_age,
+            auth: crate::http::auth::Auth {
+                open: settings.auth.open,
+                tokens: settings.auth.tokens.clone(),
+            },
             guard: GuardSettings {
                 hold: settings.notify.hold,
                 burst_count: settings.notify.burst_count,
@@ -189,6 +195,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
         let relay = RelayParts {
             link_config: RelayLinkConfig {
                 master_url,
+                master_token: settings.relay.master_token.as_ref().map(|t| t.expose().to_string()),
                 relay: server_uuid,
                 hostname: hostname(),
                 heartbeat: settings.relay.heartbeat,
@@ -224,6 +231,7 @@ struct MasterParts {
     guard: GuardSettings,
     alarm_retention: std::time::Duration,
     event_max_age: std::time::Duration,
+    auth: crate::http::auth::Auth,
     datacenter: String,
     public_url: String,
     listener: Rc<TcpListener>,
@@ -235,7 +243,17 @@ impl MasterParts {
             let notifier = Named::<NotifierPool>::new();
             let router = Named::<EventRouter>::new();
             let guard = Named::<ServerGuard>::new();
+            let keeper = Named::<MaintenanceKeeper>::new();
+            // Shared by alarm actors, the flood guard and the keeper (writer).
+            let maintenance = Maintenance::default();
+            let keeper_env = Arc::new(KeeperEnv {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                maintenance: maintenance.clone(),
+                router: router.clone(),
+            });
             let guard_env = Arc::new(GuardEnv {
+                maintenance: maintenance.clone(),
                 settings: self.guard.clone(),
                 store: self.store.clone(),
                 clock: self.clock.clone(),
@@ -249,6 +267,7 @@ impl MasterParts {
                 clock: self.clock.clone(),
                 notifier: notifier.clone(),
                 guard: guard.clone(),
+                maintenance: maintenance.clone(),
                 hold: self.hold,
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
@@ -258,12 +277,19 @@ impl MasterParts {
                 store: self.store.clone(),
                 event_max_age: self.event_max_age,
                 router: router.clone(),
+                keeper: keeper.clone(),
                 clock: self.clock.clone(),
             };
+            let auth = self.auth.clone();
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let api = api.clone();
+                let auth = auth.clone();
                 Ok(actix_web::HttpServer::new(move || {
-                    actix_web::App::new().configure(crate::http::master::configure(api.clone()))
+                    actix_web::App::new()
+                        .app_data(actix_web::web::Data::new(auth.clone()))
+                        .app_data(actix_web::web::Data::new(api.store.clone()))
+                        .wrap(actix_web::middleware::from_fn(crate::http::auth::authorize))
+                        .configure(crate::http::master::configure(api.clone()))
                 })
                 .workers(2)
                 .disable_signals()
@@ -280,6 +306,14 @@ impl MasterParts {
                     move |lifeline| {
                         let addr = NotifierPool::new(notifier_env.clone(), workers, lifeline).start();
                         notifier.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                .child(ChildSpec::new("maintenance", Restart::Permanent, {
+                    let keeper = keeper.clone();
+                    move |lifeline| {
+                        let addr = MaintenanceKeeper::new(keeper_env.clone(), lifeline).start();
+                        keeper.set(addr.clone());
                         addr.recipient()
                     }
                 }))
@@ -373,6 +407,7 @@ impl RelayParts {
                 .run())
             }));
             let master_url = self.link_config.master_url.clone();
+            let master_token = self.link_config.master_token.clone();
             let agent = self.link_config.relay;
             let poll = self.agent_probes_poll;
             let link_config = self.link_config.clone();
@@ -393,7 +428,8 @@ impl RelayParts {
                 .child(ChildSpec::new("agent-probes", Restart::Permanent, {
                     let agent_probes = agent_probes.clone();
                     move |lifeline| {
-                        let addr = AgentProbeCache::new(&master_url, agent, poll, lifeline).start();
+                        let addr =
+                            AgentProbeCache::new(&master_url, master_token.as_deref(), agent, poll, lifeline).start();
                         agent_probes.set(addr.clone());
                         addr.recipient()
                     }

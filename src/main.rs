@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Master { config } => (Mode::Master, config),
         Command::Relay { config } => (Mode::Relay, config),
         Command::Ping { url } => return ping(&url),
+        client => return amon::cli::run(client).expect("daemons and ping are matched above"),
     };
     let settings = match config::load(mode, file.as_deref()) {
         Ok(settings) => settings,

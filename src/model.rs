@@ -60,6 +60,61 @@ pub struct Probe {
     pub renotify: Option<u64>,
 }
 
+/// A probe group: its probes share one alarm, and its contacts replace
+/// theirs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeGroup {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub user: Uuid,
+    pub contacts: Vec<String>,
+    pub disabled: bool,
+    /// Seconds before a new fault is notified (overrides probes' and the
+    /// configured hold for the group's alarm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renotify: Option<u64>,
+}
+
+/// How a contact is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Medium {
+    Email,
+    Webhook,
+}
+
+/// A named way to reach an account's people (`/pub/:account/contacts/:name`).
+/// The contact named `email` exists without being stored: the account's
+/// email address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub name: String,
+    pub medium: Medium,
+    pub address: String,
+}
+
+impl Contact {
+    /// The implicit `email` contact of an account.
+    pub fn default_email(account: &Account) -> Contact {
+        Contact {
+            name: "email".into(),
+            medium: Medium::Email,
+            address: account.email.clone(),
+        }
+    }
+}
+
+/// An account with its contacts: what is needed to address its people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountBook {
+    pub account: Account,
+    /// Stored contacts by name (the implicit `email` is not in here).
+    pub contacts: std::collections::HashMap<String, Contact>,
+}
+
 /// Which alarm stream an event belongs to (SPEC §5 rule 1): the probe's group
 /// if it has one, else the probe itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -242,5 +297,77 @@ impl Event {
             Event::Machine(e) => e.time,
             Event::Server(e) => e.time,
         }
+    }
+}
+
+/// What a maintenance window covers (SPEC §5): everything of its account(s)
+/// (`all`), or a monitor scope (`probes` or `probeGroups`), a machine scope
+/// (`machines`, or `servers`: every machine on those compute nodes), or one
+/// of each, and then both must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceScope {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_groups: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<Uuid>,
+}
+
+/// A maintenance window: faults it covers are kept as `maintFaults` and
+/// notify nobody until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    pub id: u64,
+    /// The account; `None` for an operator's window across accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Uuid>,
+    pub start: EpochMs,
+    /// `None`: open-ended, until deleted.
+    pub end: Option<EpochMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    #[serde(flatten)]
+    pub scope: MaintenanceScope,
+}
+
+/// What a fault is, for the question "does a window cover it?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultSite {
+    pub user: Uuid,
+    pub probe: Uuid,
+    pub group: Option<Uuid>,
+    pub machine: Option<Uuid>,
+    pub server: Option<Uuid>,
+}
+
+impl MaintenanceWindow {
+    /// Whether the window is in force at `at` (start inclusive, end exclusive).
+    pub fn active_at(&self, at: EpochMs) -> bool {
+        self.start <= at && self.end.is_none_or(|end| at < end)
+    }
+
+    /// Whether the window covers the fault at `at`.
+    pub fn covers(&self, site: &FaultSite, at: EpochMs) -> bool {
+        if self.user.is_some_and(|user| user != site.user) || !self.active_at(at) {
+            return false;
+        }
+        let s = &self.scope;
+        if s.all {
+            return true;
+        }
+        let monitor = (s.probes.is_empty() && s.probe_groups.is_empty())
+            || s.probes.contains(&site.probe)
+            || site.group.is_some_and(|g| s.probe_groups.contains(&g));
+        let machine = (s.machines.is_empty() && s.servers.is_empty())
+            || site.machine.is_some_and(|m| s.machines.contains(&m))
+            || site.server.is_some_and(|m| s.servers.contains(&m));
+        monitor && machine
     }
 }

@@ -75,7 +75,9 @@ pub enum Effect {
 /// Applies an event to an alarm (rule 3) and says what follows (rule 4 with
 /// the hold: a fault is announced when its hold expires, see
 /// [`hold_expired`]; a clear is announced only if its fault was).
-pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs) -> Vec<Effect> {
+/// `in_maintenance`: a window covers this event's fault, so a fault goes to
+/// `maintFaults` and tells nobody (rule 3).
+pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs, in_maintenance: bool) -> Vec<Effect> {
     alarm.num_events += 1;
     alarm.time_last_event = Some(event.time);
     let probe = event.probe_uuid;
@@ -101,6 +103,20 @@ pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs) -> Vec<Effect> 
     } else if let Some(fault) = alarm.faults.iter_mut().find(|f| f.probe == probe) {
         // The latest event wins; the fault count does not change.
         fault.event = event;
+    } else if in_maintenance {
+        let fault = Fault {
+            fault_type: "probe".into(),
+            probe,
+            time_faulted: now,
+            notified: false,
+            folded: false,
+            event,
+        };
+        match alarm.maint_faults.iter_mut().find(|f| f.probe == probe) {
+            Some(existing) => existing.event = fault.event,
+            None => alarm.maint_faults.push(fault),
+        }
+        alarm.maint_faults.sort_by_key(|f| f.probe);
     } else {
         alarm.faults.push(Fault {
             fault_type: "probe".into(),
@@ -128,6 +144,31 @@ pub fn hold_expired(alarm: &mut Alarm, probe: Uuid) -> Option<Effect> {
         kind: NotificationKind::Fault,
         fault: Box::new(fault.clone()),
     })
+}
+
+/// A maintenance window ended or was deleted (rule 5): maintenance faults
+/// no window covers any more become faults and are notified now; those
+/// still covered (overlapping windows) wait for the last one.
+pub fn review_maintenance(alarm: &mut Alarm, still_covered: impl Fn(&Fault) -> bool) -> Vec<Effect> {
+    if alarm.closed {
+        return Vec::new();
+    }
+    let (keep, promote): (Vec<Fault>, Vec<Fault>) = alarm.maint_faults.drain(..).partition(|f| still_covered(f));
+    alarm.maint_faults = keep;
+    let mut effects = Vec::new();
+    for mut fault in promote {
+        if alarm.faults.iter().any(|f| f.probe == fault.probe) {
+            continue; // already a regular fault: nothing new to say
+        }
+        fault.notified = true;
+        effects.push(Effect::Notify {
+            kind: NotificationKind::Fault,
+            fault: Box::new(fault.clone()),
+        });
+        alarm.faults.push(fault);
+    }
+    alarm.faults.sort_by_key(|f| f.probe);
+    effects
 }
 
 /// An operator's action on an alarm (`POST …/alarms/:id?action=`). All of
@@ -255,14 +296,14 @@ mod tests {
     #[test]
     fn reboot_within_hold_sends_nothing() {
         let mut alarm = new_alarm(key(), 1, 0);
-        let down = apply(&mut alarm, event(2, false, 0), 0);
+        let down = apply(&mut alarm, event(2, false, 0), 0, false);
         assert_eq!(
             down,
             vec![Effect::StartHold {
                 probe: Uuid::from_u128(2)
             }]
         );
-        let up = apply(&mut alarm, event(2, true, 10_000), 10_000);
+        let up = apply(&mut alarm, event(2, true, 10_000), 10_000, false);
         assert_eq!(
             up,
             vec![Effect::CancelHold {
@@ -280,7 +321,7 @@ mod tests {
     #[test]
     fn down_and_staying_down_notifies_once_after_the_hold() {
         let mut alarm = new_alarm(key(), 1, 0);
-        apply(&mut alarm, event(2, false, 0), 0);
+        apply(&mut alarm, event(2, false, 0), 0, false);
         let expired = hold_expired(&mut alarm, Uuid::from_u128(2));
         assert!(matches!(
             expired,
@@ -290,7 +331,7 @@ mod tests {
             })
         ));
         // A repeated fault from the same probe changes nothing.
-        assert!(apply(&mut alarm, event(2, false, 5_000), 5_000).is_empty());
+        assert!(apply(&mut alarm, event(2, false, 5_000), 5_000, false).is_empty());
         assert_eq!(hold_expired(&mut alarm, Uuid::from_u128(2)), None);
         assert_eq!(alarm.num_events, 2);
         assert_eq!(alarm.faults.len(), 1);
@@ -299,9 +340,9 @@ mod tests {
     #[test]
     fn a_clear_after_a_notified_fault_notifies_and_closes() {
         let mut alarm = new_alarm(key(), 1, 0);
-        apply(&mut alarm, event(2, false, 0), 0);
+        apply(&mut alarm, event(2, false, 0), 0, false);
         hold_expired(&mut alarm, Uuid::from_u128(2));
-        let effects = apply(&mut alarm, event(2, true, 90_000), 90_000);
+        let effects = apply(&mut alarm, event(2, true, 90_000), 90_000, false);
         assert_eq!(notified(&effects), vec![NotificationKind::Clear]);
         assert!(alarm.closed);
         assert_eq!(alarm.time_closed, Some(90_000));
@@ -317,13 +358,13 @@ mod tests {
             1,
             0,
         );
-        apply(&mut alarm, event(2, false, 0), 0);
-        apply(&mut alarm, event(3, false, 0), 0);
+        apply(&mut alarm, event(2, false, 0), 0, false);
+        apply(&mut alarm, event(3, false, 0), 0, false);
         assert_eq!(alarm.faults.len(), 2);
         assert!(hold_expired(&mut alarm, Uuid::from_u128(2)).is_some());
         assert!(hold_expired(&mut alarm, Uuid::from_u128(3)).is_some());
         // One clears: the alarm stays open with the other.
-        let effects = apply(&mut alarm, event(2, true, 1), 1);
+        let effects = apply(&mut alarm, event(2, true, 1), 1, false);
         assert_eq!(notified(&effects), vec![NotificationKind::Clear]);
         assert!(!alarm.closed);
     }
@@ -331,7 +372,7 @@ mod tests {
     #[test]
     fn events_join_the_open_alarm_within_25_hours_and_clears_always() {
         let mut alarm = new_alarm(key(), 1, 0);
-        apply(&mut alarm, event(2, false, 0), 0);
+        apply(&mut alarm, event(2, false, 0), 0, false);
         assert_eq!(relate(Some(&alarm), &event(2, false, 24 * HOUR), true), Relation::Join);
         assert_eq!(relate(Some(&alarm), &event(2, false, 26 * HOUR), true), Relation::Open);
         assert_eq!(relate(Some(&alarm), &event(2, true, 26 * HOUR), true), Relation::Join);
@@ -352,7 +393,7 @@ mod tests {
         let mut down = event(2, false, 0);
         down.agent = Some(server);
         let mut alarm = new_alarm(key(), 1, 0);
-        apply(&mut alarm, down.clone(), 0);
+        apply(&mut alarm, down.clone(), 0, false);
         assert!(fold(&mut alarm, Uuid::from_u128(2)));
         assert!(alarm.faults[0].folded && !alarm.faults[0].notified);
         assert!(
@@ -364,19 +405,49 @@ mod tests {
 
         // A folded fault that clears before the release says nothing.
         let mut alarm = new_alarm(key(), 2, 0);
-        apply(&mut alarm, down, 0);
+        apply(&mut alarm, down, 0, false);
         fold(&mut alarm, Uuid::from_u128(2));
         let mut up = event(2, true, 5);
         up.agent = Some(server);
-        assert!(notified(&apply(&mut alarm, up, 5)).is_empty());
+        assert!(notified(&apply(&mut alarm, up, 5, false)).is_empty());
         assert!(alarm.closed);
         assert!(release(&mut alarm, server).is_empty());
     }
 
     #[test]
+    fn a_fault_under_maintenance_waits_silently_until_the_window_ends() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        assert!(
+            apply(&mut alarm, event(2, false, 0), 0, true).is_empty(),
+            "no hold, no notification"
+        );
+        assert!(alarm.faults.is_empty());
+        assert_eq!(alarm.maint_faults.len(), 1);
+        // An overlapping window still covers it: nothing.
+        assert!(review_maintenance(&mut alarm, |_| true).is_empty());
+        // The last window ends: notified now, and a regular fault from here on.
+        assert_eq!(
+            notified(&review_maintenance(&mut alarm, |_| false)),
+            vec![NotificationKind::Fault]
+        );
+        assert!(alarm.maint_faults.is_empty());
+        assert!(alarm.faults[0].notified);
+    }
+
+    #[test]
+    fn a_machine_back_during_the_window_closes_its_alarm_silently() {
+        let mut alarm = new_alarm(key(), 1, 0);
+        apply(&mut alarm, event(2, false, 0), 0, true);
+        let effects = apply(&mut alarm, event(2, true, 10), 10, true);
+        assert!(notified(&effects).is_empty());
+        assert!(alarm.closed);
+        assert!(review_maintenance(&mut alarm, |_| false).is_empty());
+    }
+
+    #[test]
     fn group_events_false_opens_an_alarm_for_every_event() {
         let mut alarm = new_alarm(key(), 1, 0);
-        apply(&mut alarm, event(2, false, 0), 0);
+        apply(&mut alarm, event(2, false, 0), 0, false);
         assert_eq!(relate(Some(&alarm), &event(2, false, 1), false), Relation::Open);
         assert_eq!(relate(Some(&alarm), &event(2, true, 1), false), Relation::Open);
     }

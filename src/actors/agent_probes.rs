@@ -62,9 +62,15 @@ pub struct AgentProbeCache {
 }
 
 impl AgentProbeCache {
-    pub fn new(master_url: &str, agent: Uuid, poll: Duration, lifeline: Lifeline) -> AgentProbeCache {
+    pub fn new(
+        master_url: &str,
+        master_token: Option<&str>,
+        agent: Uuid,
+        poll: Duration,
+        lifeline: Lifeline,
+    ) -> AgentProbeCache {
         AgentProbeCache {
-            client: Rc::new(MasterClient::new(master_url)),
+            client: Rc::new(MasterClient::new(master_url, master_token)),
             agent,
             poll,
             cached: None,
@@ -264,7 +270,7 @@ mod tests {
         let one = r#"[{"uuid":"00000000-0000-0000-0000-000000000001"}]"#;
         master.set(one);
         let (url, server) = master.start();
-        let cache = AgentProbeCache::new(&url, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
 
         let first = cache.send(GetAgentProbes).await.unwrap().unwrap();
         assert_eq!(first.body, one.as_bytes());
@@ -298,7 +304,7 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let cache = AgentProbeCache::new(&url, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
         let answer = cache.send(GetAgentProbes).await.unwrap();
         assert!(answer.is_err(), "{answer:?}");
     }
@@ -324,7 +330,7 @@ mod tests {
         .run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        let cache = AgentProbeCache::new(&url, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
         let answer = cache.send(GetAgentProbes).await.unwrap();
         assert!(
             matches!(&answer, Err(AgentProbesUnavailable(why)) if why.contains("Content-MD5")),

@@ -15,13 +15,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use uuid::Uuid;
 
+use super::maintenance::Maintenance;
 use super::notifier::{Deliver, NotifierPool};
 use super::router::RouteTicket;
 use super::server_guard::{Fold, ServerGuard};
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
-use crate::model::{Account, Alarm, EpochMs, Fault, MonitorKey, Probe, ProbeEvent};
-use crate::notify::{message_id, ContactAddress, MachineRef, Notification, NotificationKind, ProbeRef};
+use crate::model::{AccountBook, Alarm, EpochMs, Fault, FaultSite, MonitorKey, Probe, ProbeEvent, ProbeGroup};
+use crate::notify::{message_id, resolve_contacts, MachineRef, Notification, NotificationKind, ProbeRef};
 use crate::rules::{self, AlarmAction, Effect, Relation};
 use crate::store::Store;
 
@@ -32,6 +33,8 @@ pub struct AlarmEnv {
     pub notifier: Named<NotifierPool>,
     /// The flood guard, asked before a machine-down fault is announced.
     pub guard: Named<ServerGuard>,
+    /// The maintenance windows in force.
+    pub maintenance: Maintenance,
     /// Default hold before a fault is notified.
     pub hold: Duration,
     pub datacenter: String,
@@ -46,19 +49,24 @@ pub struct AlarmEnv {
 #[rtype(result = "()")]
 pub struct MonitorEvent {
     pub probe: Arc<Probe>,
+    /// The probe's group, when the monitor is one.
+    pub group: Option<Arc<ProbeGroup>>,
     pub event: ProbeEvent,
     /// Told when the event's effect is committed (see `RouteTicket`).
     pub ticket: Option<Arc<RouteTicket>>,
 }
 
-/// The account behind the monitor changed (e.g. its email).
+/// The account behind the monitor, or its contacts, changed.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct AccountUpdated(pub Account);
+pub struct AccountUpdated(pub Arc<AccountBook>);
 
 pub struct AlarmActor {
     key: MonitorKey,
-    account: Account,
+    /// The owner and its contacts (replaced when they change).
+    book: Arc<AccountBook>,
+    /// The monitor's group, when it is one (from the latest event).
+    group: Option<Arc<ProbeGroup>>,
     env: Arc<AlarmEnv>,
     /// The monitor's newest open alarm, if any; closed alarms live only in
     /// the store.
@@ -73,10 +81,11 @@ pub struct AlarmActor {
 }
 
 impl AlarmActor {
-    pub fn new(key: MonitorKey, account: Account, env: Arc<AlarmEnv>, lifeline: Lifeline) -> AlarmActor {
+    pub fn new(key: MonitorKey, book: Arc<AccountBook>, env: Arc<AlarmEnv>, lifeline: Lifeline) -> AlarmActor {
         AlarmActor {
             key,
-            account,
+            book,
+            group: None,
             env,
             alarm: None,
             probes: HashMap::new(),
@@ -97,18 +106,30 @@ impl AlarmActor {
         }
     }
 
+    /// Where a fault of `probe` with this event sits, for maintenance windows.
+    fn site(&self, probe: Uuid, event: &ProbeEvent) -> FaultSite {
+        FaultSite {
+            user: self.key.user(),
+            probe,
+            group: self.probes.get(&probe).and_then(|p| p.group),
+            machine: event.machine,
+            server: event.agent,
+        }
+    }
+
     /// The probe's own hold, else the configured one.
     fn hold_of(&self, probe: Uuid) -> Duration {
-        self.probes
-            .get(&probe)
-            .and_then(|p| p.hold)
+        let group = self.group.as_ref().and_then(|g| g.hold);
+        group
+            .or_else(|| self.probes.get(&probe).and_then(|p| p.hold))
             .map(Duration::from_secs)
             .unwrap_or(self.env.hold)
     }
 
     /// Reminders are off unless the probe asks for them (`renotify`).
     fn schedule_reminder(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
-        let Some(every) = self.probes.get(&probe).and_then(|p| p.renotify) else {
+        let group = self.group.as_ref().and_then(|g| g.renotify);
+        let Some(every) = group.or_else(|| self.probes.get(&probe).and_then(|p| p.renotify)) else {
             return;
         };
         ctx.run_later(Duration::from_secs(every), move |act, ctx| {
@@ -144,7 +165,9 @@ impl AlarmActor {
         let Some(mut alarm) = self.alarm.take() else {
             return;
         };
-        let effects = rules::apply(&mut alarm, event, now);
+        let site = self.site(event.probe_uuid, &event);
+        let in_maintenance = self.env.maintenance.covers(&site, event.time);
+        let effects = rules::apply(&mut alarm, event, now, in_maintenance);
         self.carry_out(alarm, effects, ctx);
     }
 
@@ -268,20 +291,17 @@ impl AlarmActor {
 
     fn notifications(&self, alarm: &Alarm, kind: NotificationKind, fault: &Fault) -> Vec<Notification> {
         let probe = self.probes.get(&fault.probe);
-        let contacts: Vec<String> = probe
-            .map(|p| p.contacts.clone())
-            .unwrap_or_else(|| vec!["email".into()]);
+        // A group's contacts replace its probes' (Amon's rule).
+        let names: Vec<String> = match (&self.group, probe) {
+            (Some(group), _) => group.contacts.clone(),
+            (None, Some(probe)) => probe.contacts.clone(),
+            (None, None) => vec!["email".into()],
+        };
         let event = &fault.event;
-        contacts
-            .iter()
-            .filter_map(|name| {
-                let address = match name.as_str() {
-                    "email" => ContactAddress::Email(self.account.email.clone()),
-                    other => {
-                        tracing::warn!(contact = other, account = %self.account.login, "unknown contact; not notified");
-                        return None;
-                    }
-                };
+        let account = &self.book.account;
+        resolve_contacts(&names, account, &self.book.contacts)
+            .into_iter()
+            .map(|(name, address)| {
                 // The first notification of an alarm roots the thread; its id
                 // is derived so later ones can refer to it.
                 let root = Uuid::new_v5(
@@ -293,14 +313,14 @@ impl AlarmActor {
                 } else {
                     (Uuid::new_v4(), Some(message_id(root, &self.env.datacenter)))
                 };
-                Some(Notification {
+                Notification {
                     id,
                     kind,
                     contact_name: name.clone(),
                     contact: address,
                     datacenter: self.env.datacenter.clone(),
-                    account_uuid: self.account.uuid,
-                    account_login: self.account.login.clone(),
+                    account_uuid: account.uuid,
+                    account_login: account.login.clone(),
                     alarm_id: alarm.id,
                     alarm_closed: alarm.closed,
                     alarm_fault_count: alarm.faults.len(),
@@ -322,7 +342,7 @@ impl AlarmActor {
                     event_json: serde_json::to_value(event).unwrap_or_default(),
                     incident: None,
                     digest: Vec::new(),
-                })
+                }
             })
             .collect()
     }
@@ -363,7 +383,15 @@ impl Handler<MonitorEvent> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, msg: MonitorEvent, ctx: &mut Context<Self>) {
-        let MonitorEvent { probe, event, ticket } = msg;
+        let MonitorEvent {
+            probe,
+            group,
+            event,
+            ticket,
+        } = msg;
+        if group.is_some() {
+            self.group = group;
+        }
         let group_events = probe.group_events;
         self.probes.insert(probe.uuid, probe);
         match rules::relate(self.alarm.as_ref(), &event, group_events) {
@@ -518,11 +546,80 @@ impl Handler<AlarmCommand> for AlarmActor {
     }
 }
 
+/// A maintenance window ended or was deleted: faults no window covers any
+/// more are notified now.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ReviewMaintenance;
+
+impl Handler<ReviewMaintenance> for AlarmActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReviewMaintenance, ctx: &mut Context<Self>) {
+        let Some(mut alarm) = self.alarm.take() else { return };
+        if alarm.maint_faults.is_empty() {
+            self.alarm = Some(alarm);
+            return;
+        }
+        let now = self.now();
+        let effects = rules::review_maintenance(&mut alarm, |f| {
+            let site = self.site(f.probe, &f.event);
+            self.env.maintenance.covers(&site, now)
+        });
+        if effects.is_empty() {
+            self.alarm = Some(alarm);
+            return;
+        }
+        self.carry_out(alarm, effects, ctx);
+    }
+}
+
+/// A probe of this monitor was deleted: its faults leave the open alarm,
+/// which closes (silently) if nothing is left. No alarm is orphaned.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProbeGone(pub Uuid);
+
+impl Handler<ProbeGone> for AlarmActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeGone, ctx: &mut Context<Self>) {
+        self.probes.remove(&msg.0);
+        if let Some(handle) = self.holds.remove(&msg.0) {
+            ctx.cancel_future(handle);
+        }
+        let Some(mut alarm) = self.alarm.take() else { return };
+        alarm.faults.retain(|f| f.probe != msg.0);
+        alarm.maint_faults.retain(|f| f.probe != msg.0);
+        if alarm.faults.is_empty() && alarm.maint_faults.is_empty() {
+            rules::act(&mut alarm, AlarmAction::Close, self.now());
+        }
+        self.commit(alarm, Vec::new(), ctx);
+    }
+}
+
+/// The monitor itself (a probe group) was deleted: its open alarm closes,
+/// silently.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MonitorGone;
+
+impl Handler<MonitorGone> for AlarmActor {
+    type Result = ();
+
+    fn handle(&mut self, _: MonitorGone, ctx: &mut Context<Self>) {
+        self.cancel_holds(ctx);
+        let Some(mut alarm) = self.alarm.take() else { return };
+        rules::act(&mut alarm, AlarmAction::Close, self.now());
+        self.commit(alarm, Vec::new(), ctx);
+    }
+}
+
 impl Handler<AccountUpdated> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, msg: AccountUpdated, _ctx: &mut Context<Self>) {
-        self.account = msg.0;
+        self.book = msg.0;
     }
 }
 

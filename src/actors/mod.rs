@@ -9,6 +9,7 @@
 pub mod agent_probes;
 pub mod alarm;
 pub mod http_service;
+pub mod maintenance;
 pub mod notifier;
 pub mod relay_link;
 pub mod router;

@@ -56,7 +56,6 @@ pub struct NotifierPool {
     env: Arc<NotifierEnv>,
     workers: Vec<Addr<Notifier>>,
     size: usize,
-    next: usize,
     /// Rate-limit buckets of contacts that sent recently (full ones are
     /// dropped).
     buckets: HashMap<String, TokenBucket>,
@@ -81,7 +80,6 @@ impl NotifierPool {
             env,
             workers: Vec::new(),
             size: size.max(1),
-            next: 0,
             buckets: HashMap::new(),
             held: HashMap::new(),
             digests_due: HashSet::new(),
@@ -89,9 +87,14 @@ impl NotifierPool {
         }
     }
 
-    fn worker(&mut self) -> Addr<Notifier> {
-        let index = self.next % self.size;
-        self.next = self.next.wrapping_add(1);
+    /// The worker for a contact: always the same one, and a worker delivers
+    /// one message at a time, so each contact gets its messages in the order
+    /// they were decided (a server's summary before the alarms it releases).
+    fn worker(&mut self, key: &str) -> Addr<Notifier> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let index = (hasher.finish() % self.size as u64) as usize;
         // A worker that died (it holds no state worth keeping) is replaced.
         if !self.workers[index].connected() {
             crate::metrics::actor_restarted("notifier");
@@ -101,7 +104,8 @@ impl NotifierPool {
     }
 
     fn attempt(&mut self, notification: Notification, attempt: u32, created: EpochMs) {
-        self.worker().do_send(Attempt {
+        let key = contact_key(&notification);
+        self.worker(&key).do_send(Attempt {
             notification,
             attempt,
             created,
@@ -295,7 +299,8 @@ impl Handler<Attempt> for Notifier {
 
     fn handle(&mut self, msg: Attempt, ctx: &mut Context<Self>) {
         let env = self.env.clone();
-        ctx.spawn(
+        // One delivery at a time per worker (see NotifierPool::worker).
+        ctx.wait(
             async move {
                 let n = &msg.notification;
                 let age = env.clock.now_ms() - msg.created;
@@ -305,7 +310,7 @@ impl Handler<Attempt> for Notifier {
                         env.max_age.as_secs()
                     )))
                 } else {
-                    env.mailer.deliver(n, &env.from).await
+                    env.mailer.deliver_at(n, &env.from, env.clock.now_ms()).await
                 };
                 let outcome = match &result {
                     Ok(()) => {

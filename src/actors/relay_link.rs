@@ -62,6 +62,8 @@ const LINGER: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct RelayLinkConfig {
     pub master_url: String,
+    /// Bearer token for the master (never logged).
+    pub master_token: Option<String>,
     pub relay: Uuid,
     pub hostname: Option<String>,
     pub heartbeat: Duration,
@@ -98,7 +100,7 @@ pub struct RelayLink {
 impl RelayLink {
     pub fn new(config: RelayLinkConfig, lifeline: Lifeline) -> RelayLink {
         RelayLink {
-            client: Rc::new(MasterClient::new(&config.master_url)),
+            client: Rc::new(MasterClient::new(&config.master_url, config.master_token.as_deref())),
             config,
             incoming: Vec::new(),
             spooling: false,

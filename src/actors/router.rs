@@ -14,10 +14,15 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::alarm::{AccountUpdated, AlarmActor, AlarmCommand, AlarmEnv, CommandError, MonitorEvent};
+use super::alarm::{
+    AccountUpdated, AlarmActor, AlarmCommand, AlarmEnv, CommandError, MonitorEvent, MonitorGone, ProbeGone,
+};
 use super::server_guard::{Observe, Sighting};
 use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
-use crate::model::{Account, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeType};
+use crate::model::{
+    Account, AccountBook, Contact, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeGroup,
+    ProbeType,
+};
 use crate::store::Store;
 
 /// Tracks one routed batch until every alarm actor it went to has committed
@@ -73,7 +78,9 @@ pub struct ProbesOn(pub Vec<Uuid>);
 pub struct Watcher {
     pub machine: Uuid,
     pub probe: Arc<Probe>,
-    pub account: Account,
+    /// The probe's group: its contacts replace the probe's.
+    pub group: Option<Arc<ProbeGroup>>,
+    pub book: Arc<AccountBook>,
 }
 
 /// An operator's command for one monitor's alarm, handed to that
@@ -96,6 +103,9 @@ pub struct ProbeChanged(pub Probe);
 #[rtype(result = "()")]
 pub struct AccountChanged(pub Account);
 
+/// One event for one alarm actor.
+type Delivery = (Addr<AlarmActor>, Arc<Probe>, Option<Arc<ProbeGroup>>, ProbeEvent);
+
 struct Monitor {
     key: MonitorKey,
     addr: Addr<AlarmActor>,
@@ -105,8 +115,10 @@ struct Monitor {
 
 pub struct EventRouter {
     env: Arc<AlarmEnv>,
-    accounts: HashMap<Uuid, Account>,
+    /// Accounts with their contacts.
+    accounts: HashMap<Uuid, Arc<AccountBook>>,
     probes: HashMap<Uuid, Arc<Probe>>,
+    groups: HashMap<Uuid, Arc<ProbeGroup>>,
     /// machine uuid → machine-up probes watching it.
     by_machine: HashMap<Uuid, Vec<Uuid>>,
     /// Alarm actors by child id (the id their lifelines report).
@@ -123,6 +135,7 @@ impl EventRouter {
             env,
             accounts: HashMap::new(),
             probes: HashMap::new(),
+            groups: HashMap::new(),
             by_machine: HashMap::new(),
             monitors: HashMap::new(),
             by_key: HashMap::new(),
@@ -132,14 +145,19 @@ impl EventRouter {
         }
     }
 
-    fn index_probe(&mut self, probe: Probe) {
-        if let Some(old) = self.probes.remove(&probe.uuid) {
-            if let Some(machine) = old.machine {
-                if let Some(list) = self.by_machine.get_mut(&machine) {
-                    list.retain(|p| *p != old.uuid);
-                }
+    /// Forgets a probe; returns its last definition.
+    fn unindex_probe(&mut self, uuid: Uuid) -> Option<Arc<Probe>> {
+        let old = self.probes.remove(&uuid)?;
+        if let Some(machine) = old.machine {
+            if let Some(list) = self.by_machine.get_mut(&machine) {
+                list.retain(|p| *p != old.uuid);
             }
         }
+        Some(old)
+    }
+
+    fn index_probe(&mut self, probe: Probe) {
+        self.unindex_probe(probe.uuid);
         if probe.probe_type == ProbeType::MachineUp {
             if let Some(machine) = probe.machine {
                 self.by_machine.entry(machine).or_default().push(probe.uuid);
@@ -174,19 +192,22 @@ impl EventRouter {
         }
     }
 
-    fn target(
-        &mut self,
-        probe: Arc<Probe>,
-        event: ProbeEvent,
-        out: &mut Vec<(Addr<AlarmActor>, Arc<Probe>, ProbeEvent)>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn target(&mut self, probe: Arc<Probe>, event: ProbeEvent, out: &mut Vec<Delivery>, ctx: &mut Context<Self>) {
         if probe.disabled {
             return;
         }
+        let group = match probe.group {
+            Some(uuid) => match self.groups.get(&uuid) {
+                Some(group) if group.disabled => return,
+                Some(group) => Some(group.clone()),
+                // A group deleted under us: its probes were ungrouped.
+                None => None,
+            },
+            None => None,
+        };
         let key = MonitorKey::of(&probe);
         match self.monitor(key, ctx) {
-            Some(addr) => out.push((addr, probe, event)),
+            Some(addr) => out.push((addr, probe, group, event)),
             None => tracing::warn!(monitor = ?key, "event for a probe of an unknown account dropped"),
         }
     }
@@ -250,13 +271,14 @@ impl EventRouter {
             ticket.finish();
             return;
         }
-        for (addr, probe, event) in deliveries {
+        for (addr, probe, group, event) in deliveries {
             let key = MonitorKey::of(&probe);
             // Through the mailbox bound: try_send fails only if the alarm
             // actor is hopelessly behind; the event stays unrouted and is
             // replayed at the next start.
             let msg = MonitorEvent {
                 probe,
+                group,
                 event,
                 ticket: Some(ticket.clone()),
             };
@@ -266,12 +288,7 @@ impl EventRouter {
         }
     }
 
-    fn route_machine(
-        &mut self,
-        m: MachineEvent,
-        out: &mut Vec<(Addr<AlarmActor>, Arc<Probe>, ProbeEvent)>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn route_machine(&mut self, m: MachineEvent, out: &mut Vec<Delivery>, ctx: &mut Context<Self>) {
         let Some(probes) = self.by_machine.get(&m.machine) else {
             return;
         };
@@ -339,15 +356,33 @@ impl Actor for EventRouter {
         ctx.wait(
             async move {
                 let accounts = store.all_accounts().await?;
+                let contacts = store.all_contacts().await?;
+                let groups = store.all_groups().await?;
                 let probes = store.all_probes().await?;
                 let open = store.monitors_with_open_alarms().await?;
                 let unrouted = store.unrouted_events().await?;
-                Ok::<_, crate::store::StoreError>((accounts, probes, open, unrouted))
+                Ok::<_, crate::store::StoreError>((accounts, contacts, groups, probes, open, unrouted))
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
-                Ok((accounts, probes, open, unrouted)) => {
-                    act.accounts = accounts.into_iter().map(|a| (a.uuid, a)).collect();
+                Ok((accounts, contacts, groups, probes, open, unrouted)) => {
+                    let mut books: HashMap<Uuid, AccountBook> = accounts
+                        .into_iter()
+                        .map(|account| {
+                            let book = AccountBook {
+                                account: account.clone(),
+                                contacts: HashMap::new(),
+                            };
+                            (account.uuid, book)
+                        })
+                        .collect();
+                    for (user, contact) in contacts {
+                        if let Some(book) = books.get_mut(&user) {
+                            book.contacts.insert(contact.name.clone(), contact);
+                        }
+                    }
+                    act.accounts = books.into_iter().map(|(uuid, book)| (uuid, Arc::new(book))).collect();
+                    act.groups = groups.into_iter().map(|g| (g.uuid, Arc::new(g))).collect();
                     for probe in probes {
                         act.index_probe(probe);
                     }
@@ -412,14 +447,16 @@ impl Handler<ProbesOn> for EventRouter {
         for machine in msg.0 {
             for uuid in self.by_machine.get(&machine).into_iter().flatten() {
                 let Some(probe) = self.probes.get(uuid) else { continue };
-                let Some(account) = self.accounts.get(&probe.user) else {
+                let Some(book) = self.accounts.get(&probe.user) else {
                     continue;
                 };
-                if !probe.disabled {
+                let group = probe.group.and_then(|g| self.groups.get(&g)).cloned();
+                if !probe.disabled && !group.as_ref().is_some_and(|g| g.disabled) {
                     watchers.push(Watcher {
                         machine,
                         probe: probe.clone(),
-                        account: account.clone(),
+                        group,
+                        book: book.clone(),
                     });
                 }
             }
@@ -436,15 +473,130 @@ impl Handler<ProbeChanged> for EventRouter {
     }
 }
 
+impl EventRouter {
+    /// Replaces an account's book and tells its alarm actors.
+    fn update_book(&mut self, book: AccountBook) {
+        let book = Arc::new(book);
+        for monitor in self.monitors.values().filter(|m| m.key.user() == book.account.uuid) {
+            monitor.addr.do_send(AccountUpdated(book.clone()));
+        }
+        self.accounts.insert(book.account.uuid, book);
+    }
+
+    /// Tells a monitor's actor, if it runs.
+    fn tell<M>(&self, key: MonitorKey, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        AlarmActor: Handler<M>,
+    {
+        if let Some(monitor) = self.by_key.get(&key).and_then(|c| self.monitors.get(c)) {
+            monitor.addr.do_send(msg);
+        }
+    }
+}
+
 impl Handler<AccountChanged> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: AccountChanged, _ctx: &mut Context<Self>) {
         let account = msg.0;
-        for monitor in self.monitors.values().filter(|m| m.key.user() == account.uuid) {
-            monitor.addr.do_send(AccountUpdated(account.clone()));
+        let contacts = self
+            .accounts
+            .get(&account.uuid)
+            .map(|b| b.contacts.clone())
+            .unwrap_or_default();
+        self.update_book(AccountBook { account, contacts });
+    }
+}
+
+/// An account's stored contacts changed (all of them, as they are now).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ContactsChanged {
+    pub user: Uuid,
+    pub contacts: Vec<Contact>,
+}
+
+impl Handler<ContactsChanged> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ContactsChanged, _ctx: &mut Context<Self>) {
+        let Some(book) = self.accounts.get(&msg.user) else {
+            return;
+        };
+        let account = book.account.clone();
+        let contacts = msg.contacts.into_iter().map(|c| (c.name.clone(), c)).collect();
+        self.update_book(AccountBook { account, contacts });
+    }
+}
+
+/// A maintenance window ended or was deleted: every alarm actor reviews its
+/// maintenance faults.
+pub use super::alarm::ReviewMaintenance;
+
+impl Handler<ReviewMaintenance> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReviewMaintenance, _ctx: &mut Context<Self>) {
+        for monitor in self.monitors.values() {
+            monitor.addr.do_send(msg);
         }
-        self.accounts.insert(account.uuid, account);
+    }
+}
+
+/// A probe was deleted.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProbeDeleted(pub Uuid);
+
+impl Handler<ProbeDeleted> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeDeleted, _ctx: &mut Context<Self>) {
+        if let Some(old) = self.unindex_probe(msg.0) {
+            self.tell(MonitorKey::of(&old), ProbeGone(old.uuid));
+        }
+    }
+}
+
+/// A probe group was created or changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct GroupChanged(pub ProbeGroup);
+
+impl Handler<GroupChanged> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupChanged, _ctx: &mut Context<Self>) {
+        self.groups.insert(msg.0.uuid, Arc::new(msg.0));
+    }
+}
+
+/// A probe group was deleted; its probes (given, as they are now) were
+/// ungrouped.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct GroupDeleted {
+    pub user: Uuid,
+    pub group: Uuid,
+    pub ungrouped: Vec<Probe>,
+}
+
+impl Handler<GroupDeleted> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: GroupDeleted, _ctx: &mut Context<Self>) {
+        self.groups.remove(&msg.group);
+        for probe in msg.ungrouped {
+            self.index_probe(probe);
+        }
+        self.tell(
+            MonitorKey::ProbeGroup {
+                user: msg.user,
+                group: msg.group,
+            },
+            MonitorGone,
+        );
     }
 }
 

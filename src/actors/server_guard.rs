@@ -36,8 +36,8 @@ use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{EpochMs, ServerEventKind};
 use crate::notify::{
-    message_id, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification, NotificationKind,
-    ProbeRef,
+    message_id, resolve_contacts, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification,
+    NotificationKind, ProbeRef,
 };
 use crate::store::Store;
 
@@ -138,6 +138,8 @@ struct ServerInfo {
 }
 
 pub struct GuardEnv {
+    /// Machines under maintenance are left out of incident messages.
+    pub maintenance: super::maintenance::Maintenance,
     pub settings: GuardSettings,
     pub store: Store,
     pub clock: Clock,
@@ -331,12 +333,13 @@ impl ServerGuard {
         incident.announced = true;
         let reason = incident.reason;
         let opened = incident.opened;
-        // A silent server tells us nothing about its machines: all of them
-        // are affected. Otherwise, those seen going down.
+        // A silent or shut-down server takes all its machines with it (its
+        // relay may stop before it can report them going down); a burst
+        // concerns those seen going down.
         let listed: Vec<Uuid> = self
             .machines
             .iter()
-            .filter(|(_, m)| m.server == server && (reason == IncidentReason::HeartbeatLost || !m.up))
+            .filter(|(_, m)| m.server == server && (reason != IncidentReason::Burst || !m.up))
             .map(|(uuid, _)| *uuid)
             .collect();
         if let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) {
@@ -499,14 +502,26 @@ fn build(
         let Some((alias, down)) = machines.get(&w.machine) else {
             continue;
         };
-        for contact in &w.probe.contacts {
-            let address = match contact.as_str() {
-                "email" => ContactAddress::Email(w.account.email.clone()),
-                _ => continue,
-            };
+        let site = crate::model::FaultSite {
+            user: w.book.account.uuid,
+            probe: w.probe.uuid,
+            group: w.probe.group,
+            machine: Some(w.machine),
+            server: Some(draft.server),
+        };
+        if env.maintenance.covers(&site, env.clock.now_ms()) {
+            continue; // under maintenance: nobody is told
+        }
+        // A group's contacts replace its probes' (Amon's rule).
+        let names = match &w.group {
+            Some(group) => &group.contacts,
+            None => &w.probe.contacts,
+        };
+        let account = &w.book.account;
+        for (contact, address) in resolve_contacts(names, account, &w.book.contacts) {
             let entry = per_contact
-                .entry((w.account.uuid, contact.clone()))
-                .or_insert_with(|| (w.account.clone(), address, Vec::new()));
+                .entry((account.uuid, contact))
+                .or_insert_with(|| (account.clone(), address, Vec::new()));
             entry.2.push(IncidentMachine {
                 uuid: w.machine,
                 alias: alias.clone(),

@@ -628,6 +628,7 @@ mod tests {
         let link = RelayLink::new(
             RelayLinkConfig {
                 master_url: "http://127.0.0.1:9".into(),
+                master_token: None,
                 relay: Uuid::new_v4(),
                 hostname: None,
                 heartbeat: Duration::from_secs(3600),

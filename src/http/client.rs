@@ -40,8 +40,13 @@ pub struct MasterClient {
 }
 
 impl MasterClient {
-    pub fn new(base_url: &str) -> MasterClient {
-        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    /// `token`: the bearer token (role `relay`) when the master requires one.
+    pub fn new(base_url: &str, token: Option<&str>) -> MasterClient {
+        let mut builder = awc::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        let client = builder.finish();
         MasterClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             client,

@@ -134,6 +134,36 @@ pub struct Notification {
     pub digest: Vec<Notification>,
 }
 
+/// Turns contact names into addresses: the account's stored contacts, and
+/// the implicit `email` (the account's address) unless one is stored under
+/// that name. Unknown names are skipped with a warning (the API refuses them
+/// on probes and groups, so this means a contact deleted since).
+pub fn resolve_contacts(
+    names: &[String],
+    account: &crate::model::Account,
+    contacts: &std::collections::HashMap<String, crate::model::Contact>,
+) -> Vec<(String, ContactAddress)> {
+    use crate::model::{Contact, Medium};
+    names
+        .iter()
+        .filter_map(|name| {
+            let contact = match contacts.get(name) {
+                Some(contact) => contact.clone(),
+                None if name == "email" => Contact::default_email(account),
+                None => {
+                    tracing::warn!(contact = %name, account = %account.login, "unknown contact; not notified");
+                    return None;
+                }
+            };
+            let address = match contact.medium {
+                Medium::Email => ContactAddress::Email(contact.address),
+                Medium::Webhook => ContactAddress::Webhook(contact.address),
+            };
+            Some((name.clone(), address))
+        })
+        .collect()
+}
+
 /// The `Message-ID` of a notification: stable, so a duplicate delivery is
 /// recognisable, and derivable, so later notifications can thread to it.
 pub fn message_id(id: Uuid, datacenter: &str) -> String {

@@ -17,8 +17,18 @@ use uuid::Uuid;
 pub use db::{Db, StoreError};
 pub use relay::{RelayStore, ZoneRecord};
 
-use crate::model::{Account, Alarm, EpochMs, Event, MonitorKey, Probe};
+use crate::model::{Account, Alarm, Contact, EpochMs, Event, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
+
+/// What a lookup by a per-owner id can find.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup<T> {
+    Found(T),
+    /// The id was issued but the thing is deleted, expired or expunged.
+    Gone,
+    /// The id was never issued.
+    NotFound,
+}
 
 /// What `GET /alarms/:id` can find.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +247,219 @@ impl Store {
             let mut stmt = conn.prepare("SELECT body FROM probes")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    /// Deletes a probe; `false` if it did not exist.
+    pub async fn delete_probe(&self, user: Uuid, uuid: Uuid) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM probes WHERE user = ?1 AND uuid = ?2",
+                params![user.to_string(), uuid.to_string()],
+            )? > 0)
+        })
+        .await
+    }
+
+    // ---- probe groups ----
+
+    pub async fn put_group(&self, group: ProbeGroup) -> Result<ProbeGroup, StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO probegroups (uuid, user, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(uuid) DO UPDATE SET user = ?2, body = ?3",
+                params![
+                    group.uuid.to_string(),
+                    group.user.to_string(),
+                    serde_json::to_string(&group)?
+                ],
+            )?;
+            Ok(group)
+        })
+        .await
+    }
+
+    pub async fn list_groups(&self, user: Uuid) -> Result<Vec<ProbeGroup>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM probegroups WHERE user = ?1 ORDER BY uuid")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    pub async fn all_groups(&self) -> Result<Vec<ProbeGroup>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM probegroups")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    pub async fn get_group(&self, user: Uuid, uuid: Uuid) -> Result<Option<ProbeGroup>, StoreError> {
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM probegroups WHERE user = ?1 AND uuid = ?2",
+                    params![user.to_string(), uuid.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    /// Deletes a group and ungroups its probes (in one commit); returns the
+    /// probes that were ungrouped, or `None` if the group did not exist.
+    pub async fn delete_group(&self, user: Uuid, uuid: Uuid) -> Result<Option<Vec<Probe>>, StoreError> {
+        self.call(move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM probegroups WHERE user = ?1 AND uuid = ?2",
+                params![user.to_string(), uuid.to_string()],
+            )?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE user = ?1")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            let mut members = Vec::new();
+            for body in rows {
+                let mut probe: Probe = serde_json::from_str(&body?)?;
+                if probe.group == Some(uuid) {
+                    probe.group = None;
+                    members.push(probe);
+                }
+            }
+            let mut update = conn.prepare_cached("UPDATE probes SET body = ?2 WHERE uuid = ?1")?;
+            for probe in &members {
+                update.execute(params![probe.uuid.to_string(), serde_json::to_string(probe)?])?;
+            }
+            Ok(Some(members))
+        })
+        .await
+    }
+
+    // ---- contacts ----
+
+    pub async fn put_contact(&self, user: Uuid, contact: Contact) -> Result<Contact, StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO contacts (user, name, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user, name) DO UPDATE SET body = ?3",
+                params![user.to_string(), contact.name, serde_json::to_string(&contact)?],
+            )?;
+            Ok(contact)
+        })
+        .await
+    }
+
+    /// An account's stored contacts (without the implicit `email`).
+    pub async fn list_contacts(&self, user: Uuid) -> Result<Vec<Contact>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM contacts WHERE user = ?1 ORDER BY name")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    /// Every stored contact, by account.
+    pub async fn all_contacts(&self) -> Result<Vec<(Uuid, Contact)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT user, body FROM contacts")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut contacts = Vec::new();
+            for row in rows {
+                let (user, body) = row?;
+                if let Ok(user) = Uuid::parse_str(&user) {
+                    contacts.push((user, serde_json::from_str(&body)?));
+                }
+            }
+            Ok(contacts)
+        })
+        .await
+    }
+
+    pub async fn delete_contact(&self, user: Uuid, name: String) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM contacts WHERE user = ?1 AND name = ?2",
+                params![user.to_string(), name],
+            )? > 0)
+        })
+        .await
+    }
+
+    // ---- maintenance windows ----
+
+    /// Stores a new window, giving it its owner's next id.
+    pub async fn create_window(&self, mut window: MaintenanceWindow) -> Result<MaintenanceWindow, StoreError> {
+        self.call(move |conn| {
+            let owner = window_owner(window.user);
+            let id: i64 = conn.query_row(
+                "INSERT INTO maintenance_ids (owner, last_id) VALUES (?1, 1)
+                 ON CONFLICT(owner) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+                params![owner],
+                |r| r.get(0),
+            )?;
+            window.id = id as u64;
+            conn.execute(
+                "INSERT INTO maintenances (owner, id, body) VALUES (?1, ?2, ?3)",
+                params![owner, id, serde_json::to_string(&window)?],
+            )?;
+            Ok(window)
+        })
+        .await
+    }
+
+    pub async fn delete_window(&self, user: Option<Uuid>, id: u64) -> Result<bool, StoreError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM maintenances WHERE owner = ?1 AND id = ?2",
+                params![window_owner(user), id as i64],
+            )? > 0)
+        })
+        .await
+    }
+
+    /// Every stored window (ended ones are deleted when they end).
+    pub async fn all_windows(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM maintenances ORDER BY owner, id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    /// One owner's window: found, gone (ended or deleted), or never issued.
+    pub async fn get_window(&self, user: Option<Uuid>, id: u64) -> Result<Lookup<MaintenanceWindow>, StoreError> {
+        self.call(move |conn| {
+            let owner = window_owner(user);
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM maintenances WHERE owner = ?1 AND id = ?2",
+                    params![owner, id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(body) = body {
+                return Ok(Lookup::Found(serde_json::from_str(&body)?));
+            }
+            let last: Option<i64> = conn
+                .query_row(
+                    "SELECT last_id FROM maintenance_ids WHERE owner = ?1",
+                    params![owner],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(match last {
+                Some(last) if id > 0 && id as i64 <= last => Lookup::Gone,
+                _ => Lookup::NotFound,
+            })
         })
         .await
     }
@@ -482,6 +705,10 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         login: r.get(1)?,
         email: r.get(2)?,
     })
+}
+
+fn window_owner(user: Option<Uuid>) -> String {
+    user.map(|u| u.to_string()).unwrap_or_else(|| "operator".into())
 }
 
 fn monitor_column(key: &MonitorKey) -> String {

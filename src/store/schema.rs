@@ -81,6 +81,35 @@ pub const MASTER: &[&str] = &[
     UPDATE probes SET agent = json_extract(body, '$.agent');
     CREATE INDEX probes_by_agent ON probes(agent) WHERE agent IS NOT NULL;
     "#,
+    // 4: probe groups and contacts (the reference kept them in UFDS).
+    r#"
+    CREATE TABLE probegroups (
+        uuid TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX probegroups_by_user ON probegroups(user);
+    CREATE TABLE contacts (
+        user TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    );
+    "#,
+    // 5: maintenance windows; `owner` is an account uuid, or "operator" for
+    // windows across accounts. Ids count per owner and are never reused.
+    r#"
+    CREATE TABLE maintenance_ids (
+        owner TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    );
+    CREATE TABLE maintenances (
+        owner TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (owner, id)
+    );
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the

@@ -541,52 +541,85 @@ impl SmtpServer {
     /// python with aiosmtpd exists here. Under CI, which installs it, its
     /// absence is a failure rather than a skip.
     pub fn start(dir: &Path) -> Option<SmtpServer> {
-        let Some(python) = aiosmtpd_python() else {
+        let python = Self::python()?;
+        // The port was free when chosen; if someone else took it meanwhile
+        // the server exits (or we meet a non-SMTP peer), and we try again.
+        for _ in 0..5 {
+            if let Some(server) = Self::spawn(python, dir, free_port()) {
+                return Some(server);
+            }
+        }
+        panic!(
+            "aiosmtpd would not start; last log:\n{}",
+            tail_of(&dir.join("smtp.log"), 40)
+        );
+    }
+
+    /// Starts the server in `dir` on `port`, which the caller has kept free
+    /// (e.g. configured as a mail server that is down for now); `None` as
+    /// for [`SmtpServer::start`].
+    pub fn start_on(dir: &Path, port: u16) -> Option<SmtpServer> {
+        let python = Self::python()?;
+        let server = Self::spawn(python, dir, port).unwrap_or_else(|| {
+            panic!(
+                "aiosmtpd would not start on port {port}; log:\n{}",
+                tail_of(&dir.join("smtp.log"), 40)
+            )
+        });
+        Some(server)
+    }
+
+    /// True when [`SmtpServer::start`] can run here (saying why not, and
+    /// panicking under CI, as it does).
+    pub fn available() -> bool {
+        Self::python().is_some()
+    }
+
+    fn python() -> Option<&'static str> {
+        let python = aiosmtpd_python();
+        if python.is_none() {
             let why = "no python3 with the aiosmtpd module (Debian: apt-get install python3-aiosmtpd)";
             if std::env::var_os("CI").is_some() {
                 panic!("{why}; CI must provide it");
             }
             eprintln!("skipping: {why}");
-            return None;
-        };
+        }
+        python
+    }
+
+    /// One attempt on `port`: the server once it greets, `None` if it exited
+    /// first (the port was taken).
+    fn spawn(python: &str, dir: &Path, port: u16) -> Option<SmtpServer> {
         let maildir = dir.join("maildir");
         let log = dir.join("smtp.log");
-        // The port was free when chosen; if someone else took it meanwhile
-        // the server exits (or we meet a non-SMTP peer), and we try again.
-        for _ in 0..5 {
-            let port = free_port();
-            let stderr = File::create(&log).expect("smtp log");
-            let mut process = ChildGuard::spawn(
-                "aiosmtpd",
-                Command::new(python)
-                    .args(["-m", "aiosmtpd", "-n", "-l"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
-                    .arg(&maildir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(stderr),
-            );
-            let ready = wait_until(
-                "aiosmtpd to greet on its port",
-                || format!("smtp log:\n{}", tail_of(&log, 40)),
-                || {
-                    if process.exited().is_some() {
-                        return Some(false);
-                    }
-                    smtp_greets(port).then_some(true)
-                },
-            );
-            if ready {
-                return Some(SmtpServer {
-                    _process: process,
-                    port,
-                    maildir,
-                    log,
-                });
-            }
-        }
-        panic!("aiosmtpd would not start; last log:\n{}", tail_of(&log, 40));
+        let stderr = File::create(&log).expect("smtp log");
+        let mut process = ChildGuard::spawn(
+            "aiosmtpd",
+            Command::new(python)
+                .args(["-m", "aiosmtpd", "-n", "-l"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr),
+        );
+        let ready = wait_until(
+            "aiosmtpd to greet on its port",
+            || format!("smtp log:\n{}", tail_of(&log, 40)),
+            || {
+                if process.exited().is_some() {
+                    return Some(false);
+                }
+                smtp_greets(port).then_some(true)
+            },
+        );
+        ready.then_some(SmtpServer {
+            _process: process,
+            port,
+            maildir,
+            log,
+        })
     }
 
     /// Every message received so far, oldest file name first.
@@ -744,6 +777,8 @@ pub struct AmonConfig {
     pub workers: usize,
     /// The exec zone source (absent for a master).
     pub zones: Option<ExecZones>,
+    /// `[notify] heartbeat_timeout`; `None` leaves the key out (the default).
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -777,6 +812,7 @@ impl AmonConfig {
             smtp_port: None,
             workers: 4,
             zones: None,
+            heartbeat_timeout: None,
         }
     }
 
@@ -813,10 +849,14 @@ agent_probes_poll = "1s"
             }
         }
         text.push_str(&format!(
-            "\n[notify]\nhold = \"{hold}s\"\nworkers = {workers}\n\n[notify.email]\n",
+            "\n[notify]\nhold = \"{hold}s\"\nworkers = {workers}\n",
             hold = HOLD.as_secs(),
             workers = self.workers,
         ));
+        if let Some(timeout) = self.heartbeat_timeout {
+            text.push_str(&format!("heartbeat_timeout = \"{}ms\"\n", timeout.as_millis()));
+        }
+        text.push_str("\n[notify.email]\n");
         if let Some(port) = self.smtp_port {
             text.push_str(&format!("smtp_url = \"smtp://127.0.0.1:{port}\"\n"));
         }

@@ -1,7 +1,9 @@
 //! The end-to-end suite, one binary so it links once (ripgrep's layout):
 //! `harness` runs the real `amon` binary, a real SMTP server (aiosmtpd) and a
 //! real zone source as child processes on loopback; `e2e` holds the
-//! behaviours an operator would check by hand.
+//! behaviours an operator would check by hand; `relay` the relay's own
+//! (every zone format, spool across a master outage and a SIGKILL,
+//! reconciliation, a dying zone source).
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -10,6 +12,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod agent;
+mod cli;
 mod e2e;
+mod flood;
 mod harness;
 mod relay;

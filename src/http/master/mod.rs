@@ -6,10 +6,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{content_md5, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
-use crate::actors::router::{AccountChanged, EventRouter, ProbeChanged, RouteEvents};
+use crate::actors::router::{AccountChanged, EventRouter, RouteEvents};
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
-use crate::model::{Account, Alarm, Event, Probe, ProbeType};
+use crate::model::{Account, Alarm, Event};
 use crate::store::{AlarmLookup, Store};
 
 /// What every Master API handler may use.
@@ -20,11 +20,15 @@ pub struct MasterApi {
     pub event_max_age: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
+    /// The keeper of maintenance windows (creates and deletes them).
+    pub keeper: Named<crate::actors::maintenance::MaintenanceKeeper>,
     pub clock: Clock,
 }
 
 /// Mounts the Master API on an actix-web app.
 mod alarms;
+mod maintenances;
+mod probes;
 
 pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -40,9 +44,37 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             // leaves out the body.
             .route("/agentprobes", web::head().to(list_agent_probes))
             .route("/pub/{account}", web::get().to(get_account))
-            .route("/pub/{account}/probes", web::get().to(list_probes))
-            .route("/pub/{account}/probes", web::post().to(create_probe))
-            .route("/pub/{account}/probes/{uuid}", web::get().to(get_probe))
+            .route("/pub/{account}/probes", web::get().to(probes::list_probes))
+            .route("/pub/{account}/probes", web::post().to(probes::create_probe))
+            .route("/pub/{account}/probes/{uuid}", web::get().to(probes::get_probe))
+            .route("/pub/{account}/probes/{uuid}", web::put().to(probes::put_probe))
+            .route("/pub/{account}/probes/{uuid}", web::delete().to(probes::delete_probe))
+            .route("/pub/{account}/probegroups", web::get().to(probes::list_groups))
+            .route("/pub/{account}/probegroups", web::post().to(probes::create_group))
+            .route("/pub/{account}/probegroups/{uuid}", web::get().to(probes::get_group))
+            .route("/pub/{account}/probegroups/{uuid}", web::put().to(probes::put_group))
+            .route(
+                "/pub/{account}/probegroups/{uuid}",
+                web::delete().to(probes::delete_group),
+            )
+            .route("/pub/{account}/maintenances", web::get().to(maintenances::list))
+            .route("/pub/{account}/maintenances", web::post().to(maintenances::create))
+            .route("/pub/{account}/maintenances/{id}", web::get().to(maintenances::get))
+            .route(
+                "/pub/{account}/maintenances/{id}",
+                web::delete().to(maintenances::delete),
+            )
+            .route("/maintenances", web::get().to(maintenances::list_all))
+            .route("/maintenances", web::post().to(maintenances::create_operator))
+            .route("/maintenances/{id}", web::get().to(maintenances::get_operator))
+            .route("/maintenances/{id}", web::delete().to(maintenances::delete_operator))
+            .route("/pub/{account}/contacts", web::get().to(probes::list_contacts))
+            .route("/pub/{account}/contacts/{name}", web::get().to(probes::get_contact))
+            .route("/pub/{account}/contacts/{name}", web::put().to(probes::put_contact))
+            .route(
+                "/pub/{account}/contacts/{name}",
+                web::delete().to(probes::delete_contact),
+            )
             .route("/pub/{account}/alarms", web::get().to(list_alarms))
             .route("/pub/{account}/alarms/{id}", web::get().to(get_alarm))
             .route("/pub/{account}/alarms/{id}", web::post().to(alarms::act_on_alarm))
@@ -155,162 +187,6 @@ async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Res
 
 async fn get_account(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(api.account(&path).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct NewProbe {
-    name: Option<String>,
-    #[serde(rename = "type")]
-    probe_type: Option<String>,
-    agent: Option<String>,
-    machine: Option<String>,
-    config: Option<serde_json::Value>,
-    contacts: Option<Vec<String>>,
-    group: Option<String>,
-    group_events: Option<bool>,
-    disabled: Option<bool>,
-    hold: Option<serde_json::Value>,
-    renotify: Option<serde_json::Value>,
-}
-
-/// A duration field: whole seconds, or a string like `"90s"`, `"5m"`.
-fn seconds_field(field: &str, value: Option<&serde_json::Value>, errors: &mut Vec<FieldError>) -> Option<u64> {
-    let value = value?;
-    let parsed = match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(text) => humantime::parse_duration(text.trim()).ok().map(|d| d.as_secs()),
-        _ => None,
-    };
-    if parsed.is_none() {
-        errors.push(FieldError::invalid(
-            field,
-            format!("{field} must be whole seconds or a duration like \"90s\", not {value}"),
-        ));
-    }
-    parsed
-}
-
-fn parse_uuid_field(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
-    let value = value?;
-    match Uuid::parse_str(value) {
-        Ok(uuid) => Some(uuid),
-        Err(_) => {
-            errors.push(FieldError::invalid(field, format!("{field} {value:?} is not a uuid")));
-            None
-        }
-    }
-}
-
-/// Turns a create body into a probe or says every field that is wrong.
-fn validate_probe(user: Uuid, body: NewProbe) -> Result<Probe, ApiError> {
-    let mut errors = Vec::new();
-    let probe_type = match body.probe_type.as_deref() {
-        None => {
-            errors.push(FieldError::missing("type"));
-            None
-        }
-        Some("machine-up") => Some(ProbeType::MachineUp),
-        Some(other) => {
-            errors.push(FieldError::invalid(
-                "type",
-                format!("probe type {other:?} is not supported: valid types are \"machine-up\""),
-            ));
-            None
-        }
-    };
-    if let Some(name) = &body.name {
-        if name.len() > 512 {
-            errors.push(FieldError::invalid("name", "name is longer than 512 characters"));
-        }
-    }
-    let agent = parse_uuid_field("agent", body.agent.as_deref(), &mut errors);
-    let machine = parse_uuid_field("machine", body.machine.as_deref(), &mut errors);
-    let group = parse_uuid_field("group", body.group.as_deref(), &mut errors);
-    // machine-up runs where the machine is: one of agent/machine names it.
-    let (agent, machine) = match (agent, machine) {
-        (Some(a), Some(m)) if a != m => {
-            errors.push(FieldError::invalid(
-                "machine",
-                "agent and machine must be the same for machine-up",
-            ));
-            (Some(a), Some(m))
-        }
-        (None, None) if body.agent.is_none() && body.machine.is_none() => {
-            errors.push(FieldError::missing("machine"));
-            (None, None)
-        }
-        (a, m) => (a.or(m), m.or(a)),
-    };
-    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
-    let renotify = seconds_field("renotify", body.renotify.as_ref(), &mut errors);
-    if renotify == Some(0) {
-        errors.push(FieldError::invalid(
-            "renotify",
-            "renotify must be more than zero (omit it for no reminders)",
-        ));
-    }
-    let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
-    for contact in &contacts {
-        if contact != "email" {
-            errors.push(FieldError::invalid(
-                "contacts",
-                format!("unknown contact {contact:?}: only \"email\" exists yet"),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(Probe {
-        uuid: Uuid::new_v4(),
-        name: body.name,
-        user,
-        probe_type: probe_type.unwrap_or(ProbeType::MachineUp),
-        agent,
-        machine,
-        config: body.config.unwrap_or(serde_json::Value::Null),
-        contacts,
-        group,
-        group_events: body.group_events.unwrap_or(true),
-        disabled: body.disabled.unwrap_or(false),
-        hold,
-        renotify,
-    })
-}
-
-async fn create_probe(
-    api: web::Data<MasterApi>,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, MAX_BODY).await?;
-    let account = api.account(&path).await?;
-    let body: NewProbe = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid probe: {e}"))]))?;
-    let probe = validate_probe(account.uuid, body)?;
-    let probe = api.store.put_probe(probe).await?;
-    api.router()?
-        .send(ProbeChanged(probe.clone()))
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
-    Ok(HttpResponse::Ok().json(probe))
-}
-
-async fn list_probes(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let account = api.account(&path).await?;
-    Ok(HttpResponse::Ok().json(api.store.list_probes(account.uuid).await?))
-}
-
-async fn get_probe(api: web::Data<MasterApi>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
-    let (account, uuid) = path.into_inner();
-    let account = api.account(&account).await?;
-    let uuid =
-        Uuid::parse_str(&uuid).map_err(|_| ApiError::InvalidArgument(format!("{uuid:?} is not a probe uuid")))?;
-    match api.store.get_probe(account.uuid, uuid).await? {
-        Some(probe) => Ok(HttpResponse::Ok().json(probe)),
-        None => Err(ApiError::ResourceNotFound(format!("no such probe: {uuid}"))),
-    }
 }
 
 #[derive(Deserialize)]
@@ -428,20 +304,33 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
 async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_BODY).await?;
     let events = parse_events(&body)?;
-    // Amon's MON-343 rule, for agents' probe events only: a relay's spool
-    // may legitimately deliver machine events an hour late.
+    // Amon's MON-343 rule, for agents' probe events only (a relay's spool
+    // may legitimately deliver machine events an hour late): a single stale
+    // probe event is refused with 422; in a batch, stale probe events are
+    // dropped (logged and counted) so the rest of the batch is not lost.
     let now = api.clock.now_ms();
     let max_age = api.event_max_age.as_millis() as i64;
-    if let Some(old) = events
-        .iter()
-        .find(|e| matches!(e, Event::Probe(_)) && now - e.time() > max_age)
-    {
-        return Err(ApiError::EventTooOld(format!(
-            "event {} is {}s old: probe events older than {}s are refused",
-            old.uuid(),
-            (now - old.time()) / 1000,
-            max_age / 1000
-        )));
+    let stale = |e: &Event| matches!(e, Event::Probe(_)) && now - e.time() > max_age;
+    if let [only] = events.as_slice() {
+        if stale(only) {
+            return Err(ApiError::EventTooOld(format!(
+                "event {} is {}s old: probe events older than {}s are refused",
+                only.uuid(),
+                (now - only.time()) / 1000,
+                max_age / 1000
+            )));
+        }
+    }
+    let before = events.len();
+    let events: Vec<Event> = events.into_iter().filter(|e| !stale(e)).collect();
+    if events.len() < before {
+        let dropped = (before - events.len()) as u64;
+        metrics::counter!("amon_events_too_old_total").increment(dropped);
+        tracing::warn!(
+            dropped,
+            max_age_s = max_age / 1000,
+            "stale probe events dropped from a batch"
+        );
     }
     let count = events.len() as u64;
     let router = api.router()?;

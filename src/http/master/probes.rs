@@ -1,0 +1,560 @@
+//! Probes, probe groups and contacts: `/pub/:account/{probes,probegroups,contacts}`.
+//!
+//! Validation is by type and names every field that is wrong (`422
+//! ValidationFailed` with `errors`); a contact named on a probe or group must
+//! exist (the implicit `email` always does), and so must a probe's group.
+//! Deleting a probe or group closes its open alarms (silently) rather than
+//! orphaning them; a deleted group's probes become ungrouped.
+
+use std::collections::HashSet;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::MasterApi;
+use crate::actors::router::{ContactsChanged, GroupChanged, GroupDeleted, ProbeChanged, ProbeDeleted};
+use crate::http::{drain, read_body, ApiError, FieldError, MAX_BODY};
+use crate::model::{Account, Contact, Medium, Probe, ProbeGroup, ProbeType};
+
+impl MasterApi {
+    /// Names a probe or group may use as contacts: the stored ones and `email`.
+    async fn contact_names(&self, user: Uuid) -> Result<HashSet<String>, ApiError> {
+        let mut names: HashSet<String> = self
+            .store
+            .list_contacts(user)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.insert("email".into());
+        Ok(names)
+    }
+
+    async fn tell_router<M>(&self, msg: M) -> Result<(), ApiError>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        crate::actors::router::EventRouter: actix::Handler<M>,
+    {
+        self.router()?
+            .send(msg)
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidArgument("request body is empty: expected json".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid {what}: {e}"))]))
+}
+
+fn path_uuid(text: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::InvalidArgument(format!("{text:?} is not a {what} uuid")))
+}
+
+/// A duration field: whole seconds, or a string like `"90s"`, `"5m"`.
+fn seconds_field(field: &str, value: Option<&serde_json::Value>, errors: &mut Vec<FieldError>) -> Option<u64> {
+    let value = value?;
+    let parsed = match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(text) => humantime::parse_duration(text.trim()).ok().map(|d| d.as_secs()),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.push(FieldError::invalid(
+            field,
+            format!("{field} must be whole seconds or a duration like \"90s\", not {value}"),
+        ));
+    }
+    parsed
+}
+
+fn renotify_field(value: Option<&serde_json::Value>, errors: &mut Vec<FieldError>) -> Option<u64> {
+    let renotify = seconds_field("renotify", value, errors);
+    if renotify == Some(0) {
+        errors.push(FieldError::invalid(
+            "renotify",
+            "renotify must be more than zero (omit it for no reminders)",
+        ));
+    }
+    renotify
+}
+
+fn uuid_field(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Uuid> {
+    let value = value?;
+    match Uuid::parse_str(value) {
+        Ok(uuid) => Some(uuid),
+        Err(_) => {
+            errors.push(FieldError::invalid(field, format!("{field} {value:?} is not a uuid")));
+            None
+        }
+    }
+}
+
+fn name_field(name: &Option<String>, errors: &mut Vec<FieldError>) {
+    if name.as_ref().is_some_and(|n| n.len() > 512) {
+        errors.push(FieldError::invalid("name", "name is longer than 512 characters"));
+    }
+}
+
+fn contacts_field(contacts: &[String], known: &HashSet<String>, errors: &mut Vec<FieldError>) {
+    for contact in contacts {
+        if !known.contains(contact) {
+            errors.push(FieldError::invalid(
+                "contacts",
+                format!("unknown contact {contact:?}: create it with PUT /pub/:account/contacts/{contact}"),
+            ));
+        }
+    }
+}
+
+// ---- probes ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProbeBody {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    probe_type: Option<String>,
+    agent: Option<String>,
+    machine: Option<String>,
+    config: Option<serde_json::Value>,
+    contacts: Option<Vec<String>>,
+    group: Option<String>,
+    group_events: Option<bool>,
+    disabled: Option<bool>,
+    hold: Option<serde_json::Value>,
+    renotify: Option<serde_json::Value>,
+}
+
+/// Turns a body into a probe (with `uuid`) or says every field that is wrong.
+async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody) -> Result<Probe, ApiError> {
+    let mut errors = Vec::new();
+    let probe_type = match body.probe_type.as_deref() {
+        None => {
+            errors.push(FieldError::missing("type"));
+            None
+        }
+        Some("machine-up") => Some(ProbeType::MachineUp),
+        Some(other) => {
+            errors.push(FieldError::invalid(
+                "type",
+                format!("probe type {other:?} is not supported: valid types are \"machine-up\""),
+            ));
+            None
+        }
+    };
+    name_field(&body.name, &mut errors);
+    let agent = uuid_field("agent", body.agent.as_deref(), &mut errors);
+    let machine = uuid_field("machine", body.machine.as_deref(), &mut errors);
+    let group = uuid_field("group", body.group.as_deref(), &mut errors);
+    // machine-up runs where the machine is: one of agent/machine names it.
+    let (agent, machine) = match (agent, machine) {
+        (Some(a), Some(m)) if a != m => {
+            errors.push(FieldError::invalid(
+                "machine",
+                "agent and machine must be the same for machine-up",
+            ));
+            (Some(a), Some(m))
+        }
+        (None, None) if body.agent.is_none() && body.machine.is_none() => {
+            errors.push(FieldError::missing("machine"));
+            (None, None)
+        }
+        (a, m) => (a.or(m), m.or(a)),
+    };
+    if let Some(config) = &body.config {
+        if !config.is_null() && !config.as_object().is_some_and(|o| o.is_empty()) {
+            errors.push(FieldError::invalid("config", "machine-up probes take no config"));
+        }
+    }
+    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
+    let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
+    let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
+    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
+    if let Some(group) = group {
+        if api.store.get_group(user, group).await?.is_none() {
+            errors.push(FieldError::invalid(
+                "group",
+                format!("probe group {group} does not exist"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(Probe {
+        uuid,
+        name: body.name,
+        user,
+        probe_type: probe_type.unwrap_or(ProbeType::MachineUp),
+        agent,
+        machine,
+        config: body.config.unwrap_or(serde_json::Value::Null),
+        contacts,
+        group,
+        group_events: body.group_events.unwrap_or(true),
+        disabled: body.disabled.unwrap_or(false),
+        hold,
+        renotify,
+    })
+}
+
+async fn save_probe(api: &MasterApi, probe: Probe) -> Result<HttpResponse, ApiError> {
+    let probe = api.store.put_probe(probe).await?;
+    api.tell_router(ProbeChanged(probe.clone())).await?;
+    Ok(HttpResponse::Ok().json(probe))
+}
+
+pub(super) async fn create_probe(
+    api: web::Data<MasterApi>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let account = api.account(&path).await?;
+    let body: ProbeBody = parse_body(&body, "probe")?;
+    let probe = validate_probe(&api, account.uuid, Uuid::new_v4(), body).await?;
+    save_probe(&api, probe).await
+}
+
+/// `PUT`: the body replaces the probe (all fields, as on create).
+pub(super) async fn put_probe(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe")?;
+    let old = api
+        .store
+        .get_probe(account.uuid, uuid)
+        .await?
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("no such probe: {uuid}")))?;
+    let body: ProbeBody = parse_body(&body, "probe")?;
+    let probe = validate_probe(&api, account.uuid, uuid, body).await?;
+    if MonitorMoved::between(&old, &probe) {
+        // Its faults belong to the old monitor's alarm: close them there.
+        api.tell_router(ProbeDeleted(uuid)).await?;
+    }
+    save_probe(&api, probe).await
+}
+
+/// A probe moving to or from a group changes the alarm its events join.
+struct MonitorMoved;
+
+impl MonitorMoved {
+    fn between(old: &Probe, new: &Probe) -> bool {
+        old.group != new.group || old.group_events != new.group_events
+    }
+}
+
+pub(super) async fn list_probes(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = api.account(&path).await?;
+    Ok(HttpResponse::Ok().json(api.store.list_probes(account.uuid).await?))
+}
+
+pub(super) async fn get_probe(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe")?;
+    match api.store.get_probe(account.uuid, uuid).await? {
+        Some(probe) => Ok(HttpResponse::Ok().json(probe)),
+        None => Err(ApiError::ResourceNotFound(format!("no such probe: {uuid}"))),
+    }
+}
+
+/// `DELETE`: 204; the probe's faults leave its open alarm, which closes
+/// silently when nothing is left (no orphaned alarms).
+pub(super) async fn delete_probe(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    drain(payload).await?;
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe")?;
+    if !api.store.delete_probe(account.uuid, uuid).await? {
+        return Err(ApiError::ResourceNotFound(format!("no such probe: {uuid}")));
+    }
+    api.tell_router(ProbeDeleted(uuid)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- probe groups ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    name: Option<String>,
+    contacts: Option<Vec<String>>,
+    disabled: Option<bool>,
+    hold: Option<serde_json::Value>,
+    renotify: Option<serde_json::Value>,
+}
+
+async fn validate_group(api: &MasterApi, user: Uuid, uuid: Uuid, body: GroupBody) -> Result<ProbeGroup, ApiError> {
+    let mut errors = Vec::new();
+    name_field(&body.name, &mut errors);
+    let contacts = match body.contacts {
+        Some(contacts) => contacts,
+        None => {
+            errors.push(FieldError::missing("contacts"));
+            Vec::new()
+        }
+    };
+    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
+    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
+    let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(ProbeGroup {
+        uuid,
+        name: body.name,
+        user,
+        contacts,
+        disabled: body.disabled.unwrap_or(false),
+        hold,
+        renotify,
+    })
+}
+
+async fn save_group(api: &MasterApi, group: ProbeGroup) -> Result<HttpResponse, ApiError> {
+    let group = api.store.put_group(group).await?;
+    api.tell_router(GroupChanged(group.clone())).await?;
+    Ok(HttpResponse::Ok().json(group))
+}
+
+pub(super) async fn create_group(
+    api: web::Data<MasterApi>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let account = api.account(&path).await?;
+    let body: GroupBody = parse_body(&body, "probe group")?;
+    let group = validate_group(&api, account.uuid, Uuid::new_v4(), body).await?;
+    save_group(&api, group).await
+}
+
+/// `PUT`: the body replaces the group (the reference's PUT crashed; ours
+/// works).
+pub(super) async fn put_group(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe group")?;
+    if api.store.get_group(account.uuid, uuid).await?.is_none() {
+        return Err(ApiError::ResourceNotFound(format!("no such probe group: {uuid}")));
+    }
+    let body: GroupBody = parse_body(&body, "probe group")?;
+    let group = validate_group(&api, account.uuid, uuid, body).await?;
+    save_group(&api, group).await
+}
+
+pub(super) async fn list_groups(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = api.account(&path).await?;
+    Ok(HttpResponse::Ok().json(api.store.list_groups(account.uuid).await?))
+}
+
+pub(super) async fn get_group(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe group")?;
+    match api.store.get_group(account.uuid, uuid).await? {
+        Some(group) => Ok(HttpResponse::Ok().json(group)),
+        None => Err(ApiError::ResourceNotFound(format!("no such probe group: {uuid}"))),
+    }
+}
+
+/// `DELETE`: 204; the group's open alarm closes silently and its probes
+/// become ungrouped (they alarm on their own from now on).
+pub(super) async fn delete_group(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    drain(payload).await?;
+    let (account, uuid) = path.into_inner();
+    let account = api.account(&account).await?;
+    let uuid = path_uuid(&uuid, "probe group")?;
+    let Some(ungrouped) = api.store.delete_group(account.uuid, uuid).await? else {
+        return Err(ApiError::ResourceNotFound(format!("no such probe group: {uuid}")));
+    };
+    api.tell_router(GroupDeleted {
+        user: account.uuid,
+        group: uuid,
+        ungrouped,
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- contacts ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactBody {
+    medium: Option<String>,
+    address: Option<String>,
+}
+
+fn valid_contact_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Every contact of an account, the implicit `email` included.
+async fn all_contacts(api: &MasterApi, account: &Account) -> Result<Vec<Contact>, ApiError> {
+    let mut contacts = api.store.list_contacts(account.uuid).await?;
+    if !contacts.iter().any(|c| c.name == "email") {
+        contacts.insert(0, Contact::default_email(account));
+    }
+    Ok(contacts)
+}
+
+pub(super) async fn list_contacts(
+    api: web::Data<MasterApi>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let account = api.account(&path).await?;
+    Ok(HttpResponse::Ok().json(all_contacts(&api, &account).await?))
+}
+
+pub(super) async fn get_contact(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (account, name) = path.into_inner();
+    let account = api.account(&account).await?;
+    all_contacts(&api, &account)
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| HttpResponse::Ok().json(c))
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("no such contact: {name:?}")))
+}
+
+/// `PUT /pub/:account/contacts/:name` `{medium: "email"|"webhook", address}`:
+/// creates or replaces the contact (200 with it).
+pub(super) async fn put_contact(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let (account, name) = path.into_inner();
+    let account = api.account(&account).await?;
+    let body: ContactBody = parse_body(&body, "contact")?;
+    let mut errors = Vec::new();
+    if !valid_contact_name(&name) {
+        errors.push(FieldError::invalid(
+            "name",
+            "contact names are 1-64 letters, digits, '_', '.', '-'",
+        ));
+    }
+    let medium = match body.medium.as_deref() {
+        None => {
+            errors.push(FieldError::missing("medium"));
+            None
+        }
+        Some("email") => Some(Medium::Email),
+        Some("webhook") => Some(Medium::Webhook),
+        Some(other) => {
+            errors.push(FieldError::invalid(
+                "medium",
+                format!("medium {other:?} is not supported: use \"email\" or \"webhook\""),
+            ));
+            None
+        }
+    };
+    let address = body.address.unwrap_or_default().trim().to_string();
+    match medium {
+        _ if address.is_empty() => errors.push(FieldError::missing("address")),
+        Some(Medium::Email) if !address.contains('@') || address.contains(char::is_whitespace) => errors.push(
+            FieldError::invalid("address", format!("{address:?} is not an email address")),
+        ),
+        Some(Medium::Webhook) if !(address.starts_with("http://") || address.starts_with("https://")) => errors.push(
+            FieldError::invalid("address", format!("{address:?} is not an http:// or https:// url")),
+        ),
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let contact = Contact {
+        name,
+        medium: medium.unwrap_or(Medium::Email),
+        address,
+    };
+    let contact = api.store.put_contact(account.uuid, contact).await?;
+    let contacts = api.store.list_contacts(account.uuid).await?;
+    api.tell_router(ContactsChanged {
+        user: account.uuid,
+        contacts,
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(contact))
+}
+
+/// `DELETE`: 204. A contact still named by a probe or group cannot go
+/// (`422`, naming them); deleting `email` restores the account's address.
+pub(super) async fn delete_contact(
+    api: web::Data<MasterApi>,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    drain(payload).await?;
+    let (account, name) = path.into_inner();
+    let account = api.account(&account).await?;
+    if name != "email" {
+        let users: Vec<String> = api
+            .store
+            .list_probes(account.uuid)
+            .await?
+            .into_iter()
+            .filter(|p| p.contacts.contains(&name))
+            .map(|p| format!("probe {}", p.uuid))
+            .chain(
+                api.store
+                    .list_groups(account.uuid)
+                    .await?
+                    .into_iter()
+                    .filter(|g| g.contacts.contains(&name))
+                    .map(|g| format!("probe group {}", g.uuid)),
+            )
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::validation(vec![FieldError::invalid(
+                "name",
+                format!("contact {name:?} is used by {}", users.join(", ")),
+            )]));
+        }
+    }
+    if !api.store.delete_contact(account.uuid, name.clone()).await? && name != "email" {
+        return Err(ApiError::ResourceNotFound(format!("no such contact: {name:?}")));
+    }
+    let contacts = api.store.list_contacts(account.uuid).await?;
+    api.tell_router(ContactsChanged {
+        user: account.uuid,
+        contacts,
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
