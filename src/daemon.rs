@@ -278,6 +278,7 @@ impl MasterParts {
                 event_max_age: self.event_max_age,
                 router: router.clone(),
                 keeper: keeper.clone(),
+                guard: guard.clone(),
                 clock: self.clock.clone(),
             };
             let auth = self.auth.clone();

@@ -653,6 +653,53 @@ impl Handler<GetIncidents> for ServerGuard {
     }
 }
 
+/// What the guard knows of every server (for `GET /servers`).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ServerView>")]
+pub struct GetServers;
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerView {
+    pub uuid: Uuid,
+    pub hostname: Option<String>,
+    /// Master time of the last event from its relay, if it runs one.
+    pub last_seen: Option<EpochMs>,
+    pub machines: usize,
+    pub machines_down: usize,
+    pub incident: Option<IncidentView>,
+}
+
+impl Handler<GetServers> for ServerGuard {
+    type Result = Vec<ServerView>;
+
+    fn handle(&mut self, _: GetServers, _ctx: &mut Context<Self>) -> Vec<ServerView> {
+        let mut views: Vec<ServerView> = self
+            .servers
+            .iter()
+            .map(|(uuid, info)| ServerView {
+                uuid: *uuid,
+                hostname: info.hostname.clone(),
+                last_seen: info.last_seen,
+                machines: self.machines_on(*uuid).count(),
+                machines_down: self.down_count(*uuid),
+                incident: info.incident.as_ref().map(|i| IncidentView {
+                    id: i.id,
+                    server: *uuid,
+                    hostname: info.hostname.clone(),
+                    reason: i.reason,
+                    opened: i.opened,
+                    announced: i.announced,
+                    returned: i.returned,
+                    machines_down: self.down_count(*uuid),
+                }),
+            })
+            .collect();
+        views.sort_by_key(|v| v.uuid);
+        views
+    }
+}
+
 impl Handler<Stop> for ServerGuard {
     type Result = ();
 

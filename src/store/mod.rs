@@ -595,6 +595,57 @@ impl Store {
         .await
     }
 
+    /// Every account's alarms (operators), newest first; `open_only` for
+    /// the open ones.
+    pub async fn all_alarms(&self, open_only: bool) -> Result<Vec<Alarm>, StoreError> {
+        self.call(move |conn| {
+            let sql = if open_only {
+                "SELECT body FROM alarms WHERE closed = 0 ORDER BY time_closed DESC, user, id DESC"
+            } else {
+                "SELECT body FROM alarms ORDER BY user, id DESC"
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+        })
+        .await
+    }
+
+    /// How many alarms are open (for `amon_alarms_open`).
+    pub async fn open_alarm_count(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM alarms WHERE closed = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
+        .await
+    }
+
+    /// Every relay the master has heard from: (uuid, hostname, last event,
+    /// last seen).
+    pub async fn servers(&self) -> Result<Vec<(Uuid, Option<String>, String, EpochMs)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT uuid, hostname, last_event, last_seen FROM servers ORDER BY uuid")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut servers = Vec::new();
+            for row in rows {
+                let (uuid, hostname, last_event, last_seen) = row?;
+                if let Ok(uuid) = Uuid::parse_str(&uuid) {
+                    servers.push((uuid, hostname, last_event, last_seen));
+                }
+            }
+            Ok(servers)
+        })
+        .await
+    }
+
     pub async fn get_alarm(&self, user: Uuid, id: u64) -> Result<AlarmLookup, StoreError> {
         self.call(move |conn| {
             let body: Option<String> = conn

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{content_md5, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
 use crate::actors::router::{AccountChanged, EventRouter, RouteEvents};
+use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
 use crate::model::{Account, Alarm, Event};
@@ -20,6 +21,8 @@ pub struct MasterApi {
     pub event_max_age: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
+    /// The flood guard (server incidents for `GET /servers`).
+    pub guard: Named<crate::actors::server_guard::ServerGuard>,
     /// The keeper of maintenance windows (creates and deletes them).
     pub keeper: Named<crate::actors::maintenance::MaintenanceKeeper>,
     pub clock: Clock,
@@ -36,6 +39,8 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/ping", web::get().to(ping))
             .route("/metrics", web::get().to(metrics))
             .route("/deadletters", web::get().to(dead_letters))
+            .route("/alarms", web::get().to(list_all_alarms))
+            .route("/servers", web::get().to(list_servers))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
             .route("/agentprobes", web::get().to(list_agent_probes))
@@ -106,7 +111,10 @@ async fn dead_letters(api: web::Data<MasterApi>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(letters))
 }
 
-async fn metrics() -> HttpResponse {
+async fn metrics(api: web::Data<MasterApi>) -> HttpResponse {
+    if let Ok(open) = api.store.open_alarm_count().await {
+        metrics::gauge!("amon_alarms_open").set(open as f64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render())
@@ -196,6 +204,22 @@ struct AlarmQuery {
     probe_group: Option<Uuid>,
 }
 
+/// The `state` filter of alarm listings: `recent` (open, or closed within
+/// the last hour; the default), `open`, `closed`, `all`.
+fn state_filter(state: Option<&str>, now: i64) -> Result<Box<dyn Fn(&Alarm) -> bool>, ApiError> {
+    Ok(match state.unwrap_or("recent") {
+        "recent" => Box::new(move |a: &Alarm| !a.closed || a.time_closed.is_some_and(|t| now - t <= RECENT_MS)),
+        "open" => Box::new(|a: &Alarm| !a.closed),
+        "closed" => Box::new(|a: &Alarm| a.closed),
+        "all" => Box::new(|_: &Alarm| true),
+        other => {
+            return Err(ApiError::InvalidArgument(format!(
+                "state {other:?} is invalid: expected recent, open, closed or all"
+            )))
+        }
+    })
+}
+
 /// How long a closed alarm still counts as "recent".
 const RECENT_MS: i64 = 60 * 60 * 1000;
 
@@ -206,17 +230,7 @@ async fn list_alarms(
 ) -> Result<HttpResponse, ApiError> {
     let account = api.account(&path).await?;
     let now = api.clock.now_ms();
-    let keep: Box<dyn Fn(&Alarm) -> bool> = match query.state.as_deref().unwrap_or("recent") {
-        "recent" => Box::new(move |a: &Alarm| !a.closed || a.time_closed.is_some_and(|t| now - t <= RECENT_MS)),
-        "open" => Box::new(|a: &Alarm| !a.closed),
-        "closed" => Box::new(|a: &Alarm| a.closed),
-        "all" => Box::new(|_: &Alarm| true),
-        other => {
-            return Err(ApiError::InvalidArgument(format!(
-                "state {other:?} is invalid: expected recent, open, closed or all"
-            )))
-        }
-    };
+    let keep = state_filter(query.state.as_deref(), now)?;
     let group = query.probe_group;
     let alarms: Vec<Alarm> = api
         .store
@@ -226,6 +240,59 @@ async fn list_alarms(
         .filter(|a| keep(a) && (group.is_none() || a.probe_group == group))
         .collect();
     Ok(HttpResponse::Ok().json(alarms))
+}
+
+/// `GET /alarms?state=`: every account's alarms (operators).
+async fn list_all_alarms(api: web::Data<MasterApi>, query: web::Query<AlarmQuery>) -> Result<HttpResponse, ApiError> {
+    let now = api.clock.now_ms();
+    let keep = state_filter(query.state.as_deref(), now)?;
+    let open_only = query.state.as_deref() == Some("open");
+    let group = query.probe_group;
+    let alarms: Vec<Alarm> = api
+        .store
+        .all_alarms(open_only)
+        .await?
+        .into_iter()
+        .filter(|a| keep(a) && (group.is_none() || a.probe_group == group))
+        .collect();
+    Ok(HttpResponse::Ok().json(alarms))
+}
+
+/// `GET /servers`: every relay heard from, with machine counts and any
+/// open server incident (from the flood guard).
+async fn list_servers(api: web::Data<MasterApi>) -> Result<HttpResponse, ApiError> {
+    let known = match api.guard.get() {
+        Some(guard) => guard.send(GetServers).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut servers: Vec<serde_json::Value> = Vec::new();
+    let stored = api.store.servers().await?;
+    for (uuid, hostname, last_event, last_seen) in &stored {
+        let view = known.iter().find(|v| v.uuid == *uuid);
+        servers.push(serde_json::json!({
+            "uuid": uuid,
+            "hostname": hostname,
+            "lastEvent": last_event,
+            "lastSeen": last_seen,
+            "machines": view.map(|v| v.machines).unwrap_or(0),
+            "machinesDown": view.map(|v| v.machines_down).unwrap_or(0),
+            "incident": view.and_then(|v| v.incident.clone()),
+        }));
+    }
+    // Servers known only from their machines' events (no relay of their own,
+    // e.g. simulated ones).
+    for view in known.iter().filter(|v| !stored.iter().any(|s| s.0 == v.uuid)) {
+        servers.push(serde_json::json!({
+            "uuid": view.uuid,
+            "hostname": view.hostname,
+            "lastEvent": null,
+            "lastSeen": view.last_seen,
+            "machines": view.machines,
+            "machinesDown": view.machines_down,
+            "incident": view.incident,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(servers))
 }
 
 async fn get_alarm(api: web::Data<MasterApi>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
