@@ -206,7 +206,9 @@ struct AlarmQuery {
 
 /// The `state` filter of alarm listings: `recent` (open, or closed within
 /// the last hour; the default), `open`, `closed`, `all`.
-fn state_filter(state: Option<&str>, now: i64) -> Result<Box<dyn Fn(&Alarm) -> bool>, ApiError> {
+type AlarmFilter = Box<dyn Fn(&Alarm) -> bool>;
+
+fn state_filter(state: Option<&str>, now: i64) -> Result<AlarmFilter, ApiError> {
     Ok(match state.unwrap_or("recent") {
         "recent" => Box::new(move |a: &Alarm| !a.closed || a.time_closed.is_some_and(|t| now - t <= RECENT_MS)),
         "open" => Box::new(|a: &Alarm| !a.closed),
