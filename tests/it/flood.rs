@@ -54,10 +54,15 @@ impl Rig {
     /// A master mailing a running SMTP server; `None` when this machine has
     /// no aiosmtpd (see [`SmtpServer::start`]).
     fn start() -> Option<Rig> {
+        Rig::start_with(Vec::new())
+    }
+
+    /// [`Rig::start`] with more `[notify]` lines.
+    fn start_with(notify_extra: Vec<String>) -> Option<Rig> {
         let dir = tempdir();
         let smtp = SmtpServer::start(dir.path())?;
         let port = smtp.port;
-        Some(Rig::with_master(dir, Some(smtp), port))
+        Some(Rig::with_master_config(dir, Some(smtp), port, notify_extra))
     }
 
     /// A master whose SMTP server is down: nothing listens on its port
@@ -72,9 +77,19 @@ impl Rig {
     }
 
     fn with_master(dir: tempfile::TempDir, smtp: Option<SmtpServer>, smtp_port: u16) -> Rig {
+        Rig::with_master_config(dir, smtp, smtp_port, Vec::new())
+    }
+
+    fn with_master_config(
+        dir: tempfile::TempDir,
+        smtp: Option<SmtpServer>,
+        smtp_port: u16,
+        notify_extra: Vec<String>,
+    ) -> Rig {
         let config = AmonConfig {
             smtp_port: Some(smtp_port),
             heartbeat_timeout: Some(HEARTBEAT_TIMEOUT),
+            notify_extra,
             ..AmonConfig::new(&dir.path().join("master-data"))
         }
         .write(&dir.path().join("master.toml"));
@@ -776,4 +791,42 @@ fn mail_server_outage_across_a_master_sigkill_gets_every_email_once() {
 
     rig.start_smtp();
     assert_each_mailed_once(&rig, &zones, &ids, &marker);
+}
+
+// ---- issue #6, point 5: a flooded contact ----
+
+/// With a limit of 2 messages per 4 s, five alarms due at once give two
+/// alarm emails and, when a token is back, one digest for the other three.
+#[test]
+fn a_contact_flooded_beyond_its_rate_limit_gets_one_digest_for_the_excess() {
+    let Some(rig) = Rig::start_with(vec!["rate_limit = 2".into(), "rate_window = \"4s\"".into()]) else {
+        return;
+    };
+    let zones = machines(5);
+    rig.create_account("alice");
+    rig.watch("alice", &zones);
+    rig.create_account("bob");
+    let marker = marker();
+    rig.watch("bob", std::slice::from_ref(&marker));
+    // Each zone on its own server: five downs on one server would be a
+    // server incident, which is not what this is about.
+    for zone in &zones {
+        rig.post(vec![Relay::new("cn-x").machine(zone, false)]);
+    }
+    let emails = rig.wait_for_emails_to("alice", 3);
+    let (digests, alarms): (Vec<Email>, Vec<Email>) = emails
+        .into_iter()
+        .partition(|e| e.subject.starts_with("[amon coal] 3 more notifications for alice"));
+    assert_eq!(alarms.len(), 2, "two alarm emails within the limit\n{}", rig.context());
+    assert_eq!(digests.len(), 1, "one digest for the excess\n{}", rig.context());
+    // Every zone is in exactly one email: two alone, three in the digest.
+    for zone in &zones {
+        let id = zone.uuid.to_string();
+        let alone = alarms.iter().filter(|e| e.subject.contains(&id)).count();
+        let digested = usize::from(digests[0].body.contains(&id));
+        assert_eq!(alone + digested, 1, "zone {id} mailed once\n{}", rig.context());
+    }
+    // Nothing more comes for alice: bob's marker arrives, alice still has 3.
+    rig.marker(&marker);
+    assert_eq!(rig.emails_to("alice").len(), 3, "{}", rig.context());
 }

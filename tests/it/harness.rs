@@ -779,6 +779,8 @@ pub struct AmonConfig {
     pub zones: Option<ExecZones>,
     /// `[notify] heartbeat_timeout`; `None` leaves the key out (the default).
     pub heartbeat_timeout: Option<Duration>,
+    /// More `[notify]` lines, `key = value` (TOML), e.g. a rate limit.
+    pub notify_extra: Vec<String>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -813,6 +815,7 @@ impl AmonConfig {
             workers: 4,
             zones: None,
             heartbeat_timeout: None,
+            notify_extra: Vec::new(),
         }
     }
 
@@ -855,6 +858,10 @@ agent_probes_poll = "1s"
         ));
         if let Some(timeout) = self.heartbeat_timeout {
             text.push_str(&format!("heartbeat_timeout = \"{}ms\"\n", timeout.as_millis()));
+        }
+        for line in &self.notify_extra {
+            text.push_str(line);
+            text.push('\n');
         }
         text.push_str("\n[notify.email]\n");
         if let Some(port) = self.smtp_port {

@@ -12,6 +12,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod agent;
+mod api;
 mod cli;
 mod e2e;
 mod flood;
