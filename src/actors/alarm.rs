@@ -95,6 +95,14 @@ impl AlarmActor {
         }
     }
 
+    /// Starts with the monitor's current probes (and group), so holds and
+    /// contacts are right before its first event, e.g. after a restart.
+    pub fn with_members(mut self, probes: Vec<Arc<Probe>>, group: Option<Arc<ProbeGroup>>) -> AlarmActor {
+        self.probes = probes.into_iter().map(|p| (p.uuid, p)).collect();
+        self.group = group;
+        self
+    }
+
     fn now(&self) -> EpochMs {
         self.env.clock.now_ms()
     }
@@ -362,8 +370,11 @@ impl Actor for AlarmActor {
                 .map(|result, act, ctx| match result {
                     Ok(Some(alarm)) => {
                         let now = act.now();
-                        let hold = act.env.hold.as_millis() as EpochMs;
                         for fault in alarm.faults.iter().filter(|f| !f.notified) {
+                            // Folded faults too: the incident they were folded
+                            // into did not survive the restart, so they are
+                            // notified on their own after their hold.
+                            let hold = act.hold_of(fault.probe).as_millis() as EpochMs;
                             let left = (fault.time_faulted + hold - now).max(0) as u64;
                             act.schedule_hold(alarm.id, fault.probe, Duration::from_millis(left), ctx);
                         }

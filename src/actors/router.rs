@@ -145,6 +145,21 @@ impl EventRouter {
         }
     }
 
+    /// The probes (and group) of a monitor, as they are now.
+    fn members_of(&self, key: MonitorKey) -> (Vec<Arc<Probe>>, Option<Arc<ProbeGroup>>) {
+        match key {
+            MonitorKey::Probe { probe, .. } => (self.probes.get(&probe).cloned().into_iter().collect(), None),
+            MonitorKey::ProbeGroup { group, .. } => (
+                self.probes
+                    .values()
+                    .filter(|p| p.group == Some(group))
+                    .cloned()
+                    .collect(),
+                self.groups.get(&group).cloned(),
+            ),
+        }
+    }
+
     /// Forgets a probe; returns its last definition.
     fn unindex_probe(&mut self, uuid: Uuid) -> Option<Arc<Probe>> {
         let old = self.probes.remove(&uuid)?;
@@ -171,7 +186,10 @@ impl EventRouter {
         let child = self.next_child;
         self.next_child += 1;
         let lifeline = Lifeline::new(ctx.address().recipient(), child, 1);
-        let addr = AlarmActor::new(key, account, self.env.clone(), lifeline).start();
+        let (probes, group) = self.members_of(key);
+        let addr = AlarmActor::new(key, account, self.env.clone(), lifeline)
+            .with_members(probes, group)
+            .start();
         self.monitors.insert(
             child,
             Monitor {
@@ -629,10 +647,14 @@ impl Handler<ChildExited> for EventRouter {
                     let Some(account) = act.accounts.get(&key.user()).cloned() else {
                         return;
                     };
+                    let (probes, group) = act.members_of(key);
+                    let env = act.env.clone();
                     if let Some(monitor) = act.monitors.get_mut(&child) {
                         monitor.generation += 1;
                         let lifeline = Lifeline::new(ctx.address().recipient(), child, monitor.generation);
-                        monitor.addr = AlarmActor::new(key, account, act.env.clone(), lifeline).start();
+                        monitor.addr = AlarmActor::new(key, account, env, lifeline)
+                            .with_members(probes, group)
+                            .start();
                     }
                 });
             }

@@ -18,9 +18,10 @@
 //! hears of it, and only machines still down a hold after its return get
 //! ordinary alarm emails.
 //!
-//! Incidents live in memory: a master restart forgets open incidents (their
-//! folded faults stay un-notified until their machines come back or the
-//! alarm is handled by hand). Persisting them is future work.
+//! Incidents live in memory: a master restart forgets open incidents. Their
+//! folded faults are then re-held by their alarm actors and notified one by
+//! one after the hold if still open — more email than the incident would
+//! have sent, never less. Persisting incidents is future work.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use crate::notify::{
     message_id, resolve_contacts, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification,
     NotificationKind, ProbeRef,
 };
-use crate::store::Store;
+use crate::store::{MachineRecord, Store};
 
 /// The flood guard's thresholds (`[notify]` keys).
 #[derive(Debug, Clone, PartialEq)]
@@ -601,6 +602,28 @@ impl Actor for ServerGuard {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16 * 1024);
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_heartbeats(ctx));
+        // What we knew of machines before a restart.
+        let store = self.env.store.clone();
+        ctx.wait(
+            async move { store.all_machines().await }
+                .into_actor(self)
+                .map(|result, act, _ctx| match result {
+                    Ok(machines) => {
+                        for m in machines {
+                            act.servers.entry(m.server).or_default();
+                            act.machines.insert(
+                                m.uuid,
+                                MachineInfo {
+                                    server: m.server,
+                                    alias: m.alias,
+                                    up: m.up,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot load machines; the guard starts blind"),
+                }),
+        );
     }
 }
 
@@ -608,8 +631,40 @@ impl Handler<Observe> for ServerGuard {
     type Result = ();
 
     fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) {
+        let seen: Vec<MachineRecord> = msg
+            .0
+            .iter()
+            .filter_map(|s| match s {
+                Sighting::Machine {
+                    machine,
+                    server,
+                    alias,
+                    up,
+                    ..
+                } => Some(MachineRecord {
+                    uuid: *machine,
+                    server: *server,
+                    alias: alias.clone(),
+                    up: *up,
+                }),
+                Sighting::Server { .. } => None,
+            })
+            .collect();
         for sighting in msg.0 {
             self.sight(sighting, ctx);
+        }
+        if !seen.is_empty() {
+            // Kept so a restarted master still knows each server's machines.
+            let store = self.env.store.clone();
+            let now = self.now();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = store.put_machines(seen, now).await {
+                        tracing::warn!(error = %e, "cannot record machines");
+                    }
+                }
+                .into_actor(self),
+            );
         }
     }
 }

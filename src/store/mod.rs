@@ -20,6 +20,15 @@ pub use relay::{RelayStore, ZoneRecord};
 use crate::model::{Account, Alarm, Contact, EpochMs, Event, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
 
+/// A machine as the flood guard last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineRecord {
+    pub uuid: Uuid,
+    pub server: Uuid,
+    pub alias: Option<String>,
+    pub up: bool,
+}
+
 /// What a lookup by a per-owner id can find.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup<T> {
@@ -389,6 +398,51 @@ impl Store {
                 "DELETE FROM contacts WHERE user = ?1 AND name = ?2",
                 params![user.to_string(), name],
             )? > 0)
+        })
+        .await
+    }
+
+    // ---- machines (the flood guard's view) ----
+
+    /// Records machines' servers and states (latest wins).
+    pub async fn put_machines(&self, machines: Vec<MachineRecord>, now: EpochMs) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let mut upsert = conn.prepare_cached(
+                "INSERT INTO machines (uuid, server, alias, up, seen) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(uuid) DO UPDATE SET server = ?2, alias = COALESCE(?3, alias), up = ?4, seen = ?5",
+            )?;
+            for m in &machines {
+                upsert.execute(params![m.uuid.to_string(), m.server.to_string(), m.alias, m.up, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn all_machines(&self) -> Result<Vec<MachineRecord>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT uuid, server, alias, up FROM machines")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })?;
+            let mut machines = Vec::new();
+            for row in rows {
+                let (uuid, server, alias, up) = row?;
+                if let (Ok(uuid), Ok(server)) = (Uuid::parse_str(&uuid), Uuid::parse_str(&server)) {
+                    machines.push(MachineRecord {
+                        uuid,
+                        server,
+                        alias,
+                        up,
+                    });
+                }
+            }
+            Ok(machines)
         })
         .await
     }

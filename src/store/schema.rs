@@ -110,6 +110,18 @@ pub const MASTER: &[&str] = &[
         PRIMARY KEY (owner, id)
     );
     "#,
+    // 6: the flood guard's view of machines (which server, up or down), so a
+    // restarted master still knows what a silent server takes down.
+    r#"
+    CREATE TABLE machines (
+        uuid TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        alias TEXT,
+        up INTEGER NOT NULL,
+        seen INTEGER NOT NULL
+    );
+    CREATE INDEX machines_by_server ON machines(server);
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the
