@@ -124,12 +124,8 @@ impl Store {
     /// Events committed (and acknowledged with 202) but not yet applied by
     /// their alarm actors when the master last stopped, oldest first.
     pub async fn unrouted_events(&self) -> Result<Vec<Event>, StoreError> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT body FROM events WHERE routed = 0 ORDER BY seq")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
-        })
-        .await
+        self.call(|conn| json_rows(conn, "SELECT body FROM events WHERE routed = 0 ORDER BY seq", []))
+            .await
     }
 
     /// Notes what a relay last said about itself (for `GET /servers`).
@@ -219,9 +215,11 @@ impl Store {
 
     pub async fn list_probes(&self, user: Uuid) -> Result<Vec<Probe>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE user = ?1 ORDER BY uuid")?;
-            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(
+                conn,
+                "SELECT body FROM probes WHERE user = ?1 ORDER BY uuid",
+                params![user.to_string()],
+            )
         })
         .await
     }
@@ -244,20 +242,17 @@ impl Store {
     /// a relay fetches for that agent (`GET /agentprobes?agent=`).
     pub async fn probes_for_agent(&self, agent: Uuid) -> Result<Vec<Probe>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE agent = ?1 ORDER BY uuid")?;
-            let rows = stmt.query_map(params![agent.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(
+                conn,
+                "SELECT body FROM probes WHERE agent = ?1 ORDER BY uuid",
+                params![agent.to_string()],
+            )
         })
         .await
     }
 
     pub async fn all_probes(&self) -> Result<Vec<Probe>, StoreError> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT body FROM probes")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
-        })
-        .await
+        self.call(|conn| json_rows(conn, "SELECT body FROM probes", [])).await
     }
 
     /// Deletes a probe; `false` if it did not exist.
@@ -291,20 +286,18 @@ impl Store {
 
     pub async fn list_groups(&self, user: Uuid) -> Result<Vec<ProbeGroup>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM probegroups WHERE user = ?1 ORDER BY uuid")?;
-            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(
+                conn,
+                "SELECT body FROM probegroups WHERE user = ?1 ORDER BY uuid",
+                params![user.to_string()],
+            )
         })
         .await
     }
 
     pub async fn all_groups(&self) -> Result<Vec<ProbeGroup>, StoreError> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT body FROM probegroups")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
-        })
-        .await
+        self.call(|conn| json_rows(conn, "SELECT body FROM probegroups", []))
+            .await
     }
 
     pub async fn get_group(&self, user: Uuid, uuid: Uuid) -> Result<Option<ProbeGroup>, StoreError> {
@@ -368,9 +361,11 @@ impl Store {
     /// An account's stored contacts (without the implicit `email`).
     pub async fn list_contacts(&self, user: Uuid) -> Result<Vec<Contact>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM contacts WHERE user = ?1 ORDER BY name")?;
-            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(
+                conn,
+                "SELECT body FROM contacts WHERE user = ?1 ORDER BY name",
+                params![user.to_string()],
+            )
         })
         .await
     }
@@ -481,12 +476,8 @@ impl Store {
 
     /// Every stored window (ended ones are deleted when they end).
     pub async fn all_windows(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {
-        self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT body FROM maintenances ORDER BY owner, id")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
-        })
-        .await
+        self.call(|conn| json_rows(conn, "SELECT body FROM maintenances ORDER BY owner, id", []))
+            .await
     }
 
     /// One owner's window: found, gone (ended or deleted), or never issued.
@@ -642,9 +633,11 @@ impl Store {
     /// An account's alarms, newest first.
     pub async fn list_alarms(&self, user: Uuid) -> Result<Vec<Alarm>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM alarms WHERE user = ?1 ORDER BY id DESC")?;
-            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(
+                conn,
+                "SELECT body FROM alarms WHERE user = ?1 ORDER BY id DESC",
+                params![user.to_string()],
+            )
         })
         .await
     }
@@ -810,6 +803,17 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         login: r.get(1)?,
         email: r.get(2)?,
     })
+}
+
+/// Runs a query whose one column is a JSON body and parses every row.
+fn json_rows<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+    rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
 }
 
 fn window_owner(user: Option<Uuid>) -> String {

@@ -9,7 +9,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::MasterApi;
+use super::{parse_body, MasterApi};
 use crate::actors::maintenance::{CreateWindow, DeleteWindow, MaintenanceKeeper};
 use crate::http::{drain, read_body, ApiError, FieldError, MAX_BODY};
 use crate::model::{EpochMs, MaintenanceScope, MaintenanceWindow};
@@ -173,11 +173,7 @@ impl MasterApi {
     }
 
     async fn create_window(&self, user: Option<Uuid>, body: &[u8]) -> Result<HttpResponse, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::InvalidArgument("request body is empty: expected json".into()));
-        }
-        let body: WindowBody = serde_json::from_slice(body)
-            .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid window: {e}"))]))?;
+        let body: WindowBody = parse_body(body, "window")?;
         let window = validate(user, body, self.clock.now_ms())?;
         let window = self
             .keeper()?

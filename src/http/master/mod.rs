@@ -33,6 +33,16 @@ mod alarms;
 mod maintenances;
 mod probes;
 
+/// Parses a JSON body into `what`: empty is `400 InvalidArgument`, a body
+/// that does not fit is `422 ValidationFailed` naming the problem.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidArgument("request body is empty: expected json".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid {what}: {e}"))]))
+}
+
 pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(api))

@@ -12,7 +12,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::MasterApi;
+use super::{parse_body, MasterApi};
 use crate::actors::router::{ContactsChanged, GroupChanged, GroupDeleted, ProbeChanged, ProbeDeleted};
 use crate::http::{drain, read_body, ApiError, FieldError, MAX_BODY};
 use crate::model::{Account, Contact, Medium, Probe, ProbeGroup, ProbeType};
@@ -41,14 +41,6 @@ impl MasterApi {
             .await
             .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))
     }
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidArgument("request body is empty: expected json".into()));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid {what}: {e}"))]))
 }
 
 fn path_uuid(text: &str, what: &str) -> Result<Uuid, ApiError> {
