@@ -293,6 +293,9 @@ impl MasterParts {
                         .configure(crate::http::master::configure(api.clone()))
                 })
                 .workers(2)
+                // Longer than relays keep idle connections (30 s): the
+                // client, not the server, closes an idle one.
+                .keep_alive(std::time::Duration::from_secs(75))
                 .disable_signals()
                 .shutdown_timeout(5)
                 .listen(listener)?

@@ -3,8 +3,8 @@
 //! overlapping, across accounts for a whole server), every error code the
 //! API has, bearer-token auth, and `api_examples`, which performs every
 //! request `docs/api.md` shows and snapshots the answers
-//! (`tests/it/snapshots/it__api__*.snap`), so that the documentation stays
-//! true.
+//! (`tests/it/snapshots/it__api__*.snap`), and `docs_show_every_api_snapshot`,
+//! which fails until the documentation shows every snapshot as it is.
 //!
 //! The test plays the relay: it posts machine events to `POST /events` as a
 //! relay sends them. Absence ("no email") is proven as in `e2e`: a marker
@@ -829,12 +829,17 @@ fn every_error_code_is_reachable_through_the_real_server() {
 }
 
 impl Machine {
-    /// A heartbeat of this machine's server's relay.
-    fn server_heartbeat(&self) -> Value {
+    /// A lifecycle event (`started`, `heartbeat`, `shutting_down`) of this
+    /// machine's server's relay, which calls itself `cn-7`.
+    fn server_event(&self, event: &str) -> Value {
         json!({
             "type": "server", "uuid": Uuid::new_v4(), "time": now_ms(),
-            "relay": self.server, "server": self.server, "event": "heartbeat", "hostname": "cn-7",
+            "relay": self.server, "server": self.server, "event": event, "hostname": "cn-7",
         })
+    }
+
+    fn server_heartbeat(&self) -> Value {
+        self.server_event("heartbeat")
     }
 }
 
@@ -896,6 +901,12 @@ fn tokens_are_required_and_roles_are_enforced() {
         );
     }
 
+    let labels = Labels::default();
+    labels.name(alice, "alice");
+    labels.name(bob, "bob");
+    let r = as_(None, "GET", "/pub/alice/probes", &Value::Null);
+    snapshot_example(&labels, "error_unauthorized", "GET /pub/alice/probes", None, &r, &[]);
+
     // The operator may do everything.
     for (uuid, login) in [(alice, "alice"), (bob, "bob")] {
         let created = as_(
@@ -944,6 +955,16 @@ fn tokens_are_required_and_roles_are_enforced() {
             &format!("alice's token: {method} {path}"),
         );
     }
+
+    let r = as_(alice_token, "GET", "/pub/bob/alarms", &Value::Null);
+    snapshot_example(
+        &labels,
+        "error_forbidden",
+        "GET /pub/bob/alarms (Authorization: Bearer <alice's token>)",
+        None,
+        &r,
+        &[],
+    );
 
     // A relay token: events and agent probes only.
     let relay = Some(RELAY_TOKEN);
@@ -1066,6 +1087,9 @@ const TIME_FIELDS: &[&str] = &[
     ".**.timeFaulted",
     ".**.start",
     ".**.end",
+    ".**.lastSeen",
+    ".**.opened",
+    ".**.returned",
 ];
 
 fn redactions(labels: &Labels) -> Vec<(&'static str, Redaction)> {
@@ -1097,6 +1121,24 @@ impl Examples<'_> {
         response
     }
 
+    /// [`Examples::show`] for a create: the new object's uuid gets `label`
+    /// before the answer is snapshotted.
+    fn create(&self, name: &str, path: &str, body: Value, label: &str) -> Uuid {
+        let bytes = body.to_string().into_bytes();
+        let response = raw(self.master.api.addr, "POST", path, &[], &bytes);
+        assert_eq!(
+            response.status,
+            200,
+            "POST {path}: {:?}\n{}",
+            String::from_utf8_lossy(&response.body),
+            self.master.context()
+        );
+        let uuid = uuid_of(&response.json()["uuid"]);
+        self.labels.name(uuid, label);
+        self.snapshot(name, "POST", path, Some(body), &response, &[]);
+        uuid
+    }
+
     fn snapshot(
         &self,
         name: &str,
@@ -1106,27 +1148,41 @@ impl Examples<'_> {
         response: &Response,
         headers: &[&str],
     ) {
-        let mut example = json!({ "request": format!("{method} {path}") });
-        if let Some(body) = body {
-            example["body"] = body;
-        }
-        example["status"] = json!(response.status);
-        if !headers.is_empty() {
-            example["headers"] = headers
-                .iter()
-                .map(|h| (h.to_string(), json!(response.header(h))))
-                .collect::<serde_json::Map<_, _>>()
-                .into();
-        }
-        example["response"] = if response.body.is_empty() {
-            Value::Null
-        } else {
-            response.json()
-        };
-        insta::with_settings!({ redactions => redactions(&self.labels), omit_expression => true }, {
-            insta::assert_json_snapshot!(name, example);
-        });
+        snapshot_example(&self.labels, name, &format!("{method} {path}"), body, response, headers);
     }
+}
+
+/// Snapshots one example: the request line, its body, the status, the
+/// `headers` named, and the response body (`null` when empty), with uuids
+/// labelled and times redacted.
+fn snapshot_example(
+    labels: &Labels,
+    name: &str,
+    request: &str,
+    body: Option<Value>,
+    response: &Response,
+    headers: &[&str],
+) {
+    let mut example = json!({ "request": request });
+    if let Some(body) = body {
+        example["body"] = body;
+    }
+    example["status"] = json!(response.status);
+    if !headers.is_empty() {
+        example["headers"] = headers
+            .iter()
+            .map(|h| (h.to_string(), json!(response.header(h))))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    example["response"] = if response.body.is_empty() {
+        Value::Null
+    } else {
+        response.json()
+    };
+    insta::with_settings!({ redactions => redactions(labels), omit_expression => true }, {
+        insta::assert_json_snapshot!(name, example);
+    });
 }
 
 /// Every request of `docs/api.md`, in its order, against a real master.
@@ -1175,15 +1231,12 @@ fn api_examples() {
     ok(&ex.show("contact_get", "GET", "/pub/alice/contacts/pager", None), 200);
 
     // Probe groups and probes.
-    let r = ex.show(
+    let group = ex.create(
         "probegroup_create",
-        "POST",
         "/pub/alice/probegroups",
-        Some(json!({ "name": "web tier", "contacts": ["email"] })),
+        json!({ "name": "web tier", "contacts": ["email"] }),
+        "web-tier",
     );
-    ok(&r, 200);
-    let group = uuid_of(&r.json()["uuid"]);
-    labels.name(group, "web-tier");
     ok(&ex.show("probegroups_list", "GET", "/pub/alice/probegroups", None), 200);
     ok(
         &ex.show(
@@ -1208,15 +1261,12 @@ fn api_examples() {
     labels.name(server, "cn-7");
     let web7 = Machine::new("web7", server);
     labels.name(web7.uuid, "web7");
-    let r = ex.show(
+    let probe = ex.create(
         "probe_create",
-        "POST",
         "/pub/alice/probes",
-        Some(json!({ "name": "web7 up", "type": "machine-up", "machine": web7.uuid, "group": group })),
+        json!({ "name": "web7 up", "type": "machine-up", "machine": web7.uuid, "group": group }),
+        "probe-web7-up",
     );
-    ok(&r, 200);
-    let probe = uuid_of(&r.json()["uuid"]);
-    labels.name(probe, "probe-web7-up");
     ok(&ex.show("probes_list", "GET", "/pub/alice/probes", None), 200);
     ok(
         &ex.show(
@@ -1247,7 +1297,12 @@ fn api_examples() {
     assert!(head.body.is_empty(), "HEAD has no body");
 
     ok(
-        &ex.show("events_post", "POST", "/events", Some(json!([web7.down()]))),
+        &ex.show(
+            "events_post",
+            "POST",
+            "/events",
+            Some(json!([web7.server_event("started"), web7.down()])),
+        ),
         202,
     );
 
@@ -1260,6 +1315,8 @@ fn api_examples() {
         200,
     );
     ok(&ex.show("alarm_get", "GET", "/pub/alice/alarms/1", None), 200);
+    ok(&ex.show("operator_alarms_list", "GET", "/alarms?state=open", None), 200);
+    ok(&ex.show("servers_list", "GET", "/servers", None), 200);
     ok(
         &ex.show("alarm_suppress", "POST", "/pub/alice/alarms/1?action=suppress", None),
         202,
@@ -1353,6 +1410,11 @@ fn api_examples() {
         "{:?}",
         metrics.headers
     );
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("amon_events_ingested_total"),
+        "GET /metrics shows amon_events_ingested_total:\n{text}"
+    );
 
     // Errors.
     let r = raw(master.api.addr, "POST", "/accounts", &[], b"{\"login\": ");
@@ -1405,4 +1467,163 @@ fn api_examples() {
         &r,
         &[],
     );
+}
+
+/// The relay's own APIs (`docs/api.md`, last section): its admin API and,
+/// in dev mode, the global zone agent's API on TCP.
+#[test]
+fn relay_api_examples() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-api-it-relay-")
+        .tempdir()
+        .expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let config = AmonConfig::new(&path("master-data")).write(&path("master.toml"));
+    let master = Amon::start(Mode::Master, &config, &path("master.log"));
+    let zones = crate::harness::ZoneFeed::create(path("zones.jsonl"));
+    let config = AmonConfig {
+        master_url: Some(format!("http://{}", master.master_addr.expect("master address"))),
+        zones: Some(crate::harness::ExecZones::auto(zones.command())),
+        ..AmonConfig::new(&path("relay-data"))
+    }
+    .write(&path("relay.toml"));
+    let relay = Amon::start(Mode::Relay, &config, &path("relay.log"));
+    let context = || {
+        format!(
+            "--- master log:\n{}\n--- relay log:\n{}",
+            tail_of(&master.log, 30),
+            tail_of(&relay.log, 30)
+        )
+    };
+    let admin = relay.relay_admin_addr.expect("relay admin address");
+    let agent = relay.relay_agent_addr.expect("relay agent address");
+    let labels = Labels::default();
+    let snapshot =
+        |name: &str, method: &str, path: &str, body: Option<Value>, response: &Response, headers: &[&str]| {
+            snapshot_example(&labels, name, &format!("{method} {path}"), body, response, headers)
+        };
+
+    let ping = wait_until("the relay to be ready", context, || {
+        let r = raw(admin, "GET", "/ping", &[], b"");
+        (r.status == 200 && r.json()["status"] == "OK").then_some(r)
+    });
+    snapshot("relay_ping", "GET", "/ping", None, &ping, &[]);
+
+    // `/state`: its numbers move (events sent, restarts), so it is checked
+    // by shape, not snapshotted.
+    let state = raw(admin, "GET", "/state?zones=true", &[], b"").json();
+    let server = uuid_of(&state["serverUuid"]);
+    labels.name(server, "cn-7");
+    for key in ["zones", "link", "children"] {
+        assert!(state.get(key).is_some(), "/state has {key}: {state}");
+    }
+    let keys = |v: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&state), ["children", "link", "serverUuid", "zones"], "{state}");
+    assert!(state["zones"]["states"].is_object(), "zones=true lists states: {state}");
+    assert!(
+        state["children"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| c["name"].is_string())),
+        "{state}"
+    );
+
+    // The agent API: the global zone's agent is the server itself.
+    let master_api = master.api();
+    master_api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    let alice = uuid_of(&master_api.get("/pub/alice").1["uuid"]);
+    labels.name(alice, "alice");
+    let probe = master_api.create(
+        "/pub/alice/probes",
+        &json!({ "type": "machine-up", "agent": server, "name": "cn-7 up" }),
+    );
+    labels.name(uuid_of(&probe["uuid"]), "probe-cn-7-up");
+    // The relay's cache refreshes every `agent_probes_poll` (1 s here).
+    let probes = wait_until("the relay to cache the probe", context, || {
+        let r = raw(agent, "GET", "/agentprobes", &[], b"");
+        (r.status == 200 && r.json().as_array().is_some_and(|p| p.len() == 1)).then_some(r)
+    });
+    snapshot(
+        "relay_agent_agentprobes",
+        "GET",
+        "/agentprobes",
+        None,
+        &probes,
+        &["content-md5"],
+    );
+    let event = json!({
+        "v": 1, "type": "probe", "user": alice, "probeUuid": probe["uuid"], "clear": false,
+        "data": { "message": "cn-7 is down", "value": 1, "details": {} },
+    });
+    let posted = raw(agent, "POST", "/events", &[], event.to_string().as_bytes());
+    snapshot("relay_agent_events", "POST", "/events", Some(event), &posted, &[]);
+    assert_eq!(posted.status, 202);
+    let bad = json!({ "v": 2, "type": "probe", "user": alice, "probeUuid": probe["uuid"], "clear": false, "data": { "message": "x" } });
+    let refused = raw(agent, "POST", "/events", &[], bad.to_string().as_bytes());
+    snapshot(
+        "relay_agent_events_refused",
+        "POST",
+        "/events",
+        Some(bad),
+        &refused,
+        &[],
+    );
+    assert_eq!(refused.status, 400);
+    // The master got it, stamped by the relay.
+    wait_until("the agent's event to open an alarm on the master", context, || {
+        let (_, alarms) = master_api.get("/pub/alice/alarms?state=open");
+        alarms
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .filter(|a| a["faults"][0]["event"]["relay"] == json!(server))
+    });
+    drop(relay);
+    drop(master);
+}
+
+/// `docs/api.md` shows every snapshot of this file: its name, its request
+/// line and its response, as the snapshot has them. A changed snapshot
+/// fails here until the documentation shows the new answer too.
+#[test]
+fn docs_show_every_api_snapshot() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/api.md")).expect("docs/api.md");
+    let dir = root.join("tests/it/snapshots");
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/it/snapshots") {
+        let path = entry.expect("snapshot entry").path();
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !(file.starts_with("it__api__") && file.ends_with(".snap")) {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).expect("snapshot");
+        // `---` front matter, `---`, then the JSON.
+        let json = text
+            .splitn(3, "---\n")
+            .nth(2)
+            .unwrap_or_else(|| panic!("{file}: no body"));
+        let example: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let request = example["request"].as_str().unwrap_or_default();
+        let request = request.split(" (").next().unwrap_or_default();
+        let mut wanted = vec![format!("`{file}`"), format!("```http\n{request}\n")];
+        if !example["response"].is_null() {
+            wanted.push(serde_json::to_string_pretty(&example["response"]).expect("json"));
+        }
+        for piece in wanted {
+            if !docs.contains(&piece) {
+                missing.push(format!("{file}: docs/api.md does not show\n{piece}"));
+            }
+        }
+    }
+    assert!(seen > 0, "no it__api__ snapshots in {}", dir.display());
+    assert!(missing.is_empty(), "{}", missing.join("\n\n"));
 }
