@@ -1627,3 +1627,88 @@ fn docs_show_every_api_snapshot() {
     assert!(seen > 0, "no it__api__ snapshots in {}", dir.display());
     assert!(missing.is_empty(), "{}", missing.join("\n\n"));
 }
+
+// ---- acceptance 6 through the CLI itself ----
+
+/// `amon suppress --server U --for 1h`, run as an operator would, stops
+/// every notification for that server's machines (a machine elsewhere still
+/// mails: the marker that proves the quiet).
+#[test]
+fn amon_suppress_server_for_an_hour_stops_its_notifications() {
+    let Some(master) = Master::start(Mail::Smtp, None) else {
+        return;
+    };
+    master.account("alice");
+    let (s, t) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a, b) = (Machine::new("web1", s), Machine::new("web2", s));
+    let elsewhere = Machine::new("web9", t);
+    let (pa, pb) = (master.probe("alice", &a, None), master.probe("alice", &b, None));
+    master.probe("alice", &elsewhere, None);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amon"))
+        .args([
+            "suppress",
+            "--server",
+            &s.to_string(),
+            "--for",
+            "1h",
+            "--notes",
+            "cn-7 firmware",
+        ])
+        .args(["--url", &format!("http://{}", master.api.addr)])
+        .output()
+        .expect("run amon suppress");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "amon suppress failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("maintenance window "), "{stdout}");
+
+    master.post(vec![a.down(), b.down()]);
+    for probe in [pa, pb] {
+        master.wait_for_alarm("alice", probe, "has a maintFault", |al| {
+            faults(al, "maintFaults") == vec![probe] && faults(al, "faults").is_empty()
+        });
+    }
+    master.post(vec![elsewhere.down()]);
+    master.wait_for_emails_about(elsewhere.uuid, 1);
+    assert_eq!(
+        master.emails().len(),
+        1,
+        "only the machine elsewhere mails\n{}",
+        master.context()
+    );
+}
+
+// ---- the codes nothing outside can provoke ----
+
+/// `GET /ping?error=<Code>` (Amon's ping did the same) answers with any
+/// error of the API: ServiceUnavailable and InternalError included, which a
+/// healthy master never gives otherwise.
+#[test]
+fn ping_simulates_every_error_code() {
+    let Some(master) = Master::start(Mail::Files, None) else {
+        return;
+    };
+    for (code, status) in [
+        ("InvalidArgument", 400),
+        ("MissingParameter", 400),
+        ("Unauthorized", 401),
+        ("Forbidden", 403),
+        ("ResourceNotFound", 404),
+        ("Gone", 410),
+        ("RequestTooLarge", 413),
+        ("ValidationFailed", 422),
+        ("EventTooOld", 422),
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+    ] {
+        let (got, body) = master.api.get(&format!("/ping?error={code}"));
+        assert_eq!(got, status, "{code}: {body}");
+        assert_eq!(body["code"], code, "{body}");
+    }
+    let (status, body) = master.api.get("/ping");
+    assert_eq!((status, &body["ping"]), (200, &json!("pong")), "{body}");
+}

@@ -130,7 +130,35 @@ async fn metrics(api: web::Data<MasterApi>) -> HttpResponse {
         .body(crate::metrics::render())
 }
 
-async fn ping() -> HttpResponse {
+#[derive(Deserialize)]
+struct PingQuery {
+    error: Option<String>,
+}
+
+/// `GET /ping`; `?error=<Code>` answers with that error instead, as Amon's
+/// ping did, so clients (and tests) can see every error the API can give.
+async fn ping(query: web::Query<PingQuery>) -> Result<HttpResponse, ApiError> {
+    let Some(code) = query.error.as_deref() else {
+        return Ok(pong());
+    };
+    let message = format!("simulated {code} (GET /ping?error=)");
+    Err(match code.trim_end_matches("Error") {
+        "InvalidArgument" => ApiError::InvalidArgument(message),
+        "MissingParameter" => ApiError::MissingParameter(message),
+        "Unauthorized" => ApiError::Unauthorized(message),
+        "Forbidden" => ApiError::Forbidden(message),
+        "ResourceNotFound" => ApiError::ResourceNotFound(message),
+        "Gone" => ApiError::Gone(message),
+        "RequestTooLarge" => ApiError::RequestTooLarge { limit: MAX_BODY },
+        "ValidationFailed" => ApiError::validation(vec![FieldError::invalid("error", message)]),
+        "EventTooOld" => ApiError::EventTooOld(message),
+        "ServiceUnavailable" => ApiError::ServiceUnavailable(message),
+        "" | "Internal" => ApiError::Internal(message),
+        other => ApiError::InvalidArgument(format!("{other:?} is not an error code of this API")),
+    })
+}
+
+fn pong() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "ping": "pong", "pid": std::process::id() }))
 }
 
