@@ -340,7 +340,9 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.rate_window", "10m".into()),
         ("notify.max_age", "24h".into()),
         ("notify.email.from", "amon@localhost".into()),
-        ("auth.open", true.into()),
+        // Open only where it is safe by default: the loopback standalone.
+        // A master must say what it wants ([auth] open = true, or tokens).
+        ("auth.open", (mode == Mode::Standalone).into()),
     ]
 }
 
@@ -574,7 +576,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         master,
         relay,
         notify,
-        auth: validate_auth(raw.auth)?,
+        auth: validate_auth(mode, raw.auth)?,
         demo,
     })
 }
@@ -651,7 +653,7 @@ fn secret(key: &str, inline: Option<String>, file: Option<String>) -> Result<Opt
     }
 }
 
-fn validate_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+fn validate_auth(mode: Mode, raw: RawAuth) -> Result<AuthSettings, ConfigError> {
     use crate::http::auth::{Role, Token};
     let mut tokens = Vec::new();
     for (i, token) in raw.tokens.into_iter().enumerate() {
@@ -675,7 +677,8 @@ fn validate_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
         }
         tokens.push(Token::new(&secret, role));
     }
-    if !raw.open && tokens.is_empty() {
+    // Only a master serves the Master API; a relay's APIs are on loopback.
+    if mode == Mode::Master && !raw.open && tokens.is_empty() {
         return Err(ConfigError::new(
             "auth.tokens",
             "auth.open is false but no tokens are configured: nobody could use the API",
@@ -776,8 +779,14 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
 mod tests {
     use super::*;
 
+    /// The environment of a test; an open API unless the test says (a
+    /// master is closed by default and would want tokens).
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        let mut env: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !env.iter().any(|(k, _)| k == "AMON__AUTH__OPEN") {
+            env.push(("AMON__AUTH__OPEN".into(), "true".into()));
+        }
+        env
     }
 
     #[test]
@@ -990,6 +999,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "notify.email.username", "{err}");
         assert!(err.to_string().contains("smtp_url"), "{err}");
+    }
+
+    #[test]
+    fn a_master_is_closed_by_default_and_a_standalone_open() {
+        let err = load_from(Mode::Master, None, vec![]).unwrap_err();
+        assert_eq!(err.key, "auth.tokens");
+        assert!(load_from(Mode::Standalone, None, vec![]).unwrap().auth.open);
+        let s = load_from(
+            Mode::Master,
+            None,
+            vec![("AMON__AUTH__OPEN".to_string(), "false".to_string())],
+        );
+        assert!(s.is_err(), "closed without tokens is refused");
     }
 
     #[test]

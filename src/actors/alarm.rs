@@ -542,9 +542,9 @@ impl Handler<AlarmCommand> for AlarmActor {
                 // The open alarm we keep is the newest open one (rule 2).
                 if let Some(alarm) = alarm.filter(|a| !a.closed) {
                     if act.alarm.as_ref().is_none_or(|current| current.id < alarm.id) {
-                        let hold = act.env.hold.as_millis() as EpochMs;
                         let now = act.now();
                         for fault in alarm.faults.iter().filter(|f| !f.notified && !f.folded) {
+                            let hold = act.hold_of(fault.probe).as_millis() as EpochMs;
                             let left = (fault.time_faulted + hold - now).max(0) as u64;
                             act.schedule_hold(alarm.id, fault.probe, Duration::from_millis(left), ctx);
                         }

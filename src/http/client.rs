@@ -141,8 +141,11 @@ impl MasterClient {
 }
 
 /// A non-success status: 5xx is worth retrying, anything else is not.
+/// Sorts a refusal: 5xx, and the refusals a fix elsewhere will lift —
+/// 401/403 (our token is missing or wrong: an operator will fix the config),
+/// 408, 429 — are worth retrying; any other 4xx is about these bytes.
 fn refused(status: u16, body: String) -> SendError {
-    if status >= 500 {
+    if status >= 500 || matches!(status, 401 | 403 | 408 | 429) {
         SendError::Unavailable(format!("{status} {body}"))
     } else {
         SendError::Rejected { status, body }
