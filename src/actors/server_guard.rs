@@ -133,8 +133,14 @@ struct ServerInfo {
     /// — a simulated server never sends any.
     last_seen: Option<EpochMs>,
     has_relay: bool,
-    /// Recent machine downs (time, machine), within the hold.
+    /// Machines known on this server, and how many of them are down: kept
+    /// as counts so each event costs O(1), whatever the server's size.
+    total: usize,
+    down: usize,
+    /// Machine downs within the hold, in order (time, machine)…
     recent_downs: VecDeque<(EpochMs, Uuid)>,
+    /// …and those of them still down (machine → when it went down).
+    recent_down: HashMap<Uuid, EpochMs>,
     incident: Option<OpenIncident>,
 }
 
@@ -175,12 +181,42 @@ impl ServerGuard {
         self.env.settings.hold.as_millis() as EpochMs
     }
 
-    fn machines_on(&self, server: Uuid) -> impl Iterator<Item = (&Uuid, &MachineInfo)> {
-        self.machines.iter().filter(move |(_, m)| m.server == server)
+    fn down_count(&self, server: Uuid) -> usize {
+        self.servers.get(&server).map_or(0, |s| s.down)
     }
 
-    fn down_count(&self, server: Uuid) -> usize {
-        self.machines_on(server).filter(|(_, m)| !m.up).count()
+    fn running_count(&self, server: Uuid) -> usize {
+        self.servers.get(&server).map_or(0, |s| s.total - s.down)
+    }
+
+    /// Records a machine's server and state, keeping the servers' counts.
+    fn record_machine(&mut self, machine: Uuid, server: Uuid, alias: Option<String>, up: bool) {
+        if let Some(old) = self.machines.get(&machine) {
+            let (old_server, old_up) = (old.server, old.up);
+            let info = self.servers.entry(old_server).or_default();
+            info.total -= 1;
+            if !old_up {
+                info.down -= 1;
+            }
+            if old_server != server || up {
+                info.recent_down.remove(&machine);
+            }
+        }
+        let entry = self.machines.entry(machine).or_insert(MachineInfo {
+            server,
+            alias: None,
+            up,
+        });
+        entry.server = server;
+        entry.up = up;
+        if alias.is_some() {
+            entry.alias = alias;
+        }
+        let info = self.servers.entry(server).or_default();
+        info.total += 1;
+        if !up {
+            info.down += 1;
+        }
     }
 
     /// Whether `downs` machines down (that went down within the hold) are a
@@ -192,22 +228,6 @@ impl ServerGuard {
         let known = running + downs;
         downs >= s.burst_count
             || (known >= s.burst_count && downs >= 2 && downs * 100 >= s.burst_percent as usize * known)
-    }
-
-    /// Machines that went down within the hold and are still down.
-    fn recent_down(&self, server: Uuid) -> usize {
-        let Some(info) = self.servers.get(&server) else {
-            return 0;
-        };
-        let mut machines: Vec<Uuid> = info
-            .recent_downs
-            .iter()
-            .map(|(_, m)| *m)
-            .filter(|m| self.machines.get(m).is_some_and(|info| !info.up))
-            .collect();
-        machines.sort();
-        machines.dedup();
-        machines.len()
     }
 
     fn sight(&mut self, sighting: Sighting, ctx: &mut Context<Self>) {
@@ -222,29 +242,27 @@ impl ServerGuard {
                 time: _,
             } => {
                 self.servers.entry(relay).or_default().last_seen = Some(now);
-                let entry = self.machines.entry(machine).or_insert(MachineInfo {
-                    server,
-                    alias: None,
-                    up,
-                });
-                entry.server = server;
-                entry.up = up;
-                if alias.is_some() {
-                    entry.alias = alias;
-                }
-                let hold = self.hold_ms();
-                let running = self.machines_on(server).filter(|(_, m)| m.up).count();
-                let info = self.servers.entry(server).or_default();
+                self.record_machine(machine, server, alias, up);
                 if up {
                     self.maybe_burst_over(server, ctx);
                     return;
                 }
+                let hold = self.hold_ms();
+                let running = self.running_count(server);
+                let info = self.servers.entry(server).or_default();
                 info.recent_downs.push_back((now, machine));
-                while info.recent_downs.front().is_some_and(|(t, _)| now - t > hold) {
+                info.recent_down.insert(machine, now);
+                while let Some(&(t, m)) = info.recent_downs.front() {
+                    if now - t <= hold {
+                        break;
+                    }
                     info.recent_downs.pop_front();
+                    if info.recent_down.get(&m) == Some(&t) {
+                        info.recent_down.remove(&m);
+                    }
                 }
                 let quiet = info.incident.is_none();
-                let downs = self.recent_down(server);
+                let downs = info.recent_down.len();
                 if quiet && self.is_burst(downs, running) {
                     self.open(server, IncidentReason::Burst, ctx);
                 }
@@ -280,7 +298,7 @@ impl ServerGuard {
     /// still down on its server.
     fn maybe_burst_over(&mut self, server: Uuid, ctx: &mut Context<Self>) {
         let down = self.down_count(server);
-        let running = self.machines_on(server).filter(|(_, m)| m.up).count();
+        let running = self.running_count(server);
         let Some(info) = self.servers.get(&server) else { return };
         let burst_open = info
             .incident
@@ -367,6 +385,7 @@ impl ServerGuard {
         }
         let Some(incident) = info.incident.take() else { return };
         info.recent_downs.clear();
+        info.recent_down.clear();
         if incident.announced {
             let view = IncidentDraft {
                 id,
@@ -736,7 +755,7 @@ impl Handler<GetServers> for ServerGuard {
                 uuid: *uuid,
                 hostname: info.hostname.clone(),
                 last_seen: info.last_seen,
-                machines: self.machines_on(*uuid).count(),
+                machines: info.total,
                 machines_down: self.down_count(*uuid),
                 incident: info.incident.as_ref().map(|i| IncidentView {
                     id: i.id,
