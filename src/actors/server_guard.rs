@@ -159,6 +159,9 @@ pub struct GuardEnv {
 pub struct ServerGuard {
     env: Arc<GuardEnv>,
     machines: HashMap<Uuid, MachineInfo>,
+    /// Machines changed since the last write to the store (written once a
+    /// second, the latest state of each: a burst costs one small commit).
+    unsaved: HashMap<Uuid, MachineRecord>,
     servers: HashMap<Uuid, ServerInfo>,
     lifeline: Lifeline,
 }
@@ -168,6 +171,7 @@ impl ServerGuard {
         ServerGuard {
             env,
             machines: HashMap::new(),
+            unsaved: HashMap::new(),
             servers: HashMap::new(),
             lifeline,
         }
@@ -620,7 +624,10 @@ impl Actor for ServerGuard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16 * 1024);
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_heartbeats(ctx));
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.check_heartbeats(ctx);
+            act.save_machines(ctx);
+        });
         // What we knew of machines before a restart.
         let store = self.env.store.clone();
         ctx.wait(
@@ -650,41 +657,49 @@ impl Handler<Observe> for ServerGuard {
     type Result = ();
 
     fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) {
-        let seen: Vec<MachineRecord> = msg
-            .0
-            .iter()
-            .filter_map(|s| match s {
-                Sighting::Machine {
-                    machine,
-                    server,
-                    alias,
-                    up,
-                    ..
-                } => Some(MachineRecord {
-                    uuid: *machine,
-                    server: *server,
-                    alias: alias.clone(),
-                    up: *up,
-                }),
-                Sighting::Server { .. } => None,
-            })
-            .collect();
+        for sighting in &msg.0 {
+            if let Sighting::Machine {
+                machine,
+                server,
+                alias,
+                up,
+                ..
+            } = sighting
+            {
+                // Kept so a restarted master still knows each server's machines.
+                self.unsaved.insert(
+                    *machine,
+                    MachineRecord {
+                        uuid: *machine,
+                        server: *server,
+                        alias: alias.clone(),
+                        up: *up,
+                    },
+                );
+            }
+        }
         for sighting in msg.0 {
             self.sight(sighting, ctx);
         }
-        if !seen.is_empty() {
-            // Kept so a restarted master still knows each server's machines.
-            let store = self.env.store.clone();
-            let now = self.now();
-            ctx.spawn(
-                async move {
-                    if let Err(e) = store.put_machines(seen, now).await {
-                        tracing::warn!(error = %e, "cannot record machines");
-                    }
-                }
-                .into_actor(self),
-            );
+    }
+}
+
+impl ServerGuard {
+    fn save_machines(&mut self, ctx: &mut Context<Self>) {
+        if self.unsaved.is_empty() {
+            return;
         }
+        let machines: Vec<MachineRecord> = self.unsaved.drain().map(|(_, m)| m).collect();
+        let store = self.env.store.clone();
+        let now = self.now();
+        ctx.spawn(
+            async move {
+                if let Err(e) = store.put_machines(machines, now).await {
+                    tracing::warn!(error = %e, "cannot record machines");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -775,10 +790,26 @@ impl Handler<GetServers> for ServerGuard {
 }
 
 impl Handler<Stop> for ServerGuard {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.lifeline.exit_normally();
-        ctx.stop();
+    fn handle(&mut self, _: Stop, _ctx: &mut Context<Self>) -> Self::Result {
+        // What changed in the last second is written before we go.
+        let machines: Vec<MachineRecord> = self.unsaved.drain().map(|(_, m)| m).collect();
+        let store = self.env.store.clone();
+        let now = self.now();
+        Box::pin(
+            async move {
+                if !machines.is_empty() {
+                    if let Err(e) = store.put_machines(machines, now).await {
+                        tracing::warn!(error = %e, "cannot record machines at shutdown");
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.lifeline.exit_normally();
+                ctx.stop();
+            }),
+        )
     }
 }
