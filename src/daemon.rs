@@ -73,6 +73,16 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// The same sockets again (a reload serves on the ones already bound).
+    pub fn try_clone(&self) -> std::io::Result<Listeners> {
+        let clone = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::try_clone).transpose();
+        Ok(Listeners {
+            master: clone(&self.master)?,
+            relay_admin: clone(&self.relay_admin)?,
+            relay_agent: clone(&self.relay_agent)?,
+        })
+    }
+
     pub fn bind(settings: &Settings) -> Result<Listeners, DaemonError> {
         let bind =
             |what, addr: SocketAddr| TcpListener::bind(addr).map_err(|source| DaemonError::Bind { what, addr, source });

@@ -1,6 +1,7 @@
 //! The `amon` binary: parses the command line, loads configuration (exit 96
 //! on a bad value), and runs a daemon or a client verb.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     };
     amon::telemetry::init("amon");
     amon::metrics::install();
-    match run_daemon(settings) {
+    match run_daemon(settings, file) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {
@@ -40,12 +41,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(settings: config::Settings) -> anyhow::Result<i32> {
+fn run_daemon(settings: config::Settings, file: Option<PathBuf>) -> anyhow::Result<i32> {
     let listeners = Listeners::bind(&settings)?;
     let system = actix_rt::System::new();
     let mode = settings.mode;
     let running = system
-        .block_on(daemon::start(settings, listeners, Clock::system()))
+        .block_on(daemon::start(settings, listeners.try_clone()?, Clock::system()))
         .context("cannot start")?;
     let show = |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
     // Tests and operators read the bound addresses from this line.
@@ -57,26 +58,59 @@ fn run_daemon(settings: config::Settings) -> anyhow::Result<i32> {
         pid = std::process::id(),
         "amon started"
     );
-    let root = running.root.clone();
     system.block_on(async move {
-        actix_rt::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            let _ = root.send(amon::actors::supervisor::Shutdown).await;
-            actix_rt::System::current().stop_with_code(0);
-        });
+        actix_rt::spawn(handle_signals(running, listeners, mode, file));
     });
     Ok(system.run_with_code()?)
 }
 
-async fn wait_for_signal() {
+/// SIGTERM/SIGINT: stop every actor in reverse order and exit 0. SIGHUP (SMF
+/// `refresh`): read the configuration again; if it is valid, stop the tree
+/// and start it again with it, on the sockets already bound (listen
+/// addresses change only with a restart); if not, say why and keep running.
+async fn handle_signals(mut running: daemon::Running, listeners: Listeners, mode: Mode, file: Option<PathBuf>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let settings = match config::load(mode, file.as_deref()) {
+                    Ok(settings) => settings,
+                    Err(e) => {
+                        tracing::error!(key = %e.key, error = %e, "configuration reload refused; keeping the running one");
+                        continue;
+                    }
+                };
+                let sockets = match listeners.try_clone() {
+                    Ok(sockets) => sockets,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reuse the listening sockets; keeping the running configuration");
+                        continue;
+                    }
+                };
+                tracing::info!("reloading configuration");
+                running.shutdown().await;
+                match daemon::start(settings, sockets, Clock::system()).await {
+                    Ok(restarted) => {
+                        running = restarted;
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start with the new configuration");
+                        actix_rt::System::current().stop_with_code(1);
+                        return;
+                    }
+                }
+            }
+        }
     }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    actix_rt::System::current().stop_with_code(0);
 }
 
 fn ping(url: &str) -> ExitCode {

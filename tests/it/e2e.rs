@@ -239,3 +239,46 @@ fn garbage_zone_line_is_logged_and_skipped() {
     let (status, body) = admin.get("/ping");
     assert_eq!(status, 200, "relay admin /ping: {body}");
 }
+
+/// SIGHUP (SMF `refresh`) reads the configuration again: a bad one is refused
+/// with a log line naming the key and the process goes on; a good one
+/// restarts the actors on the same sockets, and zones are watched and
+/// alarms mailed as before.
+#[test]
+fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
+    let Some(mut site) = Site::start(SiteOptions::new(Layout::Standalone)) else {
+        return;
+    };
+    site.create_account("alice");
+    let zone = Uuid::new_v4();
+    site.create_machine_up_probe("alice", zone, "web0 up");
+    let path = site.config_path();
+    let good = std::fs::read_to_string(&path).expect("config");
+
+    std::fs::write(&path, format!("bogus_key = 1\n{good}")).expect("write config");
+    site.zone_process().signal("HUP");
+    let refused = site.wait_until("the bad configuration to be refused", || {
+        site.zone_process()
+            .log_messages("configuration reload refused; keeping the running one")
+            .into_iter()
+            .next()
+    });
+    assert!(refused.to_string().contains("bogus_key"), "{refused}");
+    assert!(site.relay().is_running(), "a bad reload does not stop amon");
+
+    std::fs::write(&path, &good).expect("write config");
+    site.zone_process().signal("HUP");
+    site.wait_until("the configuration to be reloaded", || {
+        site.zone_process()
+            .log_messages("configuration reloaded")
+            .into_iter()
+            .next()
+    });
+    let (status, _) = site.api.get("/ping");
+    assert_eq!(status, 200, "the Master API answers on the same socket");
+
+    // The whole path works after the reload.
+    site.zones.append(&current_zoneevent(zone, "running", "shutting_down"));
+    let emails = site.wait_for_emails_about(zone, 1);
+    assert_eq!(emails.len(), 1, "{}", site.context());
+}

@@ -247,6 +247,11 @@ impl Amon {
         self.process.id()
     }
 
+    /// Sends a signal (`HUP`, `TERM`, …) without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
     /// SIGTERM (what SMF's `:kill` sends), then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.process.signal("TERM");
@@ -931,6 +936,20 @@ impl Site {
             api,
             dir,
         })
+    }
+
+    /// The configuration file of the standalone process (or the relay's).
+    pub fn config_path(&self) -> PathBuf {
+        match self.relay {
+            Some(_) => self.dir.path().join("relay.toml"),
+            None => self.dir.path().join("standalone.toml"),
+        }
+    }
+
+    /// The process that reads zones, to look at: the relay, or the
+    /// standalone one.
+    pub fn zone_process(&self) -> &Amon {
+        self.relay.as_ref().unwrap_or(&self.master)
     }
 
     /// The process that reads zones: the relay, or the standalone one.
