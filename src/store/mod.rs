@@ -226,14 +226,11 @@ impl Store {
 
     pub async fn get_probe(&self, user: Uuid, uuid: Uuid) -> Result<Option<Probe>, StoreError> {
         self.call(move |conn| {
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT body FROM probes WHERE user = ?1 AND uuid = ?2",
-                    params![user.to_string(), uuid.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+            json_row(
+                conn,
+                "SELECT body FROM probes WHERE user = ?1 AND uuid = ?2",
+                params![user.to_string(), uuid.to_string()],
+            )
         })
         .await
     }
@@ -302,14 +299,11 @@ impl Store {
 
     pub async fn get_group(&self, user: Uuid, uuid: Uuid) -> Result<Option<ProbeGroup>, StoreError> {
         self.call(move |conn| {
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT body FROM probegroups WHERE user = ?1 AND uuid = ?2",
-                    params![user.to_string(), uuid.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+            json_row(
+                conn,
+                "SELECT body FROM probegroups WHERE user = ?1 AND uuid = ?2",
+                params![user.to_string(), uuid.to_string()],
+            )
         })
         .await
     }
@@ -484,15 +478,12 @@ impl Store {
     pub async fn get_window(&self, user: Option<Uuid>, id: u64) -> Result<Lookup<MaintenanceWindow>, StoreError> {
         self.call(move |conn| {
             let owner = window_owner(user);
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT body FROM maintenances WHERE owner = ?1 AND id = ?2",
-                    params![owner, id as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(body) = body {
-                return Ok(Lookup::Found(serde_json::from_str(&body)?));
+            if let Some(found) = json_row(
+                conn,
+                "SELECT body FROM maintenances WHERE owner = ?1 AND id = ?2",
+                params![owner, id as i64],
+            )? {
+                return Ok(Lookup::Found(found));
             }
             let last: Option<i64> = conn
                 .query_row(
@@ -599,14 +590,11 @@ impl Store {
     /// The newest open alarm of a monitor, if any.
     pub async fn open_alarm(&self, monitor: MonitorKey) -> Result<Option<Alarm>, StoreError> {
         self.call(move |conn| {
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT body FROM alarms WHERE monitor = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
-                    params![monitor_column(&monitor)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+            json_row(
+                conn,
+                "SELECT body FROM alarms WHERE monitor = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
+                params![monitor_column(&monitor)],
+            )
         })
         .await
     }
@@ -695,15 +683,12 @@ impl Store {
 
     pub async fn get_alarm(&self, user: Uuid, id: u64) -> Result<AlarmLookup, StoreError> {
         self.call(move |conn| {
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT body FROM alarms WHERE user = ?1 AND id = ?2",
-                    params![user.to_string(), id as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(body) = body {
-                return Ok(AlarmLookup::Found(serde_json::from_str(&body)?));
+            if let Some(found) = json_row(
+                conn,
+                "SELECT body FROM alarms WHERE user = ?1 AND id = ?2",
+                params![user.to_string(), id as i64],
+            )? {
+                return Ok(AlarmLookup::Found(found));
             }
             let last: Option<i64> = conn
                 .query_row(
@@ -803,6 +788,16 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
         login: r.get(1)?,
         email: r.get(2)?,
     })
+}
+
+/// Runs a query for at most one row whose one column is a JSON body.
+fn json_row<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<T>, StoreError> {
+    let body: Option<String> = conn.prepare_cached(sql)?.query_row(params, |r| r.get(0)).optional()?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
 }
 
 /// Runs a query whose one column is a JSON body and parses every row.
