@@ -282,3 +282,55 @@ fn sighup_reloads_the_configuration_and_refuses_a_bad_one() {
     let emails = site.wait_for_emails_about(zone, 1);
     assert_eq!(emails.len(), 1, "{}", site.context());
 }
+
+/// README's first command: `amon standalone` with no configuration file runs
+/// the demo — JSON logs, the simulated cloud, and within minutes alarm emails
+/// as `.eml` files under `./amon-data/mail`. (Only the hold and the ports
+/// are overridden here, from the environment, to keep the test short.)
+#[test]
+fn standalone_without_a_config_runs_the_demo_and_writes_eml_files() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-demo-it-")
+        .tempdir()
+        .expect("tempdir");
+    let log = dir.path().join("standalone.log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_amon"));
+    command
+        .arg("standalone")
+        .current_dir(dir.path())
+        .env("AMON__NOTIFY__HOLD", "2s")
+        .env("AMON__MASTER__LISTEN", "127.0.0.1:0")
+        .env("AMON__RELAY__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("AMON__RELAY__AGENT_LISTEN", "127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let _amon = crate::harness::ChildGuard::spawn("amon standalone (demo)", &mut command);
+    let mail = dir.path().join("amon-data").join("mail");
+    let context = || crate::harness::tail_of(&log, 30);
+    // The simulated cloud's first crash comes within about 20 s; its email a
+    // hold later.
+    let eml = crate::harness::wait_until_for("an .eml alarm email from the demo", 60, context, || {
+        std::fs::read_dir(&mail)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "eml"))
+    });
+    let text = std::fs::read_to_string(&eml).expect("eml");
+    assert!(text.contains("Subject: [amon coal] Alarm "), "{text}");
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not json ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["msg"] == "simulated cloud started"),
+        "{}",
+        context()
+    );
+    assert!(
+        lines.iter().all(|l| l["v"] == 0 && l["level"].is_number()),
+        "bunyan lines"
+    );
+}

@@ -34,14 +34,25 @@ pub const HOLD: Duration = Duration::from_secs(2);
 
 /// Polls `check` until it returns `Some`, or panics after [`DEADLINE`] with
 /// `what` and whatever `context` says about the state of the world.
-pub fn wait_until<T>(what: &str, context: impl Fn() -> String, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
+pub fn wait_until<T>(what: &str, context: impl Fn() -> String, check: impl FnMut() -> Option<T>) -> T {
+    wait_until_for(what, DEADLINE.as_secs(), context, check)
+}
+
+/// [`wait_until`] with its own deadline, in seconds.
+pub fn wait_until_for<T>(
+    what: &str,
+    seconds: u64,
+    context: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let limit = Duration::from_secs(seconds);
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
             return value;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {DEADLINE:?} waiting for {what}\n{}", context());
+            panic!("timed out after {limit:?} waiting for {what}\n{}", context());
         }
         // Polling interval, not synchronisation: the condition decides.
         std::thread::sleep(POLL);
@@ -58,7 +69,7 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    fn spawn(name: impl Into<String>, command: &mut Command) -> ChildGuard {
+    pub fn spawn(name: impl Into<String>, command: &mut Command) -> ChildGuard {
         let name = name.into();
         let child = command
             .spawn()
