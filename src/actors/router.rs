@@ -32,12 +32,21 @@ use crate::store::Store;
 /// when the master starts again.
 pub struct RouteTicket {
     pending: AtomicUsize,
-    events: Vec<Uuid>,
+    events: RoutedEvents,
     store: Store,
 }
 
+/// Which events a ticket marks routed when done.
+#[derive(Debug, Clone)]
+enum RoutedEvents {
+    /// One commit's events, by their (consecutive) sequence numbers.
+    Range(i64, i64),
+    /// Events replayed at start, one by one.
+    Uuids(Vec<Uuid>),
+}
+
 impl RouteTicket {
-    fn new(deliveries: usize, events: Vec<Uuid>, store: Store) -> Arc<RouteTicket> {
+    fn new(deliveries: usize, events: RoutedEvents, store: Store) -> Arc<RouteTicket> {
         Arc::new(RouteTicket {
             pending: AtomicUsize::new(deliveries),
             events,
@@ -49,7 +58,11 @@ impl RouteTicket {
         let store = self.store.clone();
         let events = self.events.clone();
         actix::spawn(async move {
-            if let Err(e) = store.mark_routed(events).await {
+            let marked = match events {
+                RoutedEvents::Range(first, last) => store.mark_routed_range(first, last).await,
+                RoutedEvents::Uuids(uuids) => store.mark_routed(uuids).await,
+            };
+            if let Err(e) = marked {
                 tracing::warn!(error = %e, "cannot mark events routed; they will be replayed");
             }
         });
@@ -63,10 +76,13 @@ impl RouteTicket {
     }
 }
 
-/// Committed events to route.
+/// Committed events to route, with the sequence range their commit gave them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RouteEvents(pub Vec<Event>);
+pub struct RouteEvents {
+    pub events: Vec<Event>,
+    pub seqs: (i64, i64),
+}
 
 /// Who watches these machines: every enabled machine-up probe on them, with
 /// its account (for the flood guard's per-contact messages).
@@ -232,8 +248,11 @@ impl EventRouter {
 
     /// Routes a batch: every (alarm actor, event) pair gets a share of one
     /// ticket that marks the batch routed when all have committed.
-    fn route(&mut self, events: Vec<Event>, ctx: &mut Context<Self>) {
-        let uuids: Vec<Uuid> = events.iter().map(Event::uuid).collect();
+    fn route(&mut self, events: Vec<Event>, seqs: Option<(i64, i64)>, ctx: &mut Context<Self>) {
+        let marks = match seqs {
+            Some((first, last)) => RoutedEvents::Range(first, last),
+            None => RoutedEvents::Uuids(events.iter().map(Event::uuid).collect()),
+        };
         let mut deliveries = Vec::new();
         let mut sightings = Vec::new();
         for event in events {
@@ -284,7 +303,7 @@ impl EventRouter {
                 None => tracing::warn!("flood guard is not running; server incidents may be missed"),
             }
         }
-        let ticket = RouteTicket::new(deliveries.len(), uuids, self.env.store.clone());
+        let ticket = RouteTicket::new(deliveries.len(), marks, self.env.store.clone());
         if deliveries.is_empty() {
             ticket.finish();
             return;
@@ -415,7 +434,7 @@ impl Actor for EventRouter {
                             count = unrouted.len(),
                             "replaying events not applied before the last stop"
                         );
-                        act.route(unrouted, ctx);
+                        act.route(unrouted, None, ctx);
                     }
                     tracing::info!(
                         accounts = act.accounts.len(),
@@ -436,7 +455,7 @@ impl Handler<RouteEvents> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
-        self.route(msg.0, ctx);
+        self.route(msg.events, Some(msg.seqs), ctx);
     }
 }
 

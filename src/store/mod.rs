@@ -20,6 +20,14 @@ pub use relay::{RelayStore, ZoneRecord};
 use crate::model::{Account, Alarm, Contact, EpochMs, Event, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
 
+/// What a commit of events did: the new ones (second copies of a uuid are
+/// dropped) and the range of sequence numbers they got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub fresh: Vec<Event>,
+    pub seqs: Option<(i64, i64)>,
+}
+
 /// A machine as the flood guard last saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineRecord {
@@ -91,20 +99,35 @@ impl Store {
 
     /// Commits events, dropping those whose `uuid` is already stored, and
     /// returns the new ones (in order).
-    pub async fn commit_events(&self, events: Vec<Event>, received: EpochMs) -> Result<Vec<Event>, StoreError> {
+    pub async fn commit_events(&self, events: Vec<Event>, received: EpochMs) -> Result<Committed, StoreError> {
         self.call(move |conn| {
             let mut insert = conn.prepare_cached(
                 "INSERT OR IGNORE INTO events (uuid, time, received, body, routed) VALUES (?1, ?2, ?3, ?4, 0)",
             )?;
             let mut fresh = Vec::with_capacity(events.len());
+            let mut seqs: Option<(i64, i64)> = None;
             for event in events {
                 let body = serde_json::to_string(&event)?;
                 let inserted = insert.execute(params![event.uuid().as_bytes(), event.time(), received, body])?;
                 if inserted == 1 {
+                    // Rows of one request get consecutive sequence numbers
+                    // (one writer, inside one transaction).
+                    let seq = conn.last_insert_rowid();
+                    seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
                     fresh.push(event);
                 }
             }
-            Ok(fresh)
+            Ok(Committed { fresh, seqs })
+        })
+        .await
+    }
+
+    /// Marks the events of one commit routed, by their sequence range.
+    pub async fn mark_routed_range(&self, first: i64, last: i64) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.prepare_cached("UPDATE events SET routed = 1 WHERE seq BETWEEN ?1 AND ?2")?
+                .execute(params![first, last])?;
+            Ok(())
         })
         .await
     }
@@ -847,13 +870,16 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
-        let fresh = store.commit_events(vec![machine_event(a)], 1).await.unwrap();
-        assert_eq!(fresh.len(), 1);
-        let fresh = store
+        let first = store.commit_events(vec![machine_event(a)], 1).await.unwrap();
+        assert_eq!(first.fresh.len(), 1);
+        let second = store
             .commit_events(vec![machine_event(a), machine_event(b)], 2)
             .await
             .unwrap();
-        assert_eq!(fresh.iter().map(Event::uuid).collect::<Vec<_>>(), vec![b]);
+        assert_eq!(second.fresh.iter().map(Event::uuid).collect::<Vec<_>>(), vec![b]);
+        let ((_, last_first), (first_second, _)) = (first.seqs.unwrap(), second.seqs.unwrap());
+        assert!(first_second > last_first, "sequence ranges follow each other");
+        assert_eq!(store.commit_events(vec![machine_event(b)], 3).await.unwrap().seqs, None);
     }
 
     #[actix_rt::test]
@@ -869,6 +895,12 @@ mod tests {
         store.mark_routed(vec![a, c]).await.unwrap();
         let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
         assert_eq!(unrouted, vec![b]);
+        let d = Uuid::new_v4();
+        let committed = store.commit_events(vec![machine_event(d)], 2).await.unwrap();
+        let (first, last) = committed.seqs.unwrap();
+        store.mark_routed_range(first, last).await.unwrap();
+        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
+        assert_eq!(unrouted, vec![b], "the range marked d only");
     }
 
     #[actix_rt::test]

@@ -441,13 +441,16 @@ async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result
     }
     let count = events.len() as u64;
     let router = api.router()?;
-    let fresh = api.store.commit_events(events, api.clock.now_ms()).await?;
+    let committed = api.store.commit_events(events, api.clock.now_ms()).await?;
     crate::metrics::events_ingested(count);
-    if !fresh.is_empty() {
+    if let Some(seqs) = committed.seqs {
         // Committed: from here the event is the master's problem, not the
         // relay's. The router queues it for the alarm actors.
         router
-            .send(RouteEvents(fresh))
+            .send(RouteEvents {
+                events: committed.fresh,
+                seqs,
+            })
             .await
             .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
     }
