@@ -1,11 +1,13 @@
 //! Wiring: builds the supervision tree of `amon standalone`, `master` or
 //! `relay` from validated settings and already-bound listeners, and runs it
-//! until a shutdown signal or an escalation.
+//! until a shutdown signal or an escalation (SIGHUP handling is in `main`).
 //!
 //! ```text
 //! amon (root)
 //! ├── master                      (master, standalone)
-//! │   ├── notifier pool
+//! │   ├── notifier pool ── notifiers (one per worker)
+//! │   ├── maintenance keeper
+//! │   ├── server guard (flood guard)
 //! │   ├── event router ── alarm actors (one per monitor)
 //! │   └── master http
 //! └── relay                       (relay, standalone)

@@ -4,8 +4,10 @@
 //! - [`zones`]: what the platform says about zones, parsed and classified.
 //! - [`actors`]: zone watchers, relay link, event router, alarm actors,
 //!   notifiers, and the supervision that restarts them.
-//! - [`http`]: the Master API and relay admin API, and the relay's client.
-//! - [`store`]: the store actor, sole owner of the database.
+//! - [`http`]: the Master API (with auth), the relay's admin and agent APIs,
+//!   and the relay's client for the master.
+//! - [`store`]: the only code that knows SQL: database threads with group
+//!   commit, for the master and for the relay.
 //! - [`notify`]: what a notification says and how it is delivered.
 //! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.

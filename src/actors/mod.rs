@@ -3,7 +3,9 @@
 //! Relay side: `ExecSource`/`SimSource` → `ZoneDispatcher` → `ZoneWatcher`
 //! (one per zone) → `RelayLink`; `AgentProbeCache` keeps the master's probe
 //! list for the relay's agent API. Master side: `EventRouter` → `AlarmActor`
-//! (one per monitor) → `NotifierPool` → `Notifier`. `HttpService` wraps each
+//! (one per monitor) → `NotifierPool` → `Notifier`; `ServerGuard` folds a
+//! down server's faults into one incident, `MaintenanceKeeper` owns the
+//! maintenance windows. `HttpService` wraps each
 //! HTTP server. `docs/actors.md` describes each one and draws the tree.
 
 pub mod agent_probes;

@@ -87,11 +87,7 @@ pub struct Fold {
     pub monitor: Addr<AlarmActor>,
 }
 
-/// Incidents for the operator API.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<IncidentView>")]
-pub struct GetIncidents;
-
+/// An open incident, as `GET /servers` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentView {
@@ -716,29 +712,6 @@ impl Handler<Fold> for ServerGuard {
             }
             None => false,
         }
-    }
-}
-
-impl Handler<GetIncidents> for ServerGuard {
-    type Result = Vec<IncidentView>;
-
-    fn handle(&mut self, _: GetIncidents, _ctx: &mut Context<Self>) -> Vec<IncidentView> {
-        self.servers
-            .iter()
-            .filter_map(|(server, info)| {
-                let i = info.incident.as_ref()?;
-                Some(IncidentView {
-                    id: i.id,
-                    server: *server,
-                    hostname: info.hostname.clone(),
-                    reason: i.reason,
-                    opened: i.opened,
-                    announced: i.announced,
-                    returned: i.returned,
-                    machines_down: self.down_count(*server),
-                })
-            })
-            .collect()
     }
 }
 

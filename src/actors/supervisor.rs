@@ -100,6 +100,11 @@ impl RestartTracker {
     pub fn recent_restarts(&self) -> usize {
         self.recent.len()
     }
+
+    /// The policy this tracker applies.
+    pub fn policy(&self) -> &RestartPolicy {
+        &self.policy
+    }
 }
 
 /// How a child ended.
@@ -424,9 +429,10 @@ impl Handler<ChildExited> for Supervisor {
         child.restarts_total += 1;
         match child.restarts.crashed(Instant::now()) {
             RestartDecision::Escalate => {
+                let policy = child.restarts.policy();
                 let why = format!(
                     "child {name} restarted more than {} times in {:?}",
-                    self.policy.max_restarts, self.policy.within
+                    policy.max_restarts, policy.within
                 );
                 self.escalate(why, ctx);
             }

@@ -1,5 +1,6 @@
 //! The relay's admin API on loopback (like the original's port 4307):
-//! `GET /ping` and `GET /state`.
+//! `GET /ping`, `GET /state` (`?zones=true` for every zone's state) and
+//! `GET /metrics`.
 
 use actix_web::{web, HttpResponse};
 

@@ -99,9 +99,18 @@ impl RelayStore {
             .await
     }
 
-    /// One zone's last known state.
+    /// One zone's last known state (after its watcher crashed).
     pub async fn zone(&self, machine: Uuid) -> Result<Option<ZoneRecord>, StoreError> {
-        Ok(self.zones().await?.into_iter().find(|z| z.machine == machine))
+        self.db
+            .call(move |conn| {
+                Ok(read_zones(
+                    conn,
+                    "SELECT machine, server, state, alias, owner FROM zones WHERE machine = ?1",
+                    params![machine.to_string()],
+                )?
+                .pop())
+            })
+            .await
     }
 
     /// Moves events the master refused (4xx) out of the spool into the
@@ -134,45 +143,46 @@ impl RelayStore {
             .await
     }
 
-    /// How many events are dead-lettered.
-    pub async fn dead_letter_count(&self) -> Result<u64, StoreError> {
-        self.db
-            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM dead_letter", [], |r| r.get::<_, i64>(0))? as u64))
-            .await
-    }
-
     /// Every zone's last known state.
     pub async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
         self.db
-            .call(|conn| {
-                let mut stmt = conn.prepare("SELECT machine, server, state, alias, owner FROM zones")?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                    ))
-                })?;
-                let mut zones = Vec::new();
-                for row in rows {
-                    let (machine, server, state, alias, owner) = row?;
-                    let (Ok(machine), Ok(server)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
-                        continue;
-                    };
-                    zones.push(ZoneRecord {
-                        machine,
-                        server,
-                        state: ZoneState::parse(&state).unwrap_or(ZoneState::Other),
-                        alias,
-                        owner: owner.and_then(|o| Uuid::parse_str(&o).ok()),
-                    });
-                }
-                Ok(zones)
-            })
+            .call(|conn| read_zones(conn, "SELECT machine, server, state, alias, owner FROM zones", []))
             .await
     }
+}
+
+/// Zone rows (machine, server, state, alias, owner) as records; a row whose
+/// uuids do not parse is skipped.
+fn read_zones(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<ZoneRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut zones = Vec::new();
+    for row in rows {
+        let (machine, server, state, alias, owner) = row?;
+        let (Ok(machine), Ok(server)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
+            continue;
+        };
+        zones.push(ZoneRecord {
+            machine,
+            server,
+            state: ZoneState::parse(&state).unwrap_or(ZoneState::Other),
+            alias,
+            owner: owner.and_then(|o| Uuid::parse_str(&o).ok()),
+        });
+    }
+    Ok(zones)
 }
 
 fn put_zones(conn: &rusqlite::Connection, zones: &[ZoneRecord]) -> Result<(), StoreError> {
