@@ -102,6 +102,7 @@ struct RawZones {
     meta_command: Option<Vec<String>>,
     meta_refresh: String,
     format: String,
+    server_tag: bool,
     sim: RawSim,
 }
 
@@ -251,6 +252,10 @@ pub enum ZoneSourceSettings {
         /// to keep aliases and owners fresh; empty: never.
         meta_command: Vec<String>,
         meta_refresh: Duration,
+        /// Every line of `command` and `list_command` starts with the uuid
+        /// of the compute node it is about (one relay carrying several, for
+        /// simulators and load tests); only `exec` sources may set it.
+        server_tag: bool,
     },
     /// The built-in simulated cloud.
     Sim(SimConfig),
@@ -324,6 +329,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("relay.zones.command", no_command.into()),
         ("relay.zones.format", "auto".into()),
         ("relay.zones.meta_refresh", "1h".into()),
+        ("relay.zones.server_tag", false.into()),
         ("relay.zones.sim.servers", 2i64.into()),
         ("relay.zones.sim.zones_per_server", 10i64.into()),
         ("relay.zones.sim.seed", 1i64.into()),
@@ -723,7 +729,16 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
         list_command: list_command(list),
         meta_command: meta_command(vmadm_list.clone()),
         meta_refresh,
+        server_tag: false,
     };
+    // The platform's tools never tag their lines; a tag would make every
+    // line malformed, or the simulated cloud would silently ignore it.
+    if raw.server_tag && source != "exec" {
+        return Err(ConfigError::new(
+            "relay.zones.server_tag",
+            format!("applies only when relay.zones.source is \"exec\", not {source:?}"),
+        ));
+    }
     Ok(match source {
         "exec" => {
             if raw.command.is_empty() {
@@ -738,6 +753,7 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
                 list_command: list_command(Vec::new()),
                 meta_command: meta_command(Vec::new()),
                 meta_refresh,
+                server_tag: raw.server_tag,
             }
         }
         "zoneevent" => platform(&[ZONEEVENT_PATH, "-i", "amon-relay"], LineFormat::Zoneevent, zoneadm),
@@ -825,8 +841,50 @@ mod tests {
                 list_command: Vec::new(),
                 meta_command: Vec::new(),
                 meta_refresh: Duration::from_secs(3600),
+                server_tag: false,
             }
         );
+    }
+
+    #[test]
+    fn server_tags_are_off_by_default_and_only_for_an_exec_source() {
+        let exec = [
+            ("AMON__RELAY__ZONES__SOURCE", "exec"),
+            ("AMON__RELAY__ZONES__COMMAND", "tail -F /tmp/z"),
+        ];
+        let server_tag = |pairs: &[(&str, &str)]| match load_from(Mode::Relay, None, env(pairs)).unwrap().relay.zones {
+            ZoneSourceSettings::Exec { server_tag, .. } => server_tag,
+            other => panic!("expected an exec source, got {other:?}"),
+        };
+        assert!(!server_tag(&exec));
+        let mut tagged = exec.to_vec();
+        tagged.push(("AMON__RELAY__ZONES__SERVER_TAG", "true"));
+        assert!(server_tag(&tagged));
+
+        for source in ["sim", "vmadm"] {
+            let err = load_from(
+                Mode::Relay,
+                None,
+                env(&[
+                    ("AMON__RELAY__ZONES__SOURCE", source),
+                    ("AMON__RELAY__ZONES__SERVER_TAG", "true"),
+                ]),
+            )
+            .unwrap_err();
+            assert_eq!(err.key, "relay.zones.server_tag", "{err}");
+            assert!(err.to_string().contains(source), "{err}");
+        }
+        let err = load_from(
+            Mode::Relay,
+            None,
+            env(&[
+                ("AMON__RELAY__ZONES__SOURCE", "exec"),
+                ("AMON__RELAY__ZONES__COMMAND", "cat"),
+                ("AMON__RELAY__ZONES__SERVER_TAG", "sometimes"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "relay.zones.server_tag", "{err}");
     }
 
     #[test]

@@ -466,6 +466,7 @@ impl RelayParts {
                             list_command,
                             meta_command,
                             meta_refresh,
+                            server_tag,
                         } => ExecSource::new(
                             ExecCommands {
                                 command: command.clone(),
@@ -473,6 +474,7 @@ impl RelayParts {
                                 list_command: list_command.clone(),
                                 meta_command: meta_command.clone(),
                                 meta_refresh: *meta_refresh,
+                                server_tag: *server_tag,
                             },
                             server,
                             source_dispatcher.clone(),

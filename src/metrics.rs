@@ -36,6 +36,16 @@ pub fn zone_lines_skipped(n: u64) {
     metrics::counter!("amon_zone_lines_skipped_total").increment(n);
 }
 
+/// Gauges refreshed from the master's database at each scrape of its
+/// `GET /metrics`.
+pub fn alarms_open(open: u64) {
+    metrics::gauge!("amon_alarms_open").set(open as f64);
+}
+
+pub fn events_stored(kind: &str, stored: u64) {
+    metrics::gauge!("amon_events_stored", "type" => kind.to_string()).set(stored as f64);
+}
+
 pub fn events_ingested(n: u64) {
     metrics::counter!("amon_events_ingested_total").increment(n);
 }

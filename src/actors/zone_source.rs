@@ -6,6 +6,7 @@
 //! supervisor restarts it with backoff; a malformed line is logged, counted
 //! and skipped, never fatal.
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use super::supervisor::{Lifeline, Named, Stop};
 use super::zone_watcher::{ZoneDispatcher, ZoneEvents};
 use crate::clock::Clock;
 use crate::zones::sim::{SimCloud, SimConfig};
-use crate::zones::{parse_line, parse_list_line, parse_meta_line, LineFormat, ZoneEvent, ZoneSnapshot};
+use crate::zones::{
+    parse_line, parse_list_line, parse_meta_line, split_server_tag, LineFormat, ParseError, ZoneEvent, ZoneSnapshot,
+};
 
 /// Longest zone line we accept; a vmadm `ready` snapshot of many VMs is big.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -36,11 +39,16 @@ pub struct ExecCommands {
     /// Prints `uuid alias owner_uuid` per zone, every `meta_refresh`; empty: never.
     pub meta_command: Vec<String>,
     pub meta_refresh: Duration,
+    /// Every line of `command` and `list_command` starts with the uuid of
+    /// the compute node it is about, so one relay can carry several
+    /// (simulators, load tests); otherwise every line is about this relay's.
+    pub server_tag: bool,
 }
 
 pub struct ExecSource {
     commands: ExecCommands,
-    /// The server these zones run on: this relay's.
+    /// This relay's server: where the zones run, unless the lines say
+    /// otherwise (`server_tag`).
     server: Uuid,
     dispatcher: Named<ZoneDispatcher>,
     child: Option<Child>,
@@ -63,25 +71,82 @@ impl ExecSource {
         }
     }
 
-    fn dispatch(&self, events: Vec<ZoneEvent>) {
+    fn dispatch(&self, server: Uuid, events: Vec<ZoneEvent>) {
         match self.dispatcher.get() {
-            Some(d) => d.do_send(ZoneEvents {
-                server: self.server,
-                events,
-            }),
+            Some(d) => d.do_send(ZoneEvents { server, events }),
             None => tracing::error!("zone dispatcher is not running; zone events lost"),
         }
     }
+
+    fn lines(&self) -> LineServer {
+        if self.commands.server_tag {
+            LineServer::Tagged
+        } else {
+            LineServer::Own(self.server)
+        }
+    }
+}
+
+/// Which server a source's lines are about.
+#[derive(Debug, Clone, Copy)]
+enum LineServer {
+    /// This relay's, for every line.
+    Own(Uuid),
+    /// The one each line's server tag names (`relay.zones.server_tag`).
+    Tagged,
+}
+
+impl LineServer {
+    /// The line's server and the line without its tag; `None` for a blank
+    /// tagged line.
+    fn split(self, line: &str) -> Result<Option<(Uuid, &str)>, ParseError> {
+        match self {
+            LineServer::Own(server) => Ok(Some((server, line))),
+            LineServer::Tagged => split_server_tag(line),
+        }
+    }
+
+    /// Parses one line with `parse` after taking its server off.
+    fn parse<'a, T>(
+        self,
+        line: &'a str,
+        parse: impl FnOnce(&'a str) -> Result<Option<T>, ParseError>,
+    ) -> Result<Option<(Uuid, T)>, ParseError> {
+        let Some((server, rest)) = self.split(line)? else {
+            return Ok(None);
+        };
+        Ok(parse(rest)?.map(|parsed| (server, parsed)))
+    }
+}
+
+/// Each server's items in the order they came, servers in the order they
+/// first appear: one batch per server, so a server's snapshot is whole
+/// (the dispatcher forgets a server's recorded zones missing from it) and
+/// its events keep their order.
+fn by_server<T>(items: impl IntoIterator<Item = (Uuid, T)>) -> Vec<(Uuid, Vec<T>)> {
+    let mut batches: Vec<(Uuid, Vec<T>)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for (server, item) in items {
+        let i = *index.entry(server).or_insert_with(|| {
+            batches.push((server, Vec::new()));
+            batches.len() - 1
+        });
+        batches[i].1.push(item);
+    }
+    batches
 }
 
 /// How long a zone list may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs a zone list command and parses its output into a snapshot.
-async fn list_zones(command: Vec<String>) -> Result<Vec<ZoneSnapshot>, String> {
+/// Runs a zone list command and parses its output into one snapshot per
+/// server. Without server tags that is always one, for this relay's server,
+/// even if empty (every zone recorded for it is gone); with tags, a server
+/// with no line in the list gets no snapshot, so its recorded zones are kept.
+async fn list_zones(command: Vec<String>, lines: LineServer) -> Result<Vec<(Uuid, Vec<ZoneSnapshot>)>, String> {
     let mut zones = Vec::new();
     for line in run_lines(command).await? {
-        match parse_list_line(&line) {
+        match lines.parse(&line, parse_list_line) {
             Ok(Some(zone)) => zones.push(zone),
             Ok(None) => {}
             Err(e) => {
@@ -91,7 +156,11 @@ async fn list_zones(command: Vec<String>) -> Result<Vec<ZoneSnapshot>, String> {
             }
         }
     }
-    Ok(zones)
+    let mut snapshots = by_server(zones);
+    if let (LineServer::Own(server), true) = (lines, snapshots.is_empty()) {
+        snapshots.push((server, Vec::new()));
+    }
+    Ok(snapshots)
 }
 
 /// Runs a listing command to completion (bounded in time) and returns its
@@ -135,13 +204,16 @@ impl Actor for ExecSource {
         // Reconcile first: what every zone is now, compared by the watchers
         // with what they (or the last run) knew. Then follow the events.
         ctx.wait(
-            list_zones(self.commands.list_command.clone())
+            list_zones(self.commands.list_command.clone(), self.lines())
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     match result {
-                        Ok(zones) => {
-                            tracing::info!(zones = zones.len(), "zone list taken for reconciliation");
-                            act.dispatch(vec![ZoneEvent::Snapshot(zones)]);
+                        Ok(snapshots) => {
+                            let zones: usize = snapshots.iter().map(|(_, zones)| zones.len()).sum();
+                            tracing::info!(zones, servers = snapshots.len(), "zone list taken for reconciliation");
+                            for (server, zones) in snapshots {
+                                act.dispatch(server, vec![ZoneEvent::Snapshot(zones)]);
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, "no reconciliation snapshot this time"),
                     }
@@ -172,7 +244,8 @@ impl ExecSource {
                             })
                             .collect();
                         tracing::debug!(zones = zones.len(), "zone metadata refreshed");
-                        act.dispatch(vec![ZoneEvent::Meta(zones)]);
+                        // Metadata is keyed by zone, whatever its server.
+                        act.dispatch(act.server, vec![ZoneEvent::Meta(zones)]);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot refresh zone metadata"),
                 }),
@@ -230,8 +303,11 @@ impl StreamHandler<Result<String, LinesCodecError>> for ExecSource {
                 return;
             }
         };
-        match parse_line(&line, self.commands.format) {
-            Ok(Some(event)) => self.dispatch(vec![event]),
+        let format = self.commands.format;
+        // One message per line: a batch spanning a delete and a re-create
+        // of one zone would record its state in the wrong order.
+        match self.lines().parse(&line, |rest| parse_line(rest, format)) {
+            Ok(Some((server, event))) => self.dispatch(server, vec![event]),
             Ok(None) => {}
             Err(e) => {
                 crate::metrics::zone_lines_skipped(1);
@@ -314,9 +390,7 @@ impl SimSource {
         };
         let happened = cloud.advance(started.elapsed());
         let now = chrono::DateTime::from_timestamp_millis(self.clock.now_ms());
-        // Keep order within each server; events of one tick are sent per server.
-        let mut batch: Vec<(Uuid, Vec<ZoneEvent>)> = Vec::new();
-        for sim in happened {
+        let events = happened.into_iter().map(|sim| {
             let event = match sim.event {
                 ZoneEvent::State {
                     zonename,
@@ -333,12 +407,9 @@ impl SimSource {
                 },
                 other => other,
             };
-            match batch.last_mut() {
-                Some((server, events)) if *server == sim.server => events.push(event),
-                _ => batch.push((sim.server, vec![event])),
-            }
-        }
-        for (server, events) in batch {
+            (sim.server, event)
+        });
+        for (server, events) in by_server(events) {
             self.send(server, events);
         }
     }
@@ -350,19 +421,12 @@ impl Actor for SimSource {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Fresh cloud on every (re)start: same seed, same zones.
         let cloud = SimCloud::new(&self.config);
-        let mut by_server: Vec<(Uuid, Vec<crate::zones::ZoneSnapshot>)> = Vec::new();
-        for (server, zone) in cloud.snapshot() {
-            match by_server.last_mut() {
-                Some((s, zones)) if *s == server => zones.push(zone),
-                _ => by_server.push((server, vec![zone])),
-            }
-        }
         tracing::info!(
             servers = self.config.servers,
             zones_per_server = self.config.zones_per_server,
             "simulated cloud started"
         );
-        for (server, zones) in by_server {
+        for (server, zones) in by_server(cloud.snapshot()) {
             self.send(server, vec![ZoneEvent::Snapshot(zones)]);
         }
         self.cloud = Some(cloud);
@@ -377,5 +441,41 @@ impl Handler<Stop> for SimSource {
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.lifeline.exit_normally();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_server_keeps_each_servers_order_and_gathers_its_items_in_one_batch() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batches = by_server([(a, 1), (a, 2), (b, 3), (a, 4), (b, 5)]);
+        assert_eq!(batches, vec![(a, vec![1, 2, 4]), (b, vec![3, 5])]);
+        assert!(by_server(Vec::<(Uuid, ())>::new()).is_empty());
+    }
+
+    #[test]
+    fn a_tagged_line_is_about_its_tags_server_and_an_untagged_one_about_ours() {
+        let (own, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let line = r#"{"zonename":"z1","state":"running"}"#;
+        let zone =
+            |parsed: Result<Option<(Uuid, ZoneSnapshot)>, ParseError>| parsed.map(|z| z.map(|(s, z)| (s, z.zonename)));
+
+        assert_eq!(
+            zone(LineServer::Own(own).parse(line, parse_list_line)),
+            Ok(Some((own, "z1".to_owned())))
+        );
+        let tagged = format!("{other} {line}");
+        assert_eq!(
+            zone(LineServer::Tagged.parse(&tagged, parse_list_line)),
+            Ok(Some((other, "z1".to_owned())))
+        );
+        assert_eq!(
+            zone(LineServer::Tagged.parse(line, parse_list_line)),
+            Err(ParseError::BadField { field: "server tag" })
+        );
+        assert_eq!(zone(LineServer::Tagged.parse("", parse_list_line)), Ok(None));
     }
 }

@@ -106,6 +106,7 @@ impl Store {
             )?;
             let mut fresh = Vec::with_capacity(events.len());
             let mut seqs: Option<(i64, i64)> = None;
+            let mut counts: Vec<(&'static str, i64)> = Vec::new();
             for event in events {
                 let body = serde_json::to_string(&event)?;
                 let inserted = insert.execute(params![event.uuid().as_bytes(), event.time(), received, body])?;
@@ -114,8 +115,22 @@ impl Store {
                     // (one writer, inside one transaction).
                     let seq = conn.last_insert_rowid();
                     seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
+                    let kind = event_type(&event);
+                    match counts.iter_mut().find(|(k, _)| *k == kind) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((kind, 1)),
+                    }
                     fresh.push(event);
                 }
+            }
+            // One statement per type and request, not per event: ingest is
+            // the hot path.
+            let mut count = conn.prepare_cached(
+                "INSERT INTO event_counts (type, stored) VALUES (?1, ?2)
+                 ON CONFLICT (type) DO UPDATE SET stored = stored + excluded.stored",
+            )?;
+            for (kind, n) in counts {
+                count.execute(params![kind, n])?;
             }
             Ok(Committed { fresh, seqs })
         })
@@ -679,6 +694,19 @@ impl Store {
         .await
     }
 
+    /// How many events of each type (`machine`, `probe`, `server`) are
+    /// stored (for `amon_events_stored`), from the counts `commit_events`
+    /// keeps, not by counting the events. Whatever comes to delete events
+    /// must lower these counts in the same commit.
+    pub async fn events_stored_by_type(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     /// Every relay the master has heard from: (uuid, hostname, last event,
     /// last seen).
     pub async fn servers(&self) -> Result<Vec<(Uuid, Option<String>, String, EpochMs)>, StoreError> {
@@ -838,6 +866,15 @@ fn window_owner(user: Option<Uuid>) -> String {
     user.map(|u| u.to_string()).unwrap_or_else(|| "operator".into())
 }
 
+/// An event's `type`, as its JSON says it (the serde tag of [`Event`]).
+fn event_type(event: &Event) -> &'static str {
+    match event {
+        Event::Machine(_) => "machine",
+        Event::Probe(_) => "probe",
+        Event::Server(_) => "server",
+    }
+}
+
 fn monitor_column(key: &MonitorKey) -> String {
     match key {
         MonitorKey::Probe { user, probe } => format!("{user}/probe/{probe}"),
@@ -848,7 +885,7 @@ fn monitor_column(key: &MonitorKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MachineEvent, ProbeType};
+    use crate::model::{MachineEvent, ProbeEvent, ProbeEventData, ProbeType, ServerEvent, ServerEventKind};
 
     fn machine_event(uuid: Uuid) -> Event {
         Event::Machine(MachineEvent {
@@ -863,6 +900,110 @@ mod tests {
             new_state: "shutting_down".into(),
             up: false,
         })
+    }
+
+    fn server_event(uuid: Uuid) -> Event {
+        Event::Server(ServerEvent {
+            uuid,
+            time: 1_000,
+            relay: Uuid::nil(),
+            server: Uuid::nil(),
+            event: ServerEventKind::Heartbeat,
+            hostname: None,
+        })
+    }
+
+    fn probe_event(uuid: Uuid) -> Event {
+        Event::Probe(ProbeEvent {
+            v: 1,
+            user: Uuid::nil(),
+            probe_uuid: Uuid::nil(),
+            clear: false,
+            data: ProbeEventData {
+                message: "disk full".into(),
+                value: None,
+                details: None,
+            },
+            machine: None,
+            uuid,
+            time: 1_000,
+            agent: None,
+            agent_alias: None,
+            relay: None,
+        })
+    }
+
+    fn counts(machine: u64, probe: u64, server: u64) -> Vec<(String, u64)> {
+        vec![
+            ("machine".to_owned(), machine),
+            ("probe".to_owned(), probe),
+            ("server".to_owned(), server),
+        ]
+    }
+
+    #[test]
+    fn an_events_type_is_the_type_its_json_says() {
+        for event in [
+            machine_event(Uuid::nil()),
+            probe_event(Uuid::nil()),
+            server_event(Uuid::nil()),
+        ] {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["type"], event_type(&event), "{json}");
+        }
+    }
+
+    #[actix_rt::test]
+    async fn stored_events_are_counted_by_type_and_second_copies_are_not() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(0, 0, 0));
+        let machines: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let mut batch: Vec<Event> = machines.iter().map(|m| machine_event(*m)).collect();
+        batch.push(server_event(Uuid::new_v4()));
+        store.commit_events(batch, 1).await.unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
+
+        let again = vec![
+            machine_event(machines[0]),
+            probe_event(Uuid::new_v4()),
+            machine_event(Uuid::new_v4()),
+        ];
+        store.commit_events(again, 2).await.unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(4, 1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn event_counts_are_backfilled_from_events_stored_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.sqlite");
+        {
+            // A database as schema version 6 left it.
+            drop(Db::open(&path, &schema::MASTER[..6]).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            for event in [
+                machine_event(Uuid::new_v4()),
+                machine_event(Uuid::new_v4()),
+                server_event(Uuid::new_v4()),
+            ] {
+                conn.execute(
+                    "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        event.uuid().as_bytes(),
+                        event.time(),
+                        1,
+                        serde_json::to_string(&event).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(2, 0, 1));
+        store
+            .commit_events(vec![machine_event(Uuid::new_v4())], 2)
+            .await
+            .unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
     }
 
     #[actix_rt::test]

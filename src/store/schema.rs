@@ -122,6 +122,21 @@ pub const MASTER: &[&str] = &[
     );
     CREATE INDEX machines_by_server ON machines(server);
     "#,
+    // 7: how many events of each type are stored (`amon_events_stored`),
+    // kept by `commit_events` in the commit of the events, so a scrape reads
+    // three rows instead of the JSON of every event (a table that only
+    // grows: at a million events, about two seconds of the store thread).
+    // Each type has its row from the start, so the gauge shows 0.
+    r#"
+    CREATE TABLE event_counts (
+        type TEXT PRIMARY KEY,
+        stored INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO event_counts (type, stored) VALUES ('machine', 0), ('probe', 0), ('server', 0);
+    INSERT INTO event_counts (type, stored)
+        SELECT type, COUNT(*) FROM (SELECT json_extract(body, '$.type') AS type FROM events) WHERE type IS NOT NULL GROUP BY type
+        ON CONFLICT (type) DO UPDATE SET stored = excluded.stored;
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the

@@ -108,6 +108,22 @@ pub fn parse_meta_line(line: &str) -> Result<Option<(String, ZoneMeta)>, ParseEr
     Ok(Some((zonename.to_string(), ZoneMeta { alias, owner })))
 }
 
+/// Splits the server tag off a line of a source that speaks for several
+/// compute nodes (`relay.zones.server_tag`, e.g. a simulator or a load
+/// generator): the node's uuid, one space, then the line as it would be
+/// without the tag (an event line, or a zone list line). `Ok(None)` for a
+/// blank line, which says nothing in any format.
+pub fn split_server_tag(line: &str) -> Result<Option<(Uuid, &str)>, ParseError> {
+    const FIELD: &str = "server tag";
+    let line = line.trim_start();
+    if line.trim_end().is_empty() {
+        return Ok(None);
+    }
+    let (tag, rest) = line.split_once(' ').ok_or(ParseError::BadField { field: FIELD })?;
+    let server = Uuid::parse_str(tag).map_err(|_| bad_value(FIELD, tag))?;
+    Ok(Some((server, rest)))
+}
+
 type Object = Map<String, Value>;
 
 fn parse_object(object: &Object, format: LineFormat) -> Result<Option<ZoneEvent>, ParseError> {
@@ -949,5 +965,66 @@ mod tests {
         assert_eq!(meta, ZoneMeta::default());
         assert_eq!(parse_meta_line("   ").unwrap(), None);
         assert!(parse_meta_line("not-a-uuid web0 -").is_err());
+    }
+
+    // --- server tags -------------------------------------------------------------
+
+    const SERVER: &str = "564d9a0c-6d4b-11ef-8d5e-3b7c1f0a2e11";
+
+    #[test]
+    fn a_server_tag_is_split_off_and_the_rest_parses_as_usual() {
+        let tagged = format!("{SERVER} {LEGACY}");
+        let (server, rest) = split_server_tag(&tagged).unwrap().unwrap();
+        assert_eq!(server, SERVER.parse::<Uuid>().unwrap());
+        // Only the first space separates: the line keeps its own spaces.
+        assert_eq!(rest, LEGACY);
+        assert_eq!(parsed(rest, LineFormat::Auto), parsed(LEGACY, LineFormat::Auto));
+        let padded = format!("  {SERVER} 5:{Z}:running:/zones/x\r");
+        let (_, rest) = split_server_tag(&padded).unwrap().unwrap();
+        assert_eq!(parse_list_line(rest).unwrap().unwrap().zonename, Z);
+    }
+
+    #[test]
+    fn a_line_without_a_space_after_a_tag_has_no_server_tag() {
+        let untagged_compact = r#"{"zonename":"z1","newstate":"running"}"#;
+        for line in [untagged_compact, SERVER, "garbage"] {
+            assert_eq!(
+                split_server_tag(line),
+                Err(ParseError::BadField { field: "server tag" }),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_tag_that_is_not_a_uuid_is_a_bad_value() {
+        // An untagged line whose JSON has spaces: its first word is no uuid.
+        assert_eq!(
+            split_server_tag(LEGACY),
+            Err(ParseError::BadValue {
+                field: "server tag",
+                value: r#"{"zonename":"#.to_owned()
+            })
+        );
+        let line = format!("{} {CURRENT}", &SERVER[1..]);
+        assert!(matches!(
+            split_server_tag(&line),
+            Err(ParseError::BadValue {
+                field: "server tag",
+                ..
+            })
+        ));
+        assert_eq!(
+            split_server_tag(&format!("{SERVER} x")).unwrap().unwrap().1,
+            "x",
+            "the rest is the parser's business"
+        );
+    }
+
+    #[test]
+    fn a_blank_tagged_line_says_nothing() {
+        for line in ["", "   ", "\r", "\t \n"] {
+            assert_eq!(split_server_tag(line), Ok(None), "{line:?}");
+        }
     }
 }

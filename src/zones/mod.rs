@@ -10,7 +10,7 @@ pub mod format;
 pub mod sim;
 pub mod state;
 
-pub use format::{parse_line, parse_list_line, parse_meta_line, LineFormat, ParseError};
+pub use format::{parse_line, parse_list_line, parse_meta_line, split_server_tag, LineFormat, ParseError};
 pub use state::{classify, Transition, ZoneState};
 
 use chrono::{DateTime, Utc};

@@ -1469,6 +1469,42 @@ fn api_examples() {
     );
 }
 
+/// The value of one sample (`name{labels} value`) in Prometheus text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn metrics_show_how_many_events_of_each_type_are_stored() {
+    let master = Master::start(Mail::Files, None).expect("a master without SMTP always starts");
+    let server = Uuid::new_v4();
+    let machines: Vec<Machine> = (0..5).map(|i| Machine::new(&format!("web{i}"), server)).collect();
+    let downs: Vec<Value> = machines.iter().map(Machine::down).collect();
+    master.post(downs.clone());
+    // A second copy of an event is not stored twice.
+    master.post(vec![downs[0].clone(), machines[1].up()]);
+    const N: f64 = 6.0;
+
+    let metrics = raw(master.api.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200, "{}", master.context());
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert_eq!(
+        sample(&text, r#"amon_events_stored{type="machine"}"#),
+        Some(N),
+        "GET /metrics shows amon_events_stored{{type=\"machine\"}} {N}:\n{text}"
+    );
+    for kind in ["probe", "server"] {
+        assert_eq!(
+            sample(&text, &format!(r#"amon_events_stored{{type="{kind}"}}"#)),
+            Some(0.0),
+            "no {kind} events yet:\n{text}"
+        );
+    }
+}
+
 /// The relay's own APIs (`docs/api.md`, last section): its admin API and,
 /// in dev mode, the global zone agent's API on TCP.
 #[test]

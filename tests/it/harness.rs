@@ -807,6 +807,8 @@ pub struct ExecZones {
     pub format: String,
     /// Prints every zone for reconciliation; `None` leaves the key out.
     pub list_command: Option<Vec<String>>,
+    /// `server_tag = true`: every line starts with its compute node's uuid.
+    pub server_tag: bool,
 }
 
 impl ExecZones {
@@ -816,6 +818,7 @@ impl ExecZones {
             command,
             format: "auto".into(),
             list_command: None,
+            server_tag: false,
         }
     }
 }
@@ -865,6 +868,9 @@ agent_probes_poll = "1s"
             ));
             if let Some(list) = &zones.list_command {
                 text.push_str(&format!("list_command = {}\n", json(list)));
+            }
+            if zones.server_tag {
+                text.push_str("server_tag = true\n");
             }
         }
         text.push_str(&format!(

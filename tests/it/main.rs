@@ -17,4 +17,5 @@ mod cli;
 mod e2e;
 mod flood;
 mod harness;
+mod load;
 mod relay;

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::harness::{
-    current_zoneevent, current_zoneevent_at, free_port, legacy_zoneevent_at, now_ms, tail_of, wait_until, Amon,
-    AmonConfig, Api, Email, ExecZones, FakeMaster, Mode, SmtpServer, ZoneFeed,
+    current_zoneevent, current_zoneevent_at, free_port, legacy_zoneevent, legacy_zoneevent_at, now_ms, tail_of,
+    wait_until, Amon, AmonConfig, Api, Email, ExecZones, FakeMaster, Mode, SmtpServer, ZoneFeed,
 };
 
 // ---- a relay under test ----
@@ -30,6 +30,8 @@ enum Source {
     Feed {
         format: &'static str,
         list_command: Option<Vec<String>>,
+        /// `server_tag = true`: every line starts with a compute node's uuid.
+        server_tag: bool,
     },
     /// Any command, e.g. one that keeps dying.
     Command(Vec<String>),
@@ -40,6 +42,7 @@ impl Source {
         Source::Feed {
             format,
             list_command: None,
+            server_tag: false,
         }
     }
 }
@@ -89,12 +92,17 @@ impl RelayRig {
         self.runs += 1;
         let run = self.runs;
         let zones = match source {
-            Source::Feed { format, list_command } => {
+            Source::Feed {
+                format,
+                list_command,
+                server_tag,
+            } => {
                 let feed = ZoneFeed::create(self.dir().join(format!("zones-{run}.jsonl")));
                 let zones = ExecZones {
                     command: feed.command(),
                     format: format.to_string(),
                     list_command: list_command.clone(),
+                    server_tag: *server_tag,
                 };
                 self.feed = Some(feed);
                 zones
@@ -1056,6 +1064,7 @@ fn zone_that_went_down_while_the_relay_was_stopped_is_reported_once() {
     let source = Source::Feed {
         format: "auto",
         list_command: Some(vec!["cat".into(), list.display().to_string()]),
+        server_tag: false,
     };
     let (zone, steady, marker) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let events_about = |machine: Uuid| -> Vec<Value> {
@@ -1116,6 +1125,131 @@ fn zone_that_went_down_while_the_relay_was_stopped_is_reported_once() {
     assert_eq!(events_about(zone).len(), 1, "not again\n{}", rig.context());
     assert!(events_about(steady).is_empty(), "the steady zone never changed");
     assert_eq!(master.server_events("started").len(), 3, "three relay starts");
+}
+
+// ---- one relay carrying several compute nodes ----
+
+/// Machine uuid → server uuid of every zone the relay recorded, read from
+/// its database.
+fn recorded_zone_servers(data_dir: &Path) -> BTreeMap<String, String> {
+    let path = data_dir.join("relay.sqlite");
+    let db = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let mut statement = db.prepare("SELECT machine, server FROM zones").expect("zones query");
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("zones rows")
+        .collect::<Result<_, _>>()
+        .expect("zones")
+}
+
+#[test]
+fn tagged_lines_are_about_the_server_they_name_and_untagged_ones_are_skipped() {
+    let master = FakeMaster::start();
+    let mut rig = RelayRig::new(master.url());
+    let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
+    // In the zone list: one zone per server, and one untagged line.
+    let (listed1, listed2, listed_untagged) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let list = rig.dir().join("zones.list");
+    let tagged_list = [(Some(cn1), listed1), (Some(cn2), listed2), (None, listed_untagged)]
+        .iter()
+        .map(|(server, zone)| {
+            let line = json!({ "zonename": zone.to_string(), "state": "running" }).to_string();
+            match server {
+                Some(server) => format!("{server} {line}\n"),
+                None => format!("{line}\n"),
+            }
+        })
+        .collect::<String>();
+    std::fs::write(&list, tagged_list).expect("write the zone list");
+    rig.start(&Source::Feed {
+        format: "auto",
+        list_command: Some(vec!["cat".into(), list.display().to_string()]),
+        server_tag: true,
+    });
+    let relay_server = rig.state()["serverUuid"].clone();
+
+    // Two formats on two servers, an untagged line between them, and the
+    // marker last.
+    let (a, b, untagged, marker) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    rig.append(&[
+        format!("{cn1} {}", current_zoneevent(a, "running", "shutting_down")),
+        current_zoneevent(untagged, "running", "shutting_down"),
+        format!("{cn2} {}", legacy_zoneevent(b, "ready", "running")),
+        format!("{cn2} {}", current_zoneevent(marker, "running", "shutting_down")),
+    ]);
+    let about = |events: &[Value], machine: Uuid| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["machine"] == machine.to_string())
+            .cloned()
+            .collect()
+    };
+    let events = wait_until(
+        "the decisions about a, b and the marker",
+        || rig.context(),
+        || {
+            let events = master.machine_events();
+            [a, b, marker]
+                .iter()
+                .all(|m| !about(&events, *m).is_empty())
+                .then_some(events)
+        },
+    );
+    let context = format!("{}\n--- machine events: {events:#?}", rig.context());
+    for (machine, server, up) in [(a, cn1, false), (b, cn2, true), (marker, cn2, false)] {
+        let got = about(&events, machine);
+        assert_eq!(got.len(), 1, "one decision about {machine}\n{context}");
+        assert_eq!(got[0]["server"], server.to_string(), "server of {machine}\n{context}");
+        assert_eq!(got[0]["relay"], relay_server, "the relay that sent it\n{context}");
+        assert_eq!(got[0]["up"], up, "{}\n{context}", got[0]);
+    }
+    assert!(
+        about(&events, untagged).is_empty(),
+        "the untagged line decided\n{context}"
+    );
+    assert_eq!(events.len(), 3, "machine events\n{context}");
+
+    // The untagged lines were logged, counted and skipped; the relay runs on.
+    let relay = rig.relay();
+    assert!(relay.is_running(), "the relay exited\n{context}");
+    let skipped = relay.log_messages("malformed zone line skipped");
+    assert_eq!(skipped.len(), 1, "{skipped:#?}\n{context}");
+    assert!(
+        skipped[0]["error"].as_str().is_some_and(|e| e.contains("server tag")),
+        "{:#?}",
+        skipped[0]
+    );
+    let skipped_list = relay.log_messages("malformed zone list line skipped");
+    assert_eq!(skipped_list.len(), 1, "{skipped_list:#?}\n{context}");
+    let (status, metrics) = relay.admin().get("/metrics");
+    assert_eq!(status, 200, "relay GET /metrics: {metrics}");
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let skipped_total = metrics
+        .lines()
+        .find(|l| l.starts_with("amon_zone_lines_skipped_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(
+        skipped_total,
+        Some(2.0),
+        "amon_zone_lines_skipped_total 2 (a list line, a stream line) in:\n{metrics}"
+    );
+
+    // Each server's zones, from its own snapshot or its own lines, are
+    // recorded as that server's.
+    let recorded = recorded_zone_servers(&rig.data_dir());
+    for (machine, server) in [(listed1, cn1), (listed2, cn2), (a, cn1), (b, cn2), (marker, cn2)] {
+        assert_eq!(
+            recorded.get(&machine.to_string()),
+            Some(&server.to_string()),
+            "recorded server of {machine}: {recorded:#?}\n{context}"
+        );
+    }
+    assert!(
+        !recorded.contains_key(&listed_untagged.to_string()) && !recorded.contains_key(&untagged.to_string()),
+        "untagged zones recorded: {recorded:#?}"
+    );
 }
 
 // ---- a zone source that keeps dying ----

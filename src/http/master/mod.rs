@@ -123,7 +123,12 @@ async fn dead_letters(api: web::Data<MasterApi>) -> Result<HttpResponse, ApiErro
 
 async fn metrics(api: web::Data<MasterApi>) -> HttpResponse {
     if let Ok(open) = api.store.open_alarm_count().await {
-        metrics::gauge!("amon_alarms_open").set(open as f64);
+        crate::metrics::alarms_open(open);
+    }
+    if let Ok(stored) = api.store.events_stored_by_type().await {
+        for (kind, n) in stored {
+            crate::metrics::events_stored(&kind, n);
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -1,0 +1,179 @@
+//! `amon-load`: thousands of simulated zones driving real Amon daemons, and
+//! the same workload against Prometheus Alertmanager, side by side.
+//!
+//! A run starts a real `amon master` and `--relays` real `amon relay`
+//! processes on loopback, an SMTP sink and a webhook sink in this process,
+//! creates accounts and one `machine-up` probe per zone through the Master
+//! API, and writes zone lines into each relay's exec source (a named pipe),
+//! so every transition crosses the relay's parser, a `ZoneWatcher`, the
+//! spool, `POST /events`, an alarm actor and the notifier. The parts:
+//! `workload` (the fleet and its zone lines), `plan` (scenarios as timed
+//! steps with what they must cause), `cluster` (the daemons), `api` (the
+//! harness as a Master API client), `smtp_sink` and `webhook_sink`,
+//! `notices` (reading notifications back), `run` (one scenario),
+//! `report` and `plot` (JSON, Markdown, SVG), `poster` and `alertmanager`
+//! (the side-by-side comparison), `procstat` (RSS and CPU from /proc).
+
+#![forbid(unsafe_code)]
+// A load harness measures wall time; the paused-time rule is for logic.
+#![allow(clippy::disallowed_methods)]
+
+mod api;
+mod cluster;
+mod notices;
+mod plan;
+mod plot;
+mod procstat;
+mod report;
+mod run;
+mod smtp_sink;
+mod webhook_sink;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::api::Medium;
+use crate::plan::{DownMode, Scenario};
+
+#[derive(Debug, Parser)]
+#[command(name = "amon-load", version, about = "Load Amon with simulated zones and measure it")]
+struct Args {
+    /// What to drive.
+    #[arg(long, value_enum, default_value = "churn")]
+    scenario: Scenario,
+    /// Simulated compute nodes.
+    #[arg(long, default_value_t = 10)]
+    servers: usize,
+    /// Zones on each server.
+    #[arg(long, default_value_t = 100)]
+    zones_per_server: usize,
+    /// Accounts owning the zones (zone z of each server belongs to account z mod A).
+    #[arg(long, default_value_t = 3)]
+    accounts: usize,
+    /// Relay processes the servers are spread over.
+    #[arg(long, default_value_t = 1)]
+    relays: usize,
+    /// Zone transitions per second (churn, reboot-storm, open-alarms).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long transitions are written (churn, flap, master-restart, smtp-outage).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// The master's `notify.hold`.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// server-down: how many servers go down.
+    #[arg(long, default_value_t = 5)]
+    servers_down: usize,
+    /// server-down: how a server goes (announced and silent need --relays = --servers).
+    #[arg(long, value_enum, default_value = "zones")]
+    down_mode: DownMode,
+    /// Where notifications go.
+    #[arg(long = "notify", value_enum, default_value = "email")]
+    medium: Medium,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Probe creations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    /// Longest wait for events and notifications after the last step.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// The `amon` binary (default: the one beside this program).
+    #[arg(long)]
+    amon: Option<PathBuf>,
+    /// Where daemons keep their data and logs (default: a new temporary
+    /// directory, removed afterwards unless --keep).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the work directory.
+    #[arg(long)]
+    keep: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Draw events/s and latency over the run as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let amon = match args.amon.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for this program")?
+            .join("amon"),
+    };
+    anyhow::ensure!(amon.exists(), "no amon binary at {} (give --amon)", amon.display());
+    let (work, _temp) = match &args.work_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempdir()?;
+            (temp.path.clone(), Some(temp))
+        }
+    };
+    let options = run::RunOptions {
+        amon,
+        work: work.clone(),
+        servers: args.servers,
+        zones_per_server: args.zones_per_server,
+        accounts: args.accounts,
+        relays: args.relays,
+        scenario: args.scenario,
+        rate: args.rate,
+        duration: args.duration,
+        hold: args.hold,
+        servers_down: args.servers_down,
+        down_mode: args.down_mode,
+        medium: args.medium,
+        seed: args.seed,
+        parallel: args.parallel.max(1),
+        drain_timeout: args.drain_timeout,
+    };
+    let report = actix_rt::System::new().block_on(run::run(&options))?;
+    println!("{}", report.markdown());
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(&report, path)?;
+    }
+    if let Some(mut temp) = _temp {
+        temp.keep = args.keep;
+        if args.keep {
+            eprintln!("amon-load: kept {}", work.display());
+        }
+    }
+    if !report.ok {
+        eprintln!("amon-load: some checks failed");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// A temporary directory removed on drop unless `keep`.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+fn tempdir() -> anyhow::Result<TempDir> {
+    let path = std::env::temp_dir().join(format!("amon-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&path)?;
+    Ok(TempDir { path, keep: false })
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The load harness's smoke run (issue 9 acceptance 4): `amon-load` drives a
+//! few hundred zones through real relays and a real master, and its report's
+//! invariants hold: every event sent is committed, every notification the
+//! scenario calls for arrives once, a server going down is one message per
+//! contact listing that contact's machines, a reboot storm sends nothing, a
+//! master SIGKILLed mid-run loses nothing. Never timings: those are
+//! benchmarks (`docs/benchmarks.md`).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `amon-load` with `args` and returns its report; panics with its
+/// output when it fails.
+fn amon_load(dir: &Path, args: &[&str]) -> Value {
+    let report = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_amon-load"))
+        .args([
+            "--amon",
+            env!("CARGO_BIN_EXE_amon"),
+            "--drain-timeout",
+            "5m",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .args(args)
+        .output()
+        .expect("run amon-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "amon-load {args:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let text = std::fs::read_to_string(&report).expect("amon-load wrote no report");
+    serde_json::from_str(&text).expect("report is json")
+}
+
+fn assert_invariants(report: &Value) {
+    assert_eq!(report["events_committed"], report["events_sent"], "{report:#}");
+    assert_eq!(report["emails"], report["emails_expected"], "{report:#}");
+    assert_eq!(report["duplicates"], 0, "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+}
+
+#[test]
+fn a_server_shutdown_is_one_email_per_contact_listing_its_machines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = amon_load(
+        dir.path(),
+        &[
+            "--scenario",
+            "server-down",
+            "--servers",
+            "4",
+            "--zones-per-server",
+            "30",
+            "--accounts",
+            "3",
+            "--relays",
+            "2",
+            "--servers-down",
+            "2",
+            "--hold",
+            "2s",
+        ],
+    );
+    assert_invariants(&report);
+    assert_eq!(report["servers_down"], 2);
+    assert_eq!(report["contacts"], 3);
+    assert_eq!(report["emails"], 6, "{report:#}");
+    assert_eq!(report["by_kind"]["serverdown"], 6, "{report:#}");
+    assert!(report["by_kind"].get("fault").is_none(), "{report:#}");
+}
+
+#[test]
+fn a_reboot_storm_sends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = amon_load(
+        dir.path(),
+        &[
+            "--scenario",
+            "reboot-storm",
+            "--servers",
+            "3",
+            "--zones-per-server",
+            "40",
+            "--rate",
+            "200",
+            "--hold",
+            "3s",
+        ],
+    );
+    assert_invariants(&report);
+    assert_eq!(report["events_sent"], 240);
+    assert_eq!(report["emails"], 0, "{report:#}");
+}
+
+#[test]
+fn churn_notifies_each_long_outage_once_down_and_once_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = amon_load(
+        dir.path(),
+        &[
+            "--scenario",
+            "churn",
+            "--servers",
+            "4",
+            "--zones-per-server",
+            "50",
+            "--relays",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "4s",
+            "--hold",
+            "3s",
+        ],
+    );
+    assert_invariants(&report);
+    assert_eq!(report["by_kind"]["fault"], report["by_kind"]["clear"], "{report:#}");
+    assert!(report["latency_ms"]["count"].as_u64() > Some(0), "{report:#}");
+}
+
+#[test]
+fn a_master_killed_mid_run_loses_no_event_and_sends_no_email_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = amon_load(
+        dir.path(),
+        &[
+            "--scenario",
+            "master-restart",
+            "--servers",
+            "4",
+            "--zones-per-server",
+            "50",
+            "--rate",
+            "50",
+            "--duration",
+            "6s",
+            "--hold",
+            "3s",
+        ],
+    );
+    assert_invariants(&report);
+}
