@@ -8,14 +8,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::procstat;
+use crate::procstat::Process;
 
 /// What the master is configured with, beyond loopback and the data dir.
 #[derive(Debug, Clone)]
@@ -33,59 +33,29 @@ pub struct MasterOptions {
     pub heartbeat_timeout: Duration,
 }
 
-/// One daemon process.
+/// One daemon process and the address it serves.
 pub struct Daemon {
-    child: Child,
-    pub log: PathBuf,
+    pub process: Process,
     /// `master_listen` for the master, `relay_admin_listen` for a relay.
     pub addr: SocketAddr,
 }
 
 impl Daemon {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn rss_bytes(&self) -> u64 {
-        procstat::rss_bytes(self.pid()).unwrap_or(0)
-    }
-
-    pub fn cpu_seconds(&self) -> f64 {
-        procstat::cpu_seconds(self.pid()).unwrap_or(0.0)
-    }
-
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
 
-    /// SIGKILL, then reap.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM without waiting: a relay announces its shutdown and exits.
-    pub fn signal_term(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-    }
-
-    pub fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The last lines of its log, for error messages.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+impl std::ops::Deref for Daemon {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.exited() {
-            self.kill();
-        }
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 
@@ -111,13 +81,12 @@ fn spawn(amon: &Path, mode: &str, name: &str, config: &Path, log: PathBuf, addr_
         .spawn()
         .with_context(|| format!("cannot run {}", amon.display()))?;
     let mut daemon = Daemon {
-        child,
-        log,
+        process: Process::new(child, log),
         addr: "127.0.0.1:0".parse().expect("address"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if daemon.exited() {
+        if daemon.exit_status().is_some() {
             bail!("{name} exited before starting; its log:\n{}", daemon.log_tail(30));
         }
         if let Some(addr) = started_addr(&daemon.log, addr_key) {

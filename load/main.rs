@@ -18,11 +18,14 @@
 // A load harness measures wall time; the paused-time rule is for logic.
 #![allow(clippy::disallowed_methods)]
 
+mod alertmanager;
 mod api;
 mod cluster;
+mod compare;
 mod notices;
 mod plan;
 mod plot;
+mod poster;
 mod procstat;
 mod report;
 mod run;
@@ -40,7 +43,50 @@ use crate::api::Medium;
 use crate::plan::{DownMode, Scenario};
 
 #[derive(Debug, Parser)]
-#[command(name = "amon-load", version, about = "Load Amon with simulated zones and measure it")]
+#[command(
+    name = "amon-load",
+    version,
+    about = "Load Amon with simulated zones and measure it",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Verb>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// Measure Amon and Prometheus Alertmanager with the same workload, in
+    /// one run, and print one table (SPEC §11).
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Ingest runs per system; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Events (alerts) per ingest run.
+    #[arg(long, default_value_t = 200_000)]
+    ingest_events: usize,
+    /// Small sizes, to check the comparison itself runs.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value = alertmanager::DEFAULT_BINARY)]
+    alertmanager: PathBuf,
+    /// The `amon` binary (default: the one beside this program).
+    #[arg(long)]
+    amon: Option<PathBuf>,
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Write both systems' figures as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// What to drive.
     #[arg(long, value_enum, default_value = "churn")]
@@ -101,9 +147,8 @@ struct Args {
     plot: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let amon = match args.amon.clone() {
+fn amon_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let amon = match given {
         Some(path) => path,
         None => std::env::current_exe()?
             .parent()
@@ -111,13 +156,50 @@ fn main() -> anyhow::Result<()> {
             .join("amon"),
     };
     anyhow::ensure!(amon.exists(), "no amon binary at {} (give --amon)", amon.display());
-    let (work, _temp) = match &args.work_dir {
+    Ok(amon)
+}
+
+fn work_dir(given: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+    Ok(match given {
         Some(dir) => (dir.clone(), None),
         None => {
             let temp = tempdir()?;
             (temp.path.clone(), Some(temp))
         }
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Verb::Compare(args)) => compare_main(args),
+        None => run_main(cli.run),
+    }
+}
+
+fn compare_main(args: CompareArgs) -> anyhow::Result<()> {
+    let (work, _temp) = work_dir(&args.work_dir)?;
+    let options = compare::CompareOptions {
+        amon: amon_binary(args.amon)?,
+        work,
+        alertmanager: args.alertmanager,
+        runs: args.runs.max(1),
+        ingest_events: args.ingest_events,
+        quick: args.quick,
     };
+    let (amon, am, table) = actix_rt::System::new().block_on(compare::compare(&options))?;
+    println!("{table}");
+    if let Some(path) = &args.report {
+        let json = serde_json::json!({ "amon": amon, "alertmanager": am, "table": table });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_main(args: Args) -> anyhow::Result<()> {
+    let amon = amon_binary(args.amon.clone())?;
+    let (work, _temp) = work_dir(&args.work_dir)?;
     let options = run::RunOptions {
         amon,
         work: work.clone(),

@@ -30,6 +30,11 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         .map(|p| p.1)
         .fold(1.0, f64::max)
         * 1.1;
+    let latency: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(|s| s.latency_p99_ms.map(|l| (s.t, l)))
+        .collect();
+    let latency_max = latency.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
@@ -41,7 +46,9 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+        .right_y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)?
+        .set_secondary_coord(0.0..t_max, 0.0..latency_max);
     chart
         .configure_mesh()
         .x_desc("seconds since the first step")
@@ -57,6 +64,14 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
+    chart
+        .configure_secondary_axes()
+        .y_desc("fault latency p99, ms")
+        .draw()?;
+    chart
+        .draw_secondary_series(latency.iter().map(|&(t, l)| Circle::new((t, l), 2, BLACK.filled())))?
+        .label("fault latency p99 (right axis)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 2, BLACK.filled()));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

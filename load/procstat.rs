@@ -1,7 +1,68 @@
-//! What a child process costs, read from Linux's `/proc`: resident memory and
-//! CPU time. Linux only (the harness runs where the daemons are measured).
+//! The child processes the harness starts (Amon's daemons, Alertmanager)
+//! and what they cost, read from Linux's `/proc`: resident memory and CPU
+//! time. Linux only (the harness runs where the daemons are measured).
 
 use std::fs;
+use std::path::PathBuf;
+use std::process::Child;
+
+/// A child process with its log file: killed and reaped when dropped.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn new(child: Child, log: PathBuf) -> Process {
+        Process { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid()).unwrap_or(0)
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid()).unwrap_or(0.0)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM without waiting (a relay then announces its shutdown).
+    pub fn signal_term(&self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Whether it has exited, and if so how.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `n` lines of its log, for error messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.exit_status().is_none() {
+            self.kill();
+        }
+    }
+}
 
 /// Resident set size of `pid` in bytes (`VmRSS`), or `None` once it has exited.
 pub fn rss_bytes(pid: u32) -> Option<u64> {

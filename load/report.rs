@@ -62,6 +62,9 @@ pub struct Sample {
     pub open_alarms: u64,
     pub master_rss: u64,
     pub notifications: u64,
+    /// p99 of the latency (line written → fault notification accepted) of
+    /// the fault notifications that arrived during this second, in ms.
+    pub latency_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -109,6 +112,8 @@ pub struct Report {
     pub open_alarms_peak: u64,
     pub servers_down: usize,
     pub contacts: usize,
+    /// Machines listed in all server-down notifications together.
+    pub server_down_machines_named: u64,
     pub checks: Vec<Check>,
     pub ok: bool,
     pub timeline: Vec<Sample>,

@@ -192,6 +192,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
                     open_alarms: crate::api::metric_in(&text, METRIC_OPEN).unwrap_or(0.0) as u64,
                     master_rss: crate::procstat::rss_bytes(master_pid.load(Ordering::Relaxed)).unwrap_or(0),
                     notifications: (smtp.count() + hooks.count()) as u64,
+                    latency_p99_ms: None,
                 };
                 ticks += 1;
                 match &bar {
@@ -352,6 +353,8 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     }
     let zone_of: HashMap<Uuid, usize> = fleet.zones.iter().enumerate().map(|(i, z)| (z.uuid, i)).collect();
     let (mut faults, mut over, mut clears) = (report::histogram(), report::histogram(), report::histogram());
+    // Per second of the run (by arrival), for the plot.
+    let mut per_second: BTreeMap<u64, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     for n in &received {
         let Some(zone) = n.machine.and_then(|m| zone_of.get(&m)) else {
             continue;
@@ -369,6 +372,11 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
             } else {
                 let _ = faults.record(us.max(1));
                 let _ = over.record(us.saturating_sub(o.hold.as_micros() as u64).max(1));
+                let second = n.at.saturating_duration_since(start).as_secs();
+                let _ = per_second
+                    .entry(second)
+                    .or_insert_with(report::histogram)
+                    .record(us.max(1));
             }
         }
     }
@@ -391,6 +399,13 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     };
     report.bytes_per_zone = relay_full_rss.saturating_sub(relay_idle_rss) as f64 / fleet.zones.len().max(1) as f64;
     report.timeline = samples.borrow().clone();
+    for sample in &mut report.timeline {
+        // A sample taken at t covers arrivals in the second before it.
+        let second = (sample.t.max(1.0) - 1.0) as u64;
+        sample.latency_p99_ms = per_second
+            .get(&second)
+            .map(|h| h.value_at_quantile(0.99) as f64 / 1000.0);
+    }
     if let Some(peak) = report.timeline.iter().max_by_key(|s| (s.open_alarms, s.master_rss)) {
         report.open_alarms_peak = peak.open_alarms;
         if peak.open_alarms > 0 {
@@ -454,6 +469,7 @@ fn check(report: &mut Report, fleet: &Fleet, expected: &plan::Expected, received
         let mut wrong = Vec::new();
         let mut per_pair: BTreeMap<(usize, String), usize> = BTreeMap::new();
         for n in received.iter().filter(|n| n.kind == Kind::ServerDown) {
+            report.server_down_machines_named += n.machines.len() as u64;
             let servers: BTreeSet<usize> = n.machines.iter().filter_map(|m| server_of.get(m).copied()).collect();
             let owners: BTreeSet<usize> = n.machines.iter().filter_map(|m| owner_of.get(m).copied()).collect();
             let (Some(&server), true, true) = (servers.first(), servers.len() == 1, owners.len() == 1) else {

@@ -108,7 +108,6 @@ impl WebhookSink {
     }
 
     /// Forgets what was received (between phases of a comparison).
-    #[allow(dead_code)] // the Alertmanager comparison, which lands next
     pub fn clear(&self) {
         self.shared.hooks.lock().expect("sink lock").clear();
         self.shared.count.store(0, Ordering::Relaxed);
