@@ -28,7 +28,8 @@ pub enum Scenario {
     /// no notification.
     Flap,
     /// Churn, with the master SIGKILLed and restarted halfway: nothing
-    /// acknowledged lost, nothing notified twice.
+    /// acknowledged lost, nothing decided twice (a delivery in flight at the
+    /// kill is sent again with its Message-ID: at least once, SPEC §7).
     MasterRestart,
     /// Churn, with the SMTP sink (or webhook) refusing for the middle third:
     /// every notification still arrives, once.

@@ -94,6 +94,9 @@ pub struct Report {
     pub latency_over_hold_ms: Latency,
     /// Up line written → clear notification accepted (no hold).
     pub clear_latency_ms: Latency,
+    /// First down line of a server's listed machines → its server-down
+    /// notification accepted.
+    pub server_down_latency_ms: Latency,
     /// Notifications received (emails, or webhook posts with `--notify webhook`).
     pub emails: u64,
     pub emails_expected: u64,
@@ -167,6 +170,7 @@ impl Report {
             ("latency p50/p90/p99/max".into(), lat(&self.latency_ms)),
             ("latency over hold".into(), lat(&self.latency_over_hold_ms)),
             ("clear latency".into(), lat(&self.clear_latency_ms)),
+            ("server-down latency".into(), lat(&self.server_down_latency_ms)),
             (
                 "notifications / expected".into(),
                 format!("{} / {}", self.emails, self.emails_expected),
