@@ -239,11 +239,26 @@ fn feed(fifo: &Path) -> anyhow::Result<(mpsc::Sender<String>, std::thread::JoinH
     Ok((tx, writer))
 }
 
+/// The master to drive: one this harness starts, or one already running.
+#[derive(Debug, Clone)]
+pub enum MasterSpec {
+    Start(MasterOptions),
+    /// A running master's URL; the harness starts only relays. Its memory
+    /// and CPU are read only if its pid is given.
+    External {
+        url: String,
+        pid: Option<u32>,
+    },
+}
+
 /// The master and its relays.
 pub struct Cluster {
     amon: PathBuf,
     work: PathBuf,
-    pub master: Daemon,
+    /// The master process, when this harness started it.
+    pub master: Option<Daemon>,
+    master_url: String,
+    external_pid: Option<u32>,
     pub relays: Vec<Relay>,
     restarts: usize,
 }
@@ -254,29 +269,37 @@ impl Cluster {
     pub fn start(
         amon: &Path,
         work: &Path,
-        master: MasterOptions,
+        master: MasterSpec,
         relays: usize,
         relay_server: &[Option<uuid::Uuid>],
     ) -> anyhow::Result<Cluster> {
         fs::create_dir_all(work)?;
-        let data = work.join("master");
-        let config = work.join("master.toml");
-        fs::write(&config, master_config(&data, "127.0.0.1:0", &master))?;
-        let daemon = spawn(
-            amon,
-            "master",
-            "master",
-            &config,
-            work.join("master.log"),
-            "master_listen",
-        )?;
-        // Restarts reuse the port the relays know.
-        fs::write(&config, master_config(&data, &daemon.addr.to_string(), &master))?;
-        let master_url = daemon.url();
+        let (daemon, master_url, external_pid) = match master {
+            MasterSpec::Start(options) => {
+                let data = work.join("master");
+                let config = work.join("master.toml");
+                fs::write(&config, master_config(&data, "127.0.0.1:0", &options))?;
+                let daemon = spawn(
+                    amon,
+                    "master",
+                    "master",
+                    &config,
+                    work.join("master.log"),
+                    "master_listen",
+                )?;
+                // Restarts reuse the port the relays know.
+                fs::write(&config, master_config(&data, &daemon.addr.to_string(), &options))?;
+                let url = daemon.url();
+                (Some(daemon), url, None)
+            }
+            MasterSpec::External { url, pid } => (None, url.trim_end_matches('/').to_string(), pid),
+        };
         let mut cluster = Cluster {
             amon: amon.to_path_buf(),
             work: work.to_path_buf(),
             master: daemon,
+            master_url: master_url.clone(),
+            external_pid,
             relays: Vec::new(),
             restarts: 0,
         };
@@ -309,18 +332,40 @@ impl Cluster {
 
     /// SIGKILLs the master and starts it again on the same port and data.
     pub fn restart_master(&mut self) -> anyhow::Result<()> {
-        self.master.kill();
+        let Some(master) = self.master.as_mut() else {
+            bail!("cannot restart a master this harness did not start");
+        };
+        master.kill();
         self.restarts += 1;
         let log = self.work.join(format!("master.{}.log", self.restarts));
-        self.master = spawn(
+        self.master = Some(spawn(
             &self.amon,
             "master",
             "master",
             &self.work.join("master.toml"),
             log,
             "master_listen",
-        )?;
+        )?);
         Ok(())
+    }
+
+    pub fn master_url(&self) -> &str {
+        &self.master_url
+    }
+
+    /// The master's pid, if known (started here, or given).
+    pub fn master_pid(&self) -> Option<u32> {
+        self.master.as_ref().map(|m| m.pid()).or(self.external_pid)
+    }
+
+    /// The master's RSS in bytes (0 when unknown).
+    pub fn master_rss(&self) -> u64 {
+        self.master_pid().and_then(crate::procstat::rss_bytes).unwrap_or(0)
+    }
+
+    /// The master's CPU seconds (0 when unknown).
+    pub fn master_cpu(&self) -> f64 {
+        self.master_pid().and_then(crate::procstat::cpu_seconds).unwrap_or(0.0)
     }
 
     /// Resident memory of every relay together.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::alertmanager::{self, AmFigures, AmOptions};
 use crate::api::{Api, Medium};
-use crate::cluster::{Cluster, MasterOptions};
+use crate::cluster::{Cluster, MasterOptions, MasterSpec};
 use crate::plan::{DownMode, Scenario};
 use crate::poster::post_all;
 use crate::run::{self, RunOptions};
@@ -81,7 +81,7 @@ fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_port: u16) -
     Cluster::start(
         &o.amon,
         &o.work.join(name),
-        MasterOptions {
+        MasterSpec::Start(MasterOptions {
             hold,
             smtp_port,
             burst_count: 1_000_000,
@@ -89,7 +89,7 @@ fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_port: u16) -
             rate_limit: 0,
             workers: 4,
             heartbeat_timeout: Duration::from_secs(30),
-        },
+        }),
         0,
         &[],
     )
@@ -102,7 +102,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<AmonFigures> {
     let mut f = AmonFigures::default();
-    let smtp = crate::smtp_sink::SmtpSink::start()?;
+    let smtp = crate::smtp_sink::SmtpSink::start(0)?;
     let servers: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
     let ingest = if o.quick { 2_000 } else { o.ingest_events };
 
@@ -111,16 +111,16 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
     for run in 0..o.runs.max(1) {
         let bodies = event_bodies(&[], &servers, ingest);
         let cluster = bare_master(o, &format!("ingest-{run}"), Duration::from_secs(60), smtp.port())?;
-        let before = cluster.master.cpu_seconds();
+        let before = cluster.master_cpu();
         let stats = post_all(
-            &format!("{}/events", cluster.master.url()),
+            &format!("{}/events", cluster.master_url()),
             bodies,
             BATCH,
             CONNECTIONS,
             None,
         );
         anyhow::ensure!(stats.all_ok(202), "ingest run {run}: {:?}", stats.statuses);
-        cpu.push((cluster.master.cpu_seconds() - before) / (stats.items as f64 / 10_000.0));
+        cpu.push((cluster.master_cpu() - before) / (stats.items as f64 / 10_000.0));
         f.ingest_runs.push(stats.items_per_sec());
         eprintln!("compare: amon ingest run {run}: {:.0} events/s", stats.items_per_sec());
     }
@@ -132,14 +132,14 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
     let fleet = Fleet::new(7, 100, n / 100, 1, 1);
     let cluster = bare_master(o, "notifying", Duration::ZERO, smtp.port())?;
     Api::new()
-        .provision(&cluster.master.url(), &fleet, Medium::Webhook, &sink.url(""), 16)
+        .provision(&cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
         .await?;
     sink.clear();
     let machines: Vec<Uuid> = fleet.zones.iter().map(|z| z.uuid).collect();
     let bodies = event_bodies(&machines, &servers, n);
     let started = Instant::now();
     let stats = tokio::task::spawn_blocking({
-        let url = format!("{}/events", cluster.master.url());
+        let url = format!("{}/events", cluster.master_url());
         move || post_all(&url, bodies, BATCH, CONNECTIONS, None)
     })
     .await?;
@@ -175,6 +175,9 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
         seed: 1,
         parallel: 16,
         drain_timeout: Duration::from_secs(900),
+        master_url: None,
+        master_pid: None,
+        smtp_port: 0,
     };
     let quick = o.quick;
     // Latency at 1,000 events/s through relays, hold 1 s.

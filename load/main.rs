@@ -129,6 +129,20 @@ struct Args {
     /// Longest wait for events and notifications after the last step.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Drive this running master instead of starting one (its relays are
+    /// still started here). Notifications reach the harness with `--notify
+    /// webhook`, or by email if that master's `notify.email.smtp_url` points
+    /// at `--smtp-port`. What the scenario expects assumes the settings the
+    /// harness gives its own master (see the report's `settings`); a running
+    /// master's flood guard and rate limit may rightly differ.
+    #[arg(long)]
+    master_url: Option<String>,
+    /// The running master's pid, to report its memory and CPU.
+    #[arg(long, requires = "master_url")]
+    master_pid: Option<u32>,
+    /// Port of the harness's SMTP sink on 127.0.0.1 (default: any free one).
+    #[arg(long, default_value_t = 0)]
+    smtp_port: u16,
     /// The `amon` binary (default: the one beside this program).
     #[arg(long)]
     amon: Option<PathBuf>,
@@ -217,6 +231,9 @@ fn run_main(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         parallel: args.parallel.max(1),
         drain_timeout: args.drain_timeout,
+        master_url: args.master_url.clone(),
+        master_pid: args.master_pid,
+        smtp_port: args.smtp_port,
     };
     let report = actix_rt::System::new().block_on(run::run(&options))?;
     println!("{}", report.markdown());

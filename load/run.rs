@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use uuid::Uuid;
 
 use crate::api::{Api, Medium};
-use crate::cluster::{Cluster, MasterOptions};
+use crate::cluster::{Cluster, MasterOptions, MasterSpec};
 use crate::notices::{self, Kind, Notice};
 use crate::plan::{self, Action, DownMode, PlanOptions, Scenario};
 use crate::report::{self, Latency, PerProcess, Report, Sample};
@@ -44,6 +44,12 @@ pub struct RunOptions {
     /// How long to wait for events to commit and notifications to arrive
     /// after the last step.
     pub drain_timeout: Duration,
+    /// Drive this running master instead of starting one.
+    pub master_url: Option<String>,
+    /// That master's pid, to read its memory and CPU.
+    pub master_pid: Option<u32>,
+    /// Port for the SMTP sink (0: any), so a running master can be pointed at it.
+    pub smtp_port: u16,
 }
 
 /// How long without a new notification, short of the expected count, ends
@@ -82,7 +88,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     {
         bail!("--down-mode announced|silent stops a server's relay: it needs --relays equal to --servers");
     }
-    let smtp = Arc::new(SmtpSink::start().context("cannot start the SMTP sink")?);
+    let smtp = Arc::new(SmtpSink::start(o.smtp_port).context("cannot start the SMTP sink")?);
     let hooks = Arc::new(WebhookSink::start(2).context("cannot start the webhook sink")?);
     let options = master_options(o, smtp.port());
     let relay_server: Vec<Option<Uuid>> = (0..fleet.relays)
@@ -93,9 +99,19 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         fleet.relays,
         o.work.display()
     );
-    let mut cluster = Cluster::start(&o.amon, &o.work, options.clone(), fleet.relays, &relay_server)?;
+    let spec = match &o.master_url {
+        Some(url) => MasterSpec::External {
+            url: url.clone(),
+            pid: o.master_pid,
+        },
+        None => MasterSpec::Start(options.clone()),
+    };
+    if o.master_url.is_some() && o.scenario == Scenario::MasterRestart {
+        bail!("master-restart kills the master: it needs a master this harness starts (no --master-url)");
+    }
+    let mut cluster = Cluster::start(&o.amon, &o.work, spec, fleet.relays, &relay_server)?;
     let api = Api::new();
-    let master_url = cluster.master.url();
+    let master_url = cluster.master_url().to_string();
     let relay_idle_rss = cluster.relays_rss();
 
     eprintln!(
@@ -132,8 +148,8 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         .await?;
     }
     let relay_full_rss = cluster.relays_rss();
-    let master_rss_before = cluster.master.rss_bytes();
-    let master_cpu_before = cluster.master.cpu_seconds();
+    let master_rss_before = cluster.master_rss();
+    let master_cpu_before = cluster.master_cpu();
     let relay_cpu_before = cluster.relays_cpu();
     let committed_before = api.metric(&master_url, METRIC_EVENTS).await.unwrap_or(0.0) as u64;
 
@@ -159,7 +175,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
 
     // What the sampler reads while the plan runs.
     let written = Arc::new(AtomicU64::new(0));
-    let master_pid = Arc::new(AtomicU32::new(cluster.master.pid()));
+    let master_pid = Arc::new(AtomicU32::new(cluster.master_pid().unwrap_or(0)));
     let samples: Rc<RefCell<Vec<Sample>>> = Rc::default();
     let start = Instant::now();
     let sampler = {
@@ -247,7 +263,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
                         Action::RestartMaster => {
                             eprintln!("amon-load: SIGKILL to the master, and a restart");
                             cluster.restart_master()?;
-                            master_pid.store(cluster.master.pid(), Ordering::Relaxed);
+                            master_pid.store(cluster.master_pid().unwrap_or(0), Ordering::Relaxed);
                         }
                         Action::SinkRefusing(refusing) => {
                             eprintln!(
@@ -275,8 +291,8 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     let mut committed = 0;
     let mut committed_at = Instant::now();
     while Instant::now() < deadline {
-        committed = (api.metric(&cluster.master.url(), METRIC_EVENTS).await.unwrap_or(0.0) as u64)
-            .saturating_sub(committed_before);
+        committed =
+            (api.metric(&master_url, METRIC_EVENTS).await.unwrap_or(0.0) as u64).saturating_sub(committed_before);
         committed_at = Instant::now();
         if committed >= sent {
             break;
@@ -410,11 +426,11 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     report.clear_latency_ms = Latency::of(&clears);
 
     report.rss_bytes = PerProcess {
-        master: cluster.master.rss_bytes() as f64,
+        master: cluster.master_rss() as f64,
         relay: cluster.relays_rss() as f64,
     };
     report.cpu_seconds = PerProcess {
-        master: cluster.master.cpu_seconds()
+        master: cluster.master_cpu()
             - if o.scenario == Scenario::MasterRestart {
                 0.0
             } else {

@@ -42,9 +42,9 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Binds `127.0.0.1:0` and serves on its own thread.
-    pub fn start() -> std::io::Result<SmtpSink> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// Binds `127.0.0.1:port` (0: any free port) and serves on its own thread.
+    pub fn start(port: u16) -> std::io::Result<SmtpSink> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let shared = Arc::new(Shared::default());
