@@ -132,7 +132,7 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
     let fleet = Fleet::new(7, 100, n / 100, 1, 1);
     let cluster = bare_master(o, "notifying", Duration::ZERO, smtp.port())?;
     Api::new()
-        .provision(&cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
+        .provision(cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
         .await?;
     sink.clear();
     let machines: Vec<Uuid> = fleet.zones.iter().map(|z| z.uuid).collect();
