@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::alertmanager::{self, AmFigures, AmOptions};
 use crate::api::{Api, Medium};
 use crate::cluster::{Cluster, MasterOptions, MasterSpec};
-use crate::plan::{DownMode, Scenario};
+use crate::plan::{DownMode, PlanOptions, Scenario};
 use crate::poster::post_all;
 use crate::run::{self, RunOptions};
 use crate::webhook_sink::WebhookSink;
@@ -165,14 +165,16 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
         zones_per_server: per,
         accounts: 3,
         relays: 1,
-        scenario,
-        rate,
-        duration,
-        hold,
-        servers_down: 1,
-        down_mode: DownMode::Zones,
+        plan: PlanOptions {
+            scenario,
+            rate,
+            duration,
+            hold,
+            servers_down: 1,
+            down_mode: DownMode::Zones,
+            seed: 1,
+        },
         medium: Medium::Webhook,
-        seed: 1,
         parallel: 16,
         drain_timeout: Duration::from_secs(900),
         master_url: None,

@@ -298,6 +298,10 @@ mod tests {
         }
     }
 
+    fn steps_matching(plan: &Plan, what: impl Fn(&Action) -> bool) -> usize {
+        plan.steps.iter().filter(|s| what(&s.action)).count()
+    }
+
     /// Every zone's lines alternate down, up, down…, starting from running:
     /// each line is a real transition.
     fn assert_alternating(fleet: &Fleet, plan: &Plan) {
@@ -354,14 +358,7 @@ mod tests {
             },
         );
         assert_eq!(silent.expected.events, 0);
-        assert_eq!(
-            silent
-                .steps
-                .iter()
-                .filter(|s| matches!(s.action, Action::KillRelay(_)))
-                .count(),
-            2
-        );
+        assert_eq!(steps_matching(&silent, |a| matches!(a, Action::KillRelay(_))), 2);
     }
 
     #[test]
@@ -371,14 +368,7 @@ mod tests {
         assert_eq!(restart.expected, plan(&fleet, &options(Scenario::Churn)).expected);
         assert!(restart.steps.iter().any(|s| s.action == Action::RestartMaster));
         let outage = plan(&fleet, &options(Scenario::SmtpOutage));
-        assert_eq!(
-            outage
-                .steps
-                .iter()
-                .filter(|s| matches!(s.action, Action::SinkRefusing(_)))
-                .count(),
-            2
-        );
+        assert_eq!(steps_matching(&outage, |a| matches!(a, Action::SinkRefusing(_))), 2);
     }
 
     #[test]

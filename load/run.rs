@@ -31,14 +31,9 @@ pub struct RunOptions {
     pub zones_per_server: usize,
     pub accounts: usize,
     pub relays: usize,
-    pub scenario: Scenario,
-    pub rate: f64,
-    pub duration: Duration,
-    pub hold: Duration,
-    pub servers_down: usize,
-    pub down_mode: DownMode,
+    /// The scenario and its timing.
+    pub plan: PlanOptions,
     pub medium: Medium,
-    pub seed: u64,
     /// Probe creations in flight at once.
     pub parallel: usize,
     /// How long to wait for events to commit and notifications to arrive
@@ -66,11 +61,11 @@ const METRIC_OPEN: &str = "amon_alarms_open";
 /// each account's one contact receives thousands of messages.
 fn master_options(o: &RunOptions, smtp_port: u16) -> MasterOptions {
     let per_machine = matches!(
-        o.scenario,
+        o.plan.scenario,
         Scenario::Churn | Scenario::MasterRestart | Scenario::SmtpOutage | Scenario::OpenAlarms
     );
     MasterOptions {
-        hold: o.hold,
+        hold: o.plan.hold,
         smtp_port,
         burst_count: if per_machine { 1_000_000 } else { 5 },
         burst_percent: if per_machine { 100 } else { 50 },
@@ -81,9 +76,9 @@ fn master_options(o: &RunOptions, smtp_port: u16) -> MasterOptions {
 }
 
 pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
-    let fleet = Fleet::new(o.seed, o.servers, o.zones_per_server, o.accounts, o.relays);
-    if matches!(o.down_mode, DownMode::Announced | DownMode::Silent)
-        && o.scenario == Scenario::ServerDown
+    let fleet = Fleet::new(o.plan.seed, o.servers, o.zones_per_server, o.accounts, o.relays);
+    if matches!(o.plan.down_mode, DownMode::Announced | DownMode::Silent)
+        && o.plan.scenario == Scenario::ServerDown
         && fleet.relays != fleet.servers.len()
     {
         bail!("--down-mode announced|silent stops a server's relay: it needs --relays equal to --servers");
@@ -106,7 +101,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         },
         None => MasterSpec::Start(options.clone()),
     };
-    if o.master_url.is_some() && o.scenario == Scenario::MasterRestart {
+    if o.master_url.is_some() && o.plan.scenario == Scenario::MasterRestart {
         bail!("master-restart kills the master: it needs a master this harness starts (no --master-url)");
     }
     let mut cluster = Cluster::start(&o.amon, &o.work, spec, fleet.relays, &relay_server)?;
@@ -153,21 +148,10 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     let relay_cpu_before = cluster.relays_cpu();
     let committed_before = api.metric(&master_url, METRIC_EVENTS).await.unwrap_or(0.0) as u64;
 
-    let plan = plan::plan(
-        &fleet,
-        &PlanOptions {
-            scenario: o.scenario,
-            rate: o.rate,
-            duration: o.duration,
-            hold: o.hold,
-            servers_down: o.servers_down,
-            down_mode: o.down_mode,
-            seed: o.seed,
-        },
-    );
+    let plan = plan::plan(&fleet, &o.plan);
     eprintln!(
         "amon-load: running {:?}: {} steps, expecting {} events and {} notifications",
-        o.scenario,
+        o.plan.scenario,
         plan.steps.len(),
         plan.expected.events,
         plan.expected.notifications()
@@ -301,11 +285,11 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     }
     // Then the notifications, and a quiet while for any extra one: the
     // longest a late or duplicate notification could take to be decided.
-    let quiet = o.hold
+    let quiet = o.plan.hold
         + options.heartbeat_timeout
         + Duration::from_secs(3)
-        + if o.scenario == Scenario::ServerDown {
-            o.hold
+        + if o.plan.scenario == Scenario::ServerDown {
+            o.plan.hold
         } else {
             Duration::ZERO
         };
@@ -333,15 +317,15 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
 
     // Read back what arrived.
     let mut report = Report {
-        scenario: format!("{:?}", o.scenario),
+        scenario: format!("{:?}", o.plan.scenario),
         medium: format!("{:?}", o.medium).to_lowercase(),
         servers: fleet.servers.len(),
         zones: fleet.zones.len(),
         relays: fleet.relays,
         accounts: fleet.accounts.len(),
-        hold_ms: o.hold.as_millis() as u64,
-        rate: o.rate,
-        duration_s: o.duration.as_secs_f64(),
+        hold_ms: o.plan.hold.as_millis() as u64,
+        rate: o.plan.rate,
+        duration_s: o.plan.duration.as_secs_f64(),
         probes_created: fleet.zones.len(),
         probes_per_sec: fleet.zones.len() as f64 / report::secs(probes_took).max(1e-9),
         events_sent: sent,
@@ -397,7 +381,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
                 let _ = clears.record(us.max(1));
             } else {
                 let _ = faults.record(us.max(1));
-                let _ = over.record(us.saturating_sub(o.hold.as_micros() as u64).max(1));
+                let _ = over.record(us.saturating_sub(o.plan.hold.as_micros() as u64).max(1));
                 let second = n.at.saturating_duration_since(start).as_secs();
                 let _ = per_second
                     .entry(second)
@@ -431,7 +415,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     };
     report.cpu_seconds = PerProcess {
         master: cluster.master_cpu()
-            - if o.scenario == Scenario::MasterRestart {
+            - if o.plan.scenario == Scenario::MasterRestart {
                 0.0
             } else {
                 master_cpu_before
@@ -456,7 +440,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         }
     }
 
-    let restarted = (o.scenario == Scenario::MasterRestart).then_some(options.workers);
+    let restarted = (o.plan.scenario == Scenario::MasterRestart).then_some(options.workers);
     check(&mut report, &fleet, &plan.expected, &received, restarted);
     Ok(report)
 }
