@@ -31,6 +31,9 @@ pub struct MasterOptions {
     pub rate_limit: u32,
     pub workers: usize,
     pub heartbeat_timeout: Duration,
+    /// `notify.burst_window`: also the least delay of a machine-down
+    /// notification.
+    pub burst_window: Duration,
 }
 
 /// One daemon process and the address it serves.
@@ -128,6 +131,7 @@ burst_count = {burst_count}
 burst_percent = {burst_percent}
 rate_limit = {rate_limit}
 heartbeat_timeout = "{heartbeat}ms"
+burst_window = "{window}ms"
 
 [notify.email]
 smtp_url = "smtp://127.0.0.1:{smtp}"
@@ -147,6 +151,7 @@ enabled = false
         burst_percent = o.burst_percent,
         rate_limit = o.rate_limit,
         heartbeat = o.heartbeat_timeout.as_millis(),
+        window = o.burst_window.as_millis(),
         smtp = o.smtp_port,
     )
 }

@@ -112,6 +112,10 @@ struct Args {
     /// The master's `notify.hold`.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     hold: Duration,
+    /// The master's `notify.burst_window` (default: the hold, or 2 s when
+    /// the hold is 0); a machine-down notification waits at least this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    burst_window: Option<Duration>,
     /// server-down: how many servers go down.
     #[arg(long, default_value_t = 5)]
     servers_down: usize,
@@ -230,6 +234,11 @@ fn run_main(args: Args) -> anyhow::Result<()> {
             down_mode: args.down_mode,
             seed: args.seed,
         },
+        burst_window: args.burst_window.unwrap_or(if args.hold.is_zero() {
+            Duration::from_secs(2)
+        } else {
+            args.hold
+        }),
         medium: args.medium,
         parallel: args.parallel.max(1),
         drain_timeout: args.drain_timeout,

@@ -76,6 +76,9 @@ pub struct Report {
     pub relays: usize,
     pub accounts: usize,
     pub hold_ms: u64,
+    /// The master's burst window, the least delay of a machine-down
+    /// notification.
+    pub burst_window_ms: u64,
     pub rate: f64,
     pub duration_s: f64,
     /// The master's notify settings this run used, as a reader needs them.
@@ -90,7 +93,8 @@ pub struct Report {
     /// Transition line written → fault notification accepted by the sink
     /// (includes the hold).
     pub latency_ms: Latency,
-    /// The same minus the hold: what Amon adds.
+    /// The same minus the hold (or the burst window, if longer): what Amon
+    /// adds.
     pub latency_over_hold_ms: Latency,
     /// Up line written → clear notification accepted (no hold).
     pub clear_latency_ms: Latency,
@@ -155,8 +159,11 @@ impl Report {
                 ),
             ),
             (
-                "hold, rate, duration".into(),
-                format!("{} ms, {}/s, {:.0} s", self.hold_ms, self.rate, self.duration_s),
+                "hold, burst window, rate, duration".into(),
+                format!(
+                    "{} ms, {} ms, {}/s, {:.0} s",
+                    self.hold_ms, self.burst_window_ms, self.rate, self.duration_s
+                ),
             ),
             (
                 "probes created".into(),

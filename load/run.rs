@@ -31,8 +31,11 @@ pub struct RunOptions {
     pub zones_per_server: usize,
     pub accounts: usize,
     pub relays: usize,
-    /// The scenario and its timing.
+    /// The scenario and its timing (`plan.hold` is the master's
+    /// `notify.hold`).
     pub plan: PlanOptions,
+    /// The master's `notify.burst_window`.
+    pub burst_window: Duration,
     pub medium: Medium,
     /// Probe creations in flight at once.
     pub parallel: usize,
@@ -72,6 +75,7 @@ fn master_options(o: &RunOptions, smtp_port: u16) -> MasterOptions {
         rate_limit: 0,
         workers: 4,
         heartbeat_timeout: Duration::from_secs(3),
+        burst_window: o.burst_window,
     }
 }
 
@@ -148,7 +152,16 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     let relay_cpu_before = cluster.relays_cpu();
     let committed_before = api.metric(&master_url, METRIC_EVENTS).await.unwrap_or(0.0) as u64;
 
-    let plan = plan::plan(&fleet, &o.plan);
+    // A machine-down notification waits the hold, or the burst window if
+    // that is longer: the plan's reboots and outages are timed against that.
+    let delay = o.plan.hold.max(o.burst_window);
+    let plan = plan::plan(
+        &fleet,
+        &PlanOptions {
+            hold: delay,
+            ..o.plan.clone()
+        },
+    );
     eprintln!(
         "amon-load: running {:?}: {} steps, expecting {} events and {} notifications",
         o.plan.scenario,
@@ -285,11 +298,11 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     }
     // Then the notifications, and a quiet while for any extra one: the
     // longest a late or duplicate notification could take to be decided.
-    let quiet = o.plan.hold
+    let quiet = delay
         + options.heartbeat_timeout
         + Duration::from_secs(3)
         + if o.plan.scenario == Scenario::ServerDown {
-            o.plan.hold
+            delay
         } else {
             Duration::ZERO
         };
@@ -324,6 +337,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         relays: fleet.relays,
         accounts: fleet.accounts.len(),
         hold_ms: o.plan.hold.as_millis() as u64,
+        burst_window_ms: o.burst_window.as_millis() as u64,
         rate: o.plan.rate,
         duration_s: o.plan.duration.as_secs_f64(),
         probes_created: fleet.zones.len(),
@@ -337,6 +351,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     };
     report.settings = BTreeMap::from([
         ("notify.hold".into(), format!("{:?}", options.hold)),
+        ("notify.burst_window".into(), format!("{:?}", options.burst_window)),
         ("notify.burst_count".into(), options.burst_count.to_string()),
         ("notify.burst_percent".into(), options.burst_percent.to_string()),
         ("notify.rate_limit".into(), options.rate_limit.to_string()),
@@ -381,7 +396,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
                 let _ = clears.record(us.max(1));
             } else {
                 let _ = faults.record(us.max(1));
-                let _ = over.record(us.saturating_sub(o.plan.hold.as_micros() as u64).max(1));
+                let _ = over.record(us.saturating_sub(delay.as_micros() as u64).max(1));
                 let second = n.at.saturating_duration_since(start).as_secs();
                 let _ = per_second
                     .entry(second)

@@ -126,6 +126,7 @@ struct RawNotify {
     burst_count: usize,
     burst_percent: u32,
     heartbeat_timeout: String,
+    burst_window: String,
     rate_limit: u32,
     rate_window: String,
     max_age: String,
@@ -274,6 +275,11 @@ pub struct NotifySettings {
     pub burst_percent: u32,
     /// …or this long without a heartbeat from its relay.
     pub heartbeat_timeout: Duration,
+    /// The flood guard's burst window: machines of one server going down
+    /// within it make a burst. It is also the least delay of a machine-down
+    /// notification, so the guard can see a burst before any of its
+    /// machines is notified, whatever the hold.
+    pub burst_window: Duration,
     /// Per contact: at most this many messages per `rate_window`; beyond,
     /// they are held and sent as one digest (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
@@ -342,6 +348,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.burst_count", 5i64.into()),
         ("notify.burst_percent", 50i64.into()),
         ("notify.heartbeat_timeout", "30s".into()),
+        ("notify.burst_window", "10s".into()),
         ("notify.rate_limit", 10i64.into()),
         ("notify.rate_window", "10m".into()),
         ("notify.max_age", "24h".into()),
@@ -540,6 +547,9 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     if raw.notify.workers == 0 {
         return Err(ConfigError::new("notify.workers", "must be at least 1"));
     }
+    if humantime::parse_duration(raw.notify.burst_window.trim()).is_ok_and(|d| d.is_zero()) {
+        return Err(ConfigError::new("notify.burst_window", "must be more than zero"));
+    }
     if humantime::parse_duration(raw.notify.heartbeat_timeout.trim()).is_ok_and(|d| d.is_zero()) {
         return Err(ConfigError::new("notify.heartbeat_timeout", "must be more than zero"));
     }
@@ -555,6 +565,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         burst_count: raw.notify.burst_count,
         burst_percent: raw.notify.burst_percent,
         heartbeat_timeout: duration("notify.heartbeat_timeout", &raw.notify.heartbeat_timeout)?,
+        burst_window: duration("notify.burst_window", &raw.notify.burst_window)?,
         rate_limit: match raw.notify.rate_limit {
             0 => None,
             messages => {
@@ -815,6 +826,16 @@ mod tests {
         if !Path::new(ZONEEVENT_PATH).exists() {
             assert!(matches!(s.relay.zones, ZoneSourceSettings::Sim(_)));
         }
+    }
+
+    #[test]
+    fn the_burst_window_is_ten_seconds_by_default_and_never_zero() {
+        let s = load_from(Mode::Master, None, env(&[])).unwrap();
+        assert_eq!(s.notify.burst_window, Duration::from_secs(10));
+        let s = load_from(Mode::Master, None, env(&[("AMON__NOTIFY__BURST_WINDOW", "3s")])).unwrap();
+        assert_eq!(s.notify.burst_window, Duration::from_secs(3));
+        let err = load_from(Mode::Master, None, env(&[("AMON__NOTIFY__BURST_WINDOW", "0s")])).unwrap_err();
+        assert_eq!(err.key, "notify.burst_window");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! timers and the store; this module decides. Tests drive it with plain
 //! numbers for time.
 
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use crate::model::{Alarm, EpochMs, Fault, MonitorKey, ProbeEvent};
@@ -249,6 +251,19 @@ pub fn release(alarm: &mut Alarm, server: Uuid) -> Vec<Effect> {
         .collect()
 }
 
+/// The hold a fault waits before it is notified: its monitor's `hold`, but
+/// for a machine-down fault never less than the flood guard's burst window,
+/// so that when a whole server goes down the guard has seen the burst (and
+/// folds the fault into one server message) before any machine of it is
+/// notified on its own, even with `hold = 0` (SPEC §6).
+pub fn least_hold(hold: Duration, machine_down: bool, burst_window: Duration) -> Duration {
+    if machine_down {
+        hold.max(burst_window)
+    } else {
+        hold
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +465,14 @@ mod tests {
         apply(&mut alarm, event(2, false, 0), 0, false);
         assert_eq!(relate(Some(&alarm), &event(2, false, 1), false), Relation::Open);
         assert_eq!(relate(Some(&alarm), &event(2, true, 1), false), Relation::Open);
+    }
+
+    #[test]
+    fn a_machine_down_waits_at_least_the_burst_window_and_other_faults_their_hold() {
+        let (window, s) = (Duration::from_secs(10), Duration::from_secs);
+        assert_eq!(least_hold(s(0), true, window), window);
+        assert_eq!(least_hold(s(60), true, window), s(60));
+        assert_eq!(least_hold(s(0), false, window), s(0));
+        assert_eq!(least_hold(s(5), false, window), s(5));
     }
 }

@@ -21,7 +21,9 @@ use super::router::RouteTicket;
 use super::server_guard::{Fold, ServerGuard};
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
-use crate::model::{AccountBook, Alarm, EpochMs, Fault, FaultSite, MonitorKey, Probe, ProbeEvent, ProbeGroup};
+use crate::model::{
+    AccountBook, Alarm, EpochMs, Fault, FaultSite, MonitorKey, Probe, ProbeEvent, ProbeGroup, ProbeType,
+};
 use crate::notify::{message_id, resolve_contacts, MachineRef, Notification, NotificationKind, ProbeRef};
 use crate::rules::{self, AlarmAction, Effect, Relation};
 use crate::store::Store;
@@ -37,6 +39,9 @@ pub struct AlarmEnv {
     pub maintenance: Maintenance,
     /// Default hold before a fault is notified.
     pub hold: Duration,
+    /// The flood guard's burst window: the least hold of a machine-down
+    /// fault, so the guard has seen a server's burst before it is asked.
+    pub burst_window: Duration,
     pub datacenter: String,
     /// Shown in emails so the reader can act.
     pub master_url: String,
@@ -125,13 +130,19 @@ impl AlarmActor {
         }
     }
 
-    /// The probe's own hold, else the configured one.
+    /// The group's or the probe's own hold, else the configured one; for a
+    /// `machine-up` probe at least the flood guard's burst window.
     fn hold_of(&self, probe: Uuid) -> Duration {
         let group = self.group.as_ref().and_then(|g| g.hold);
-        group
+        let hold = group
             .or_else(|| self.probes.get(&probe).and_then(|p| p.hold))
             .map(Duration::from_secs)
-            .unwrap_or(self.env.hold)
+            .unwrap_or(self.env.hold);
+        let machine_up = self
+            .probes
+            .get(&probe)
+            .is_some_and(|p| p.probe_type == ProbeType::MachineUp);
+        rules::least_hold(hold, machine_up, self.env.burst_window)
     }
 
     /// Reminders are off unless the probe asks for them (`renotify`).

@@ -6,9 +6,10 @@
 //! incident** opens when the server's relay announces a shutdown, when its
 //! heartbeats stop for `heartbeat_timeout`, or when at least `burst_count`
 //! machines (or `burst_percent` of its running ones, at least two) go down
-//! within the hold. Alarm actors ask it, when a machine-down fault's hold
-//! runs out, whether to [`Fold`] the fault into the incident instead of
-//! notifying. One hold after the incident opened it is **announced**: one
+//! within `burst_window`. Alarm actors ask it, when a machine-down fault's
+//! hold runs out (never sooner than the burst window), whether to [`Fold`]
+//! the fault into the incident instead of notifying. One hold (at least one
+//! burst window) after the incident opened it is **announced**: one
 //! `ServerDown` notification per contact listing that contact's machines on
 //! the server. When the server returns (its relay starts or heartbeats again;
 //! for a burst, when fewer than the threshold are still down), one hold later
@@ -46,12 +47,15 @@ use crate::store::{MachineRecord, Store};
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardSettings {
     pub hold: Duration,
-    /// This many machines down within the hold make an incident.
+    /// This many machines down within the burst window make an incident.
     pub burst_count: usize,
     /// Or this percentage of the server's running machines (at least two).
     pub burst_percent: u32,
     /// No heartbeat for this long makes an incident.
     pub heartbeat_timeout: Duration,
+    /// Machines going down within this window make a burst; it does not
+    /// depend on the hold (a `hold = 0` still detects a server going down).
+    pub burst_window: Duration,
 }
 
 /// What the router saw, reduced to what the guard needs.
@@ -133,7 +137,7 @@ struct ServerInfo {
     /// as counts so each event costs O(1), whatever the server's size.
     total: usize,
     down: usize,
-    /// Machine downs within the hold, in order (time, machine)…
+    /// Machine downs within the burst window, in order (time, machine)…
     recent_downs: VecDeque<(EpochMs, Uuid)>,
     /// …and those of them still down (machine → when it went down).
     recent_down: HashMap<Uuid, EpochMs>,
@@ -177,8 +181,15 @@ impl ServerGuard {
         self.env.clock.now_ms()
     }
 
-    fn hold_ms(&self) -> EpochMs {
-        self.env.settings.hold.as_millis() as EpochMs
+    fn burst_window_ms(&self) -> EpochMs {
+        self.env.settings.burst_window.as_millis() as EpochMs
+    }
+
+    /// How long after opening an incident is announced: one hold, and never
+    /// before the burst window has passed, so a burst lists every machine
+    /// that went down within it (machine-down faults wait as long).
+    fn announce_after(&self) -> Duration {
+        self.env.settings.hold.max(self.env.settings.burst_window)
     }
 
     fn down_count(&self, server: Uuid) -> usize {
@@ -219,7 +230,7 @@ impl ServerGuard {
         }
     }
 
-    /// Whether `downs` machines down (that went down within the hold) are a
+    /// Whether `downs` machines down (that went down within the burst window) are a
     /// burst for a server with `running` machines up now. The percentage
     /// counts only once we know at least `burst_count` machines of the
     /// server: with fewer, two crashes would look like half a server.
@@ -247,13 +258,13 @@ impl ServerGuard {
                     self.maybe_burst_over(server, ctx);
                     return;
                 }
-                let hold = self.hold_ms();
+                let window = self.burst_window_ms();
                 let running = self.running_count(server);
                 let info = self.servers.entry(server).or_default();
                 info.recent_downs.push_back((now, machine));
                 info.recent_down.insert(machine, now);
                 while let Some(&(t, m)) = info.recent_downs.front() {
-                    if now - t <= hold {
+                    if now - t <= window {
                         break;
                     }
                     info.recent_downs.pop_front();
@@ -325,9 +336,10 @@ impl ServerGuard {
         });
         tracing::warn!(%server, hostname = ?info.hostname, ?reason, incident = %id, "server incident opened");
         metrics::counter!("amon_server_incidents_total").increment(1);
-        // Announce one hold later, with every machine that went down by then;
-        // a server back before that was a reboot, and nobody hears of it.
-        ctx.run_later(self.env.settings.hold, move |act, ctx| act.announce(server, id, ctx));
+        // Announce one hold (at least one burst window) later, with every
+        // machine that went down by then; a server back before that was a
+        // reboot, and nobody hears of it.
+        ctx.run_later(self.announce_after(), move |act, ctx| act.announce(server, id, ctx));
     }
 
     fn returned(&mut self, server: Uuid, ctx: &mut Context<Self>) {

@@ -299,6 +299,7 @@ fn standalone_without_a_config_runs_the_demo_and_writes_eml_files() {
         .arg("standalone")
         .current_dir(dir.path())
         .env("AMON__NOTIFY__HOLD", "2s")
+        .env("AMON__NOTIFY__BURST_WINDOW", "2s")
         .env("AMON__MASTER__LISTEN", "127.0.0.1:0")
         .env("AMON__RELAY__ADMIN_LISTEN", "127.0.0.1:0")
         .env("AMON__RELAY__AGENT_LISTEN", "127.0.0.1:0")

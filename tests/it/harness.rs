@@ -874,7 +874,9 @@ agent_probes_poll = "1s"
             }
         }
         text.push_str(&format!(
-            "\n[notify]\nhold = \"{hold}s\"\nworkers = {workers}\n",
+            // The burst window as short as the hold: these tests are about
+            // the hold (`notify.burst_window` has its own tests).
+            "\n[notify]\nhold = \"{hold}s\"\nburst_window = \"{hold}s\"\nworkers = {workers}\n",
             hold = HOLD.as_secs(),
             workers = self.workers,
         ));

@@ -214,3 +214,37 @@ fn the_comparison_with_alertmanager_runs_both_systems_in_one_table() {
         "{figures:#}"
     );
 }
+
+/// `notify.burst_window` (issue 10): the flood guard's burst detector does
+/// not depend on the hold, and no machine-down is notified before it could
+/// see a burst. With `hold = 0` a server going down is still one message per
+/// contact listing every one of its machines, and none of its own.
+#[test]
+fn with_no_hold_a_server_shutdown_is_still_one_email_per_contact_listing_every_machine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = amon_load(
+        dir.path(),
+        &[
+            "--scenario",
+            "server-down",
+            "--servers",
+            "2",
+            "--zones-per-server",
+            "60",
+            "--accounts",
+            "3",
+            "--relays",
+            "2",
+            "--servers-down",
+            "1",
+            "--hold",
+            "0s",
+            "--burst-window",
+            "3s",
+        ],
+    );
+    assert_invariants(&report);
+    assert_eq!(report["by_kind"]["serverdown"], 3, "{report:#}");
+    assert_eq!(report["server_down_machines_named"], 60, "{report:#}");
+    assert!(report["by_kind"].get("fault").is_none(), "{report:#}");
+}
