@@ -114,7 +114,9 @@ pub struct Report {
     /// Relay memory per zone watcher: (RSS with every zone − RSS before any) / zones.
     pub bytes_per_zone: f64,
     /// Master memory per open alarm at the most alarms open:
-    /// (RSS then − RSS before the scenario) / open alarms.
+    /// (RSS then − RSS before the scenario) / open alarms. Meaningful in
+    /// `open-alarms`, where alarms are most of what grows; in other
+    /// scenarios queued notifications and allocator slack dominate it.
     pub bytes_per_open_alarm: f64,
     pub open_alarms_peak: u64,
     pub servers_down: usize,
