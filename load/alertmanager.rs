@@ -508,6 +508,21 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// The process's RSS once start-up allocations are over: two readings
+/// 200 ms apart within 1 % of each other (at most 5 s of readings).
+fn settled_rss(am: &Alertmanager) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = am.rss();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = am.rss();
+        if now.abs_diff(last) * 100 <= last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// Waits until the sink has `expected` requests (when given) or its count
 /// has not moved for `QUIET`, at most `deadline`; returns the count.
 fn settle(sink: &WebhookSink, expected: Option<usize>, deadline: Duration) -> usize {
@@ -859,9 +874,7 @@ impl Phases<'_> {
         let bodies = bodies(&alerts, BATCH);
         drop(alerts);
         let am = self.fresh(grouping, true)?;
-        // Let start-up allocations finish before the idle reading.
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = am.rss();
+        let idle = settled_rss(&am);
         let stats = post_all(&am.url("/api/v2/alerts"), bodies, BATCH, CONNECTIONS, None);
         am.check("memory", &stats)?;
         let notified = settle(self.sink, None, Duration::from_secs(300));

@@ -152,20 +152,9 @@ pub fn plan(fleet: &Fleet, o: &PlanOptions) -> Plan {
         Scenario::RebootStorm => {
             // Every zone once, spread over the duration at the rate asked
             // (two events per reboot), in a shuffled order.
-            let mut zones: Vec<usize> = (0..fleet.zones.len()).collect();
-            zones.shuffle(&mut StdRng::seed_from_u64(o.seed));
             let gap = spacing(o.rate / 2.0);
-            for (i, &zone) in zones.iter().enumerate() {
-                let at = gap * i as u32;
-                steps.push(Step {
-                    at,
-                    action: Action::Zone { zone, up: false },
-                });
-                steps.push(Step {
-                    at: at + short_down(o.hold),
-                    action: Action::Zone { zone, up: true },
-                });
-                expected.events += 2;
+            for (i, zone) in shuffled(fleet, o.seed).into_iter().enumerate() {
+                outage(&mut steps, &mut expected, zone, gap * i as u32, short_down(o.hold));
             }
         }
         Scenario::Flap => {
@@ -174,16 +163,13 @@ pub fn plan(fleet: &Fleet, o: &PlanOptions) -> Plan {
             let mut at = Duration::ZERO;
             while at < o.duration {
                 for s in 0..fleet.servers.len() {
-                    let zone = fleet.zones_of(s).start;
-                    steps.push(Step {
+                    outage(
+                        &mut steps,
+                        &mut expected,
+                        fleet.zones_of(s).start,
                         at,
-                        action: Action::Zone { zone, up: false },
-                    });
-                    steps.push(Step {
-                        at: at + short_down(o.hold),
-                        action: Action::Zone { zone, up: true },
-                    });
-                    expected.events += 2;
+                        short_down(o.hold),
+                    );
                 }
                 at += period;
             }
@@ -221,8 +207,7 @@ pub fn plan(fleet: &Fleet, o: &PlanOptions) -> Plan {
             }
         }
         Scenario::OpenAlarms => {
-            let mut zones: Vec<usize> = (0..fleet.zones.len()).collect();
-            zones.shuffle(&mut StdRng::seed_from_u64(o.seed));
+            let zones = shuffled(fleet, o.seed);
             let gap = spacing(o.rate);
             for (i, &zone) in zones.iter().enumerate() {
                 steps.push(Step {
@@ -238,13 +223,34 @@ pub fn plan(fleet: &Fleet, o: &PlanOptions) -> Plan {
     Plan { steps, expected }
 }
 
+/// Every zone once, in an order fixed by the seed.
+fn shuffled(fleet: &Fleet, seed: u64) -> Vec<usize> {
+    let mut zones: Vec<usize> = (0..fleet.zones.len()).collect();
+    zones.shuffle(&mut StdRng::seed_from_u64(seed));
+    zones
+}
+
+/// A zone goes down at `at` and comes back `down_for` later: two events.
+fn outage(steps: &mut Vec<Step>, expected: &mut Expected, zone: usize, at: Duration, down_for: Duration) {
+    steps.push(Step {
+        at,
+        action: Action::Zone { zone, up: false },
+    });
+    steps.push(Step {
+        at: at + down_for,
+        action: Action::Zone { zone, up: true },
+    });
+    expected.events += 2;
+}
+
 /// Episodes start every 2/rate seconds (a down and an up each) until the
 /// duration; every other one is long. A zone is never reused while its
 /// previous episode runs; with no zone free, the slot is skipped.
 fn churn(fleet: &Fleet, o: &PlanOptions, steps: &mut Vec<Step>, expected: &mut Expected) {
-    let mut order: Vec<usize> = (0..fleet.zones.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(o.seed));
-    let mut free: VecDeque<(usize, Duration)> = order.into_iter().map(|z| (z, Duration::ZERO)).collect();
+    let mut free: VecDeque<(usize, Duration)> = shuffled(fleet, o.seed)
+        .into_iter()
+        .map(|z| (z, Duration::ZERO))
+        .collect();
     let gap = Duration::from_secs_f64(2.0 / o.rate.max(0.001));
     let mut at = Duration::ZERO;
     let mut episode = 0u64;
@@ -261,15 +267,7 @@ fn churn(fleet: &Fleet, o: &PlanOptions, steps: &mut Vec<Step>, expected: &mut E
         if let Some(zone) = pick {
             let long = episode % 2 == 0;
             let down_for = if long { long_down(o.hold) } else { short_down(o.hold) };
-            steps.push(Step {
-                at,
-                action: Action::Zone { zone, up: false },
-            });
-            steps.push(Step {
-                at: at + down_for,
-                action: Action::Zone { zone, up: true },
-            });
-            expected.events += 2;
+            outage(steps, expected, zone, at, down_for);
             if long {
                 expected.faults += 1;
                 expected.clears += 1;

@@ -180,6 +180,8 @@ struct SmtpPool {
     port: u16,
     tls: Tls,
     credentials: Option<Credentials>,
+    /// Our name in EHLO (the host name), looked up once.
+    hello: ClientId,
     /// Parked connections and when they were parked; a connection is
     /// checked with NOOP before reuse, and one idle past [`SMTP_POOL_IDLE`]
     /// is closed instead. Locked only to push or pop, never across an await.
@@ -234,13 +236,13 @@ impl SmtpPool {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, ConnectError> {
-        let hello = ClientId::default();
+        let hello = &self.hello;
         let mut conn = match &self.tls {
             Tls::Wrapper(params) => {
                 AsyncSmtpConnection::connect_tokio1(
                     (self.host.as_str(), self.port),
                     Some(SMTP_CONNECT_TIMEOUT),
-                    &hello,
+                    hello,
                     Some(params.clone()),
                     None,
                 )
@@ -255,10 +257,10 @@ impl SmtpPool {
                 .map_err(|_| ConnectError::Io(format!("no connection within {}s", SMTP_CONNECT_TIMEOUT.as_secs())))?
                 .map_err(|e| ConnectError::Io(e.to_string()))?;
                 tcp.set_nodelay(true).map_err(|e| ConnectError::Io(e.to_string()))?;
-                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello).await?;
+                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), hello).await?;
                 match tls {
-                    Tls::Opportunistic(params) if conn.can_starttls() => conn.starttls(params.clone(), &hello).await?,
-                    Tls::Required(params) => conn.starttls(params.clone(), &hello).await?,
+                    Tls::Opportunistic(params) if conn.can_starttls() => conn.starttls(params.clone(), hello).await?,
+                    Tls::Required(params) => conn.starttls(params.clone(), hello).await?,
                     _ => {}
                 }
                 conn
@@ -331,6 +333,7 @@ impl Mailer {
                 port: endpoint.port,
                 tls,
                 credentials: login,
+                hello: ClientId::default(),
                 idle: std::sync::Mutex::new(Vec::new()),
             }),
             server,
