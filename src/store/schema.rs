@@ -137,6 +137,28 @@ pub const MASTER: &[&str] = &[
         SELECT type, COUNT(*) FROM (SELECT json_extract(body, '$.type') AS type FROM events) WHERE type IS NOT NULL GROUP BY type
         ON CONFLICT (type) DO UPDATE SET stored = excluded.stored;
     "#,
+    // 8: each event is written once. Instead of a `routed` flag updated on
+    // every row, the router keeps one watermark: every event up to
+    // `route_mark.applied` has been applied by every alarm actor it concerns
+    // (replay starts after it). Each monitor records the last event it
+    // applied in the commit of its alarm (`monitor_marks`), so a replay
+    // applies nothing twice. The `routed` column stays (SQLite cannot drop a
+    // column without copying the table) and is no longer written.
+    r#"
+    CREATE TABLE route_mark (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        applied INTEGER NOT NULL
+    );
+    INSERT INTO route_mark (id, applied) VALUES (0, COALESCE(
+        (SELECT MIN(seq) - 1 FROM events WHERE routed = 0),
+        (SELECT MAX(seq) FROM events),
+        0));
+    CREATE TABLE monitor_marks (
+        monitor TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    DROP INDEX events_unrouted;
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the
