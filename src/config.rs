@@ -67,6 +67,9 @@ struct RawMaster {
     public_url: Option<String>,
     alarm_retention: String,
     event_max_age: String,
+    shards: usize,
+    ingest_backlog: usize,
+    monitor_idle: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +216,23 @@ pub struct MasterSettings {
     /// Probe events older than this are refused (`422 EventTooOld`), as
     /// Amon did; machine and server events from a relay's spool are not.
     pub event_max_age: Duration,
+    /// Alarm shards, each on its own thread (0: one per core).
+    pub shards: usize,
+    /// Committed events that may wait to be applied before `POST /events`
+    /// answers 503.
+    pub ingest_backlog: usize,
+    /// How long an alarm actor with nothing to wait for stays in memory.
+    pub monitor_idle: Duration,
+}
+
+impl MasterSettings {
+    /// How many alarm shards to run: as configured, else one per core.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -325,6 +345,9 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("master.listen", "127.0.0.1:4300".into()),
         ("master.alarm_retention", "7d".into()),
         ("master.event_max_age", "5m".into()),
+        ("master.shards", 0i64.into()),
+        ("master.ingest_backlog", 50_000i64.into()),
+        ("master.monitor_idle", "60s".into()),
         ("relay.admin_listen", "127.0.0.1:4307".into()),
         ("relay.agent_listen", "127.0.0.1:4308".into()),
         ("relay.agent_probes_poll", "30m".into()),
@@ -485,6 +508,12 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             .transpose()?,
         alarm_retention: duration("master.alarm_retention", &raw.master.alarm_retention)?,
         event_max_age: duration("master.event_max_age", &raw.master.event_max_age)?,
+        shards: raw.master.shards,
+        ingest_backlog: match raw.master.ingest_backlog {
+            0 => return Err(ConfigError::new("master.ingest_backlog", "must be at least 1")),
+            n => n,
+        },
+        monitor_idle: duration("master.monitor_idle", &raw.master.monitor_idle)?,
     };
     let master_url = match (mode, raw.relay.master_url.as_deref()) {
         (Mode::Standalone, _) => None,

@@ -33,11 +33,13 @@ use crate::actors::http_service::{HttpService, ServeFn};
 use crate::actors::maintenance::{KeeperEnv, Maintenance, MaintenanceKeeper};
 use crate::actors::notifier::{NotifierEnv, NotifierPool};
 use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
-use crate::actors::router::EventRouter;
+use crate::actors::router::{Backlog, EventRouter};
 use crate::actors::server_guard::{GuardEnv, GuardSettings, ServerGuard};
+use crate::actors::shard::AlarmShard;
 use crate::actors::supervisor::{ChildSpec, Named, Restart, RestartPolicy, Shutdown, Supervisor};
 use crate::actors::zone_source::{ExecCommands, ExecSource, SimSource};
 use crate::actors::zone_watcher::{WatcherEnv, ZoneDispatcher};
+use crate::catalog::SharedCatalog;
 use crate::clock::Clock;
 use crate::config::{Mode, Settings, ZoneSourceSettings};
 use crate::http::master::MasterApi;
@@ -180,6 +182,9 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             hold: settings.notify.hold,
             alarm_retention: settings.master.alarm_retention,
             event_max_age: settings.master.event_max_age,
+            shards: settings.master.shard_count(),
+            ingest_backlog: settings.master.ingest_backlog,
+            monitor_idle: settings.master.monitor_idle,
             auth: crate::http::auth::Auth {
                 open: settings.auth.open,
                 tokens: settings.auth.tokens.clone(),
@@ -244,6 +249,9 @@ struct MasterParts {
     guard: GuardSettings,
     alarm_retention: std::time::Duration,
     event_max_age: std::time::Duration,
+    shards: usize,
+    ingest_backlog: usize,
+    monitor_idle: std::time::Duration,
     auth: crate::http::auth::Auth,
     datacenter: String,
     public_url: String,
@@ -257,6 +265,10 @@ impl MasterParts {
             let router = Named::<EventRouter>::new();
             let guard = Named::<ServerGuard>::new();
             let keeper = Named::<MaintenanceKeeper>::new();
+            let shards: Vec<Named<AlarmShard>> = (0..self.shards).map(|_| Named::new()).collect();
+            // The router writes it, the shards read it.
+            let catalog: SharedCatalog = Default::default();
+            let backlog = Arc::new(Backlog::new(self.ingest_backlog));
             // Shared by alarm actors, the flood guard and the keeper (writer).
             let maintenance = Maintenance::default();
             let keeper_env = Arc::new(KeeperEnv {
@@ -286,11 +298,13 @@ impl MasterParts {
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
                 alarm_retention: self.alarm_retention,
+                idle_after: self.monitor_idle,
             });
             let api = MasterApi {
                 store: self.store.clone(),
                 event_max_age: self.event_max_age,
                 router: router.clone(),
+                backlog: backlog.clone(),
                 keeper: keeper.clone(),
                 guard: guard.clone(),
                 clock: self.clock.clone(),
@@ -318,7 +332,7 @@ impl MasterParts {
             let notifier_env = self.notifier_env.clone();
             let workers = self.workers;
             let listener = self.listener.clone();
-            let supervisor = Supervisor::new("master", RestartPolicy::default())
+            let mut supervisor = Supervisor::new("master", RestartPolicy::default())
                 .child(ChildSpec::new("notifier", Restart::Permanent, {
                     let notifier = notifier.clone();
                     move |lifeline| {
@@ -338,15 +352,40 @@ impl MasterParts {
                 .child(ChildSpec::new("server-guard", Restart::Permanent, {
                     let guard = guard.clone();
                     move |lifeline| {
-                        let addr = ServerGuard::new(guard_env.clone(), lifeline).start();
+                        let guard_env = guard_env.clone();
+                        let addr = lifeline.start_on_own_thread(move |lifeline| ServerGuard::new(guard_env, lifeline));
                         guard.set(addr.clone());
                         addr.recipient()
                     }
-                }))
+                }));
+            // One shard per core, each on its own thread; started before the
+            // router that feeds them, stopped after it.
+            for (index, named) in shards.iter().enumerate() {
+                let (named, env, catalog) = (named.clone(), alarm_env.clone(), catalog.clone());
+                supervisor = supervisor.child(ChildSpec::new(
+                    format!("shard-{index}"),
+                    Restart::Permanent,
+                    move |lifeline| {
+                        let (env, catalog) = (env.clone(), catalog.clone());
+                        let addr = lifeline
+                            .start_on_own_thread(move |lifeline| AlarmShard::new(index, env, catalog, lifeline));
+                        named.set(addr.clone());
+                        addr.recipient()
+                    },
+                ));
+            }
+            let supervisor = supervisor
                 .child(ChildSpec::new("router", Restart::Permanent, {
                     let router = router.clone();
                     move |lifeline| {
-                        let addr = EventRouter::new(alarm_env.clone(), lifeline).start();
+                        let addr = EventRouter::new(
+                            alarm_env.clone(),
+                            catalog.clone(),
+                            shards.clone(),
+                            backlog.clone(),
+                            lifeline,
+                        )
+                        .start();
                         router.set(addr.clone());
                         addr.recipient()
                     }

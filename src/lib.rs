@@ -9,12 +9,14 @@
 //! - [`store`]: the only code that knows SQL: database threads with group
 //!   commit, for the master and for the relay.
 //! - [`notify`]: what a notification says and how it is delivered.
-//! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure.
+//! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure;
+//!   [`catalog`]: which monitors an event concerns, pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -69,3 +69,18 @@ pub fn spool_depth(depth: u64) {
 pub fn dead_lettered(n: u64) {
     metrics::counter!("amon_relay_dead_lettered_total").increment(n);
 }
+
+/// Alarm actors running in one shard (idle ones are stopped).
+pub fn alarm_actors(shard: usize, running: usize) {
+    metrics::gauge!("amon_alarm_actors", "shard" => shard.to_string()).set(running as f64);
+}
+
+/// Committed events not yet applied by their alarm actors, and how many
+/// `POST /events` were refused because there were too many.
+pub fn ingest_backlog(events: usize) {
+    metrics::gauge!("amon_ingest_backlog").set(events as f64);
+}
+
+pub fn ingest_refused() {
+    metrics::counter!("amon_ingest_refused_total").increment(1);
+}

@@ -19,6 +19,7 @@ use super::maintenance::Maintenance;
 use super::notifier::{Deliver, NotifierPool};
 use super::router::RouteTicket;
 use super::server_guard::{Fold, ServerGuard};
+use super::shard::Idle;
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
 use crate::model::{
@@ -47,6 +48,8 @@ pub struct AlarmEnv {
     pub master_url: String,
     /// Closed alarms older than this are expunged.
     pub alarm_retention: Duration,
+    /// How long an actor with nothing to wait for stays in memory.
+    pub idle_after: Duration,
 }
 
 /// A probe event for this monitor, with the probe it came from.
@@ -57,6 +60,9 @@ pub struct MonitorEvent {
     /// The probe's group, when the monitor is one.
     pub group: Option<Arc<ProbeGroup>>,
     pub event: ProbeEvent,
+    /// The event's sequence number: an event at or below the monitor's
+    /// last applied one is a replay of something already applied.
+    pub seq: i64,
     /// Told when the event's effect is committed (see `RouteTicket`).
     pub ticket: Option<Arc<RouteTicket>>,
 }
@@ -82,6 +88,15 @@ pub struct AlarmActor {
     holds: HashMap<Uuid, SpawnHandle>,
     /// Tickets of events whose effect the next commit makes durable.
     tickets: Vec<Arc<RouteTicket>>,
+    /// The last event applied (what the next commit records as the
+    /// monitor's mark), and whether a commit must still record it.
+    applied: i64,
+    mark_due: bool,
+    /// The shard to tell when there is nothing to wait for, and how many of
+    /// its messages this actor has handled.
+    shard: Option<Recipient<Idle>>,
+    handled: u64,
+    idle_timer: Option<SpawnHandle>,
     lifeline: Lifeline,
 }
 
@@ -96,8 +111,63 @@ impl AlarmActor {
             probes: HashMap::new(),
             holds: HashMap::new(),
             tickets: Vec::new(),
+            applied: 0,
+            mark_due: false,
+            shard: None,
+            handled: 0,
+            idle_timer: None,
             lifeline,
         }
+    }
+
+    /// Reports to `shard` when idle, so the shard can stop it.
+    pub fn with_shard(mut self, shard: Recipient<Idle>) -> AlarmActor {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Nothing to wait for: no hold, no reminder, no folded or maintenance
+    /// fault, so everything this actor knows is in the store and a new
+    /// instance would pick up exactly here.
+    fn quiet(&self) -> bool {
+        if !self.holds.is_empty() {
+            return false;
+        }
+        let Some(alarm) = &self.alarm else { return true };
+        let reminders = self.group.as_ref().is_some_and(|g| g.renotify.is_some())
+            || self.probes.values().any(|p| p.renotify.is_some());
+        alarm.maint_faults.is_empty() && !reminders && alarm.faults.iter().all(|f| f.notified && !f.folded)
+    }
+
+    /// (Re)starts the idle timer: when it runs out with the actor quiet, the
+    /// shard hears of it. Called after every message and every commit.
+    fn arm_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.shard.is_none() {
+            return;
+        }
+        if let Some(old) = self.idle_timer.take() {
+            ctx.cancel_future(old);
+        }
+        self.idle_timer = Some(ctx.run_later(self.env.idle_after, |act, _ctx| {
+            act.idle_timer = None;
+            if !act.quiet() {
+                return;
+            }
+            let (child, generation) = act.lifeline.child();
+            if let Some(shard) = &act.shard {
+                shard.do_send(Idle {
+                    child,
+                    generation,
+                    handled: act.handled,
+                });
+            }
+        }));
+    }
+
+    /// One more message from the shard handled.
+    fn handled(&mut self, ctx: &mut Context<Self>) {
+        self.handled += 1;
+        self.arm_idle(ctx);
     }
 
     /// Starts with the monitor's current probes (and group), so holds and
@@ -276,18 +346,20 @@ impl AlarmActor {
         }
         let saved = alarm.clone();
         let tickets = std::mem::take(&mut self.tickets);
+        let mark = std::mem::take(&mut self.mark_due).then_some(self.applied);
         self.alarm = (!alarm.closed).then_some(alarm);
         let store = self.env.store.clone();
         let now = self.now();
         let notifier = self.env.notifier.clone();
         ctx.wait(
             async move {
-                store.save_alarm(saved, notifications.clone(), now).await?;
+                store.save_alarm(saved, notifications.clone(), now, mark).await?;
                 Ok::<_, crate::store::StoreError>(notifications)
             }
             .into_actor(self)
-            .map(move |result, act, _ctx| match result {
+            .map(move |result, act, ctx| match result {
                 Ok(notifications) => {
+                    act.arm_idle(ctx);
                     // Durable: the events behind this change need no replay.
                     for ticket in tickets {
                         ticket.done();
@@ -376,9 +448,19 @@ impl Actor for AlarmActor {
         let store = self.env.store.clone();
         let key = self.key;
         ctx.wait(
-            async move { store.open_alarm(key).await }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
+            async move {
+                let alarm = store.open_alarm(key).await?;
+                let mark = store.monitor_mark(key).await?;
+                Ok::<_, crate::store::StoreError>((alarm, mark))
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                let result = result.map(|(alarm, mark)| {
+                    act.applied = mark.unwrap_or(0);
+                    act.arm_idle(ctx);
+                    alarm
+                });
+                match result {
                     Ok(Some(alarm)) => {
                         let now = act.now();
                         for fault in alarm.faults.iter().filter(|f| !f.notified) {
@@ -396,7 +478,8 @@ impl Actor for AlarmActor {
                         act.lifeline.fail(format!("cannot load open alarm: {e}"));
                         ctx.stop();
                     }
-                }),
+                }
+            }),
         );
     }
 }
@@ -409,8 +492,20 @@ impl Handler<MonitorEvent> for AlarmActor {
             probe,
             group,
             event,
+            seq,
             ticket,
         } = msg;
+        self.handled(ctx);
+        if seq <= self.applied {
+            // Replayed after a restart, and already applied before it.
+            tracing::debug!(monitor = ?self.key, seq, "event already applied");
+            if let Some(ticket) = ticket {
+                ticket.done();
+            }
+            return;
+        }
+        self.applied = seq;
+        self.mark_due = true;
         if group.is_some() {
             self.group = group;
         }
@@ -509,6 +604,7 @@ impl Handler<AlarmCommand> for AlarmActor {
     type Result = AtomicResponse<Self, Result<(), CommandError>>;
 
     fn handle(&mut self, msg: AlarmCommand, ctx: &mut Context<Self>) -> Self::Result {
+        self.handled(ctx);
         let id = match msg {
             AlarmCommand::Act { id, .. } | AlarmCommand::Delete { id } => id,
         };
@@ -540,7 +636,7 @@ impl Handler<AlarmCommand> for AlarmActor {
                     AlarmCommand::Act { action, .. } => {
                         rules::act(&mut alarm, action, now);
                         store
-                            .save_alarm(alarm.clone(), Vec::new(), now)
+                            .save_alarm(alarm.clone(), Vec::new(), now, None)
                             .await
                             .map_err(|e| CommandError::Store(e.to_string()))?;
                         Ok(Some(alarm))
@@ -578,6 +674,7 @@ impl Handler<ReviewMaintenance> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, _: ReviewMaintenance, ctx: &mut Context<Self>) {
+        self.handled(ctx);
         let Some(mut alarm) = self.alarm.take() else { return };
         if alarm.maint_faults.is_empty() {
             self.alarm = Some(alarm);
@@ -606,6 +703,7 @@ impl Handler<ProbeGone> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, msg: ProbeGone, ctx: &mut Context<Self>) {
+        self.handled(ctx);
         self.probes.remove(&msg.0);
         if let Some(handle) = self.holds.remove(&msg.0) {
             ctx.cancel_future(handle);
@@ -630,6 +728,7 @@ impl Handler<MonitorGone> for AlarmActor {
     type Result = ();
 
     fn handle(&mut self, _: MonitorGone, ctx: &mut Context<Self>) {
+        self.handled(ctx);
         self.cancel_holds(ctx);
         let Some(mut alarm) = self.alarm.take() else { return };
         rules::act(&mut alarm, AlarmAction::Close, self.now());
@@ -640,7 +739,8 @@ impl Handler<MonitorGone> for AlarmActor {
 impl Handler<AccountUpdated> for AlarmActor {
     type Result = ();
 
-    fn handle(&mut self, msg: AccountUpdated, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AccountUpdated, ctx: &mut Context<Self>) {
+        self.handled(ctx);
         self.book = msg.0;
     }
 }

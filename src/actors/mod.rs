@@ -2,8 +2,8 @@
 //!
 //! Relay side: `ExecSource`/`SimSource` → `ZoneDispatcher` → `ZoneWatcher`
 //! (one per zone) → `RelayLink`; `AgentProbeCache` keeps the master's probe
-//! list for the relay's agent API. Master side: `EventRouter` → `AlarmActor`
-//! (one per monitor) → `NotifierPool` → `Notifier`; `ServerGuard` folds a
+//! list for the relay's agent API. Master side: `EventRouter` → `AlarmShard`
+//! (one per core, on its own thread) → `AlarmActor` (one per monitor) → `NotifierPool` → `Notifier`; `ServerGuard` folds a
 //! down server's faults into one incident, `MaintenanceKeeper` owns the
 //! maintenance windows. `HttpService` wraps each
 //! HTTP server. `docs/actors.md` describes each one and draws the tree.
@@ -16,6 +16,7 @@ pub mod notifier;
 pub mod relay_link;
 pub mod router;
 pub mod server_guard;
+pub mod shard;
 pub mod supervisor;
 pub mod zone_source;
 pub mod zone_watcher;

@@ -1,113 +1,133 @@
-//! `EventRouter`: takes committed events and hands each to the alarm actor of
-//! every monitor it concerns, starting (and supervising) those actors as
-//! needed. It keeps the probe index in memory: machine → machine-up probes.
+//! `EventRouter`: takes committed events, in sequence order, and hands each
+//! alarm shard its part: for every monitor an event concerns, the probe event
+//! its actor applies. It keeps the catalog (accounts, probes, groups) up to
+//! date and shows machine and server events to the flood guard.
 //!
-//! It is a dynamic supervisor: an alarm actor that crashes is restarted with
-//! fresh state (its open alarm reloaded from the store) after a backoff; one
-//! that crashes too often escalates, and the router fails to its supervisor.
+//! Routing is asynchronous: `POST /events` answers `202` once its events are
+//! committed, and the store hands them to the router in commit order
+//! ([`RouteEvents`]). Progress is one watermark: once every alarm actor a
+//! batch went to has committed its effect, and every earlier batch is done,
+//! the watermark moves past it (`route_mark` in the store). At start the
+//! router replays every event after the watermark; each monitor skips what
+//! it had already applied (its own mark), so nothing is lost and nothing is
+//! applied twice. A batch an actor could not apply (a crash, a failed
+//! commit) is routed again after a pause.
+//!
+//! The [`Backlog`] bounds the events in flight between the commit and the
+//! alarm actors: beyond it, `POST /events` answers `503` and the relays
+//! retry later, so no mailbox on the way grows without bound.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::time::Instant;
-use uuid::Uuid;
 
-use super::alarm::{
-    AccountUpdated, AlarmActor, AlarmCommand, AlarmEnv, CommandError, MonitorEvent, MonitorGone, ProbeGone,
-};
+use super::alarm::AlarmEnv;
+pub use super::alarm::ReviewMaintenance;
 use super::server_guard::{Observe, Sighting};
-use super::supervisor::{ChildExited, ExitReason, Lifeline, RestartDecision, RestartPolicy, RestartTracker, Stop};
-use crate::model::{
-    Account, AccountBook, Contact, Event, MachineEvent, MonitorKey, Probe, ProbeEvent, ProbeEventData, ProbeGroup,
-    ProbeType,
-};
-use crate::store::Store;
+pub use super::shard::ForMonitor;
+use super::shard::{shard_of, AlarmShard, BookChanged, Resume, ShardEvents, Tell};
+use super::supervisor::{Lifeline, Named, Stop};
+pub use crate::catalog::Watcher;
+use crate::catalog::{Catalog, Dropped, SharedCatalog, Target};
+use crate::model::{Account, Contact, Event, MonitorKey, Probe, ProbeGroup};
 
-/// Tracks one routed batch until every alarm actor it went to has committed
-/// its share; then the batch's events are marked routed in the store. An
-/// actor that never calls [`RouteTicket::done`] (a crash, a full mailbox, a
-/// process killed mid-way) leaves the events unrouted, and they are replayed
-/// when the master starts again.
-pub struct RouteTicket {
-    pending: AtomicUsize,
-    events: RoutedEvents,
-    store: Store,
+/// How many committed events may wait to be applied. Shared by the Master
+/// API (which reserves before it commits) and the router (which releases
+/// once a batch is applied).
+#[derive(Debug)]
+pub struct Backlog {
+    events: AtomicUsize,
+    limit: usize,
 }
 
-/// Which events a ticket marks routed when done.
-#[derive(Debug, Clone)]
-enum RoutedEvents {
-    /// One commit's events, by their (consecutive) sequence numbers.
-    Range(i64, i64),
-    /// Events replayed at start, one by one.
-    Uuids(Vec<Uuid>),
+impl Backlog {
+    pub fn new(limit: usize) -> Backlog {
+        Backlog {
+            events: AtomicUsize::new(0),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Takes room for `n` events; `false` if the backlog is full. An empty
+    /// backlog takes any batch, so no batch is too big to ever get in.
+    pub fn try_reserve(&self, n: usize) -> bool {
+        self.events
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now == 0 || now + n <= self.limit).then_some(now + n)
+            })
+            .is_ok()
+    }
+
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .events
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| Some(now.saturating_sub(n)));
+    }
+
+    /// Starts over at `n` (the router, after loading what it replays).
+    fn reset(&self, n: usize) {
+        self.events.store(n, Ordering::Release);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Tracks one routed batch until every alarm actor it went to has committed
+/// its share. When the last holder lets go, the router hears whether every
+/// share was applied ([`BatchDone`]); an actor that never calls
+/// [`RouteTicket::done`] (a crash, a failed commit) makes the batch fail,
+/// and the router routes it again.
+pub struct RouteTicket {
+    pending: AtomicUsize,
+    first: i64,
+    events: usize,
+    router: Recipient<BatchDone>,
 }
 
 impl RouteTicket {
-    fn new(deliveries: usize, events: RoutedEvents, store: Store) -> Arc<RouteTicket> {
-        Arc::new(RouteTicket {
-            pending: AtomicUsize::new(deliveries),
-            events,
-            store,
-        })
-    }
-
-    fn finish(&self) {
-        let store = self.store.clone();
-        let events = self.events.clone();
-        actix::spawn(async move {
-            let marked = match events {
-                RoutedEvents::Range(first, last) => store.mark_routed_range(first, last).await,
-                RoutedEvents::Uuids(uuids) => store.mark_routed(uuids).await,
-            };
-            if let Err(e) = marked {
-                tracing::warn!(error = %e, "cannot mark events routed; they will be replayed");
-            }
-        });
-    }
-
     /// One alarm actor has committed its part.
     pub fn done(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish();
-        }
+        self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Committed events to route, with the sequence range their commit gave them.
+impl Drop for RouteTicket {
+    fn drop(&mut self) {
+        self.router.do_send(BatchDone {
+            first: self.first,
+            events: self.events,
+            applied: *self.pending.get_mut() == 0,
+        });
+    }
+}
+
+/// Committed events, in sequence order (sent by the store thread).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RouteEvents {
-    pub events: Vec<Event>,
-    pub seqs: (i64, i64),
+pub struct RouteEvents(pub Vec<(i64, Event)>);
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BatchDone {
+    first: i64,
+    events: usize,
+    applied: bool,
 }
 
 /// Who watches these machines: every enabled machine-up probe on them, with
 /// its account (for the flood guard's per-contact messages).
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Watcher>")]
-pub struct ProbesOn(pub Vec<Uuid>);
-
-#[derive(Debug, Clone)]
-pub struct Watcher {
-    pub machine: Uuid,
-    pub probe: Arc<Probe>,
-    /// The probe's group: its contacts replace the probe's.
-    pub group: Option<Arc<ProbeGroup>>,
-    pub book: Arc<AccountBook>,
-}
-
-/// An operator's command for one monitor's alarm, handed to that
-/// monitor's actor (started if needed) so it never races the actor's own
-/// writes.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), CommandError>")]
-pub struct ForMonitor {
-    pub monitor: MonitorKey,
-    pub command: AlarmCommand,
-}
+pub struct ProbesOn(pub Vec<uuid::Uuid>);
 
 /// A probe was created or changed.
 #[derive(Debug, Message)]
@@ -119,180 +139,129 @@ pub struct ProbeChanged(pub Probe);
 #[rtype(result = "()")]
 pub struct AccountChanged(pub Account);
 
-/// One event for one alarm actor.
-type Delivery = (Addr<AlarmActor>, Arc<Probe>, Option<Arc<ProbeGroup>>, ProbeEvent);
-
-struct Monitor {
-    key: MonitorKey,
-    addr: Addr<AlarmActor>,
-    generation: u64,
-    restarts: RestartTracker,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchState {
+    Pending,
+    Applied,
 }
+
+#[derive(Debug)]
+struct Batch {
+    last: i64,
+    state: BatchState,
+    /// How long to wait before routing it again if it fails.
+    retry: Duration,
+}
+
+/// Events replayed at start go in batches of this many.
+const REPLAY_BATCH: usize = 1000;
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct EventRouter {
     env: Arc<AlarmEnv>,
-    /// Accounts with their contacts.
-    accounts: HashMap<Uuid, Arc<AccountBook>>,
-    probes: HashMap<Uuid, Arc<Probe>>,
-    groups: HashMap<Uuid, Arc<ProbeGroup>>,
-    /// machine uuid → machine-up probes watching it.
-    by_machine: HashMap<Uuid, Vec<Uuid>>,
-    /// Alarm actors by child id (the id their lifelines report).
-    monitors: HashMap<usize, Monitor>,
-    by_key: HashMap<MonitorKey, usize>,
-    next_child: usize,
-    policy: RestartPolicy,
+    catalog: SharedCatalog,
+    shards: Vec<Named<AlarmShard>>,
+    backlog: Arc<Backlog>,
+    /// The highest sequence number handed to the shards.
+    routed_upto: i64,
+    /// Batches not yet past the watermark, by first sequence number.
+    inflight: BTreeMap<i64, Batch>,
+    /// The watermark as stored (or being stored), and one waiting to be.
+    mark: i64,
+    writing_mark: bool,
+    next_mark: Option<i64>,
     lifeline: Lifeline,
 }
 
 impl EventRouter {
-    pub fn new(env: Arc<AlarmEnv>, lifeline: Lifeline) -> EventRouter {
+    pub fn new(
+        env: Arc<AlarmEnv>,
+        catalog: SharedCatalog,
+        shards: Vec<Named<AlarmShard>>,
+        backlog: Arc<Backlog>,
+        lifeline: Lifeline,
+    ) -> EventRouter {
         EventRouter {
             env,
-            accounts: HashMap::new(),
-            probes: HashMap::new(),
-            groups: HashMap::new(),
-            by_machine: HashMap::new(),
-            monitors: HashMap::new(),
-            by_key: HashMap::new(),
-            next_child: 0,
-            policy: RestartPolicy::default(),
+            catalog,
+            shards,
+            backlog,
+            routed_upto: 0,
+            inflight: BTreeMap::new(),
+            mark: 0,
+            writing_mark: false,
+            next_mark: None,
             lifeline,
         }
     }
 
-    /// The probes (and group) of a monitor, as they are now.
-    fn members_of(&self, key: MonitorKey) -> (Vec<Arc<Probe>>, Option<Arc<ProbeGroup>>) {
-        match key {
-            MonitorKey::Probe { probe, .. } => (self.probes.get(&probe).cloned().into_iter().collect(), None),
-            MonitorKey::ProbeGroup { group, .. } => (
-                self.probes
-                    .values()
-                    .filter(|p| p.group == Some(group))
-                    .cloned()
-                    .collect(),
-                self.groups.get(&group).cloned(),
-            ),
-        }
+    fn catalog_mut(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets a probe; returns its last definition.
-    fn unindex_probe(&mut self, uuid: Uuid) -> Option<Arc<Probe>> {
-        let old = self.probes.remove(&uuid)?;
-        if let Some(machine) = old.machine {
-            if let Some(list) = self.by_machine.get_mut(&machine) {
-                list.retain(|p| *p != old.uuid);
-            }
-        }
-        Some(old)
+    fn shard(&self, key: MonitorKey) -> Option<Addr<AlarmShard>> {
+        self.shards[shard_of(key, self.shards.len())].get()
     }
 
-    fn index_probe(&mut self, probe: Probe) {
-        self.unindex_probe(probe.uuid);
-        if probe.probe_type == ProbeType::MachineUp {
-            if let Some(machine) = probe.machine {
-                self.by_machine.entry(machine).or_default().push(probe.uuid);
-            }
-        }
-        self.probes.insert(probe.uuid, Arc::new(probe));
-    }
-
-    fn start_monitor(&mut self, key: MonitorKey, ctx: &mut Context<Self>) -> Option<Addr<AlarmActor>> {
-        let account = self.accounts.get(&key.user())?.clone();
-        let child = self.next_child;
-        self.next_child += 1;
-        let lifeline = Lifeline::new(ctx.address().recipient(), child, 1);
-        let (probes, group) = self.members_of(key);
-        let addr = AlarmActor::new(key, account, self.env.clone(), lifeline)
-            .with_members(probes, group)
-            .start();
-        self.monitors.insert(
-            child,
-            Monitor {
-                key,
-                addr: addr.clone(),
-                generation: 1,
-                restarts: RestartTracker::new(self.policy.clone()),
-            },
-        );
-        self.by_key.insert(key, child);
-        Some(addr)
-    }
-
-    fn monitor(&mut self, key: MonitorKey, ctx: &mut Context<Self>) -> Option<Addr<AlarmActor>> {
-        match self.by_key.get(&key).and_then(|child| self.monitors.get(child)) {
-            Some(m) => Some(m.addr.clone()),
-            None => self.start_monitor(key, ctx),
-        }
-    }
-
-    fn target(&mut self, probe: Arc<Probe>, event: ProbeEvent, out: &mut Vec<Delivery>, ctx: &mut Context<Self>) {
-        if probe.disabled {
+    /// Routes one batch (in sequence order): each shard gets its targets
+    /// with a share of one ticket.
+    fn route(&mut self, events: Vec<(i64, Event)>, retry: Duration, ctx: &mut Context<Self>) {
+        let (Some(first), Some(last)) = (events.first().map(|e| e.0), events.last().map(|e| e.0)) else {
             return;
-        }
-        let group = match probe.group {
-            Some(uuid) => match self.groups.get(&uuid) {
-                Some(group) if group.disabled => return,
-                Some(group) => Some(group.clone()),
-                // A group deleted under us: its probes were ungrouped.
-                None => None,
-            },
-            None => None,
         };
-        let key = MonitorKey::of(&probe);
-        match self.monitor(key, ctx) {
-            Some(addr) => out.push((addr, probe, group, event)),
-            None => tracing::warn!(monitor = ?key, "event for a probe of an unknown account dropped"),
-        }
-    }
-
-    /// Routes a batch: every (alarm actor, event) pair gets a share of one
-    /// ticket that marks the batch routed when all have committed.
-    fn route(&mut self, events: Vec<Event>, seqs: Option<(i64, i64)>, ctx: &mut Context<Self>) {
-        let marks = match seqs {
-            Some((first, last)) => RoutedEvents::Range(first, last),
-            None => RoutedEvents::Uuids(events.iter().map(Event::uuid).collect()),
-        };
-        let mut deliveries = Vec::new();
+        let count = events.len();
+        let mut per_shard: Vec<Vec<(i64, Target)>> = vec![Vec::new(); self.shards.len()];
         let mut sightings = Vec::new();
-        for event in events {
-            match &event {
-                Event::Machine(m) => sightings.push(Sighting::Machine {
-                    machine: m.machine,
-                    server: m.server,
-                    relay: m.relay,
-                    alias: m.alias.clone(),
-                    up: m.up,
-                    time: m.time,
-                }),
-                Event::Server(s) => sightings.push(Sighting::Server {
-                    server: s.server,
-                    hostname: s.hostname.clone(),
-                    kind: s.event,
-                }),
-                Event::Probe(_) => {}
-            }
-            match event {
-                Event::Machine(m) => self.route_machine(m, &mut deliveries, ctx),
-                Event::Probe(p) => match self.probes.get(&p.probe_uuid).cloned() {
-                    Some(probe) if probe.user == p.user => self.target(probe, p, &mut deliveries, ctx),
-                    _ => tracing::warn!(probe = %p.probe_uuid, "event for an unknown probe dropped"),
-                },
-                Event::Server(s) => {
-                    let store = self.env.store.clone();
-                    let what = serde_json::to_value(s.event)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    ctx.spawn(
-                        async move {
-                            if let Err(e) = store.touch_server(s.server, s.hostname, what, s.time).await {
-                                tracing::warn!(error = %e, "cannot record server event");
-                            }
-                        }
-                        .into_actor(self),
-                    );
+        {
+            let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+            let mut targets = Vec::new();
+            for (seq, event) in &events {
+                match catalog.targets(event, &mut targets) {
+                    Dropped::None => {}
+                    Dropped::UnknownProbe => {
+                        tracing::warn!(event = %event.uuid(), "event for an unknown probe dropped")
+                    }
+                    Dropped::UnknownAccount => {
+                        tracing::warn!(event = %event.uuid(), "event for a probe of an unknown account dropped")
+                    }
                 }
+                for target in targets.drain(..) {
+                    per_shard[shard_of(target.key, self.shards.len())].push((*seq, target));
+                }
+                match event {
+                    Event::Machine(m) => sightings.push(Sighting::Machine {
+                        machine: m.machine,
+                        server: m.server,
+                        relay: m.relay,
+                        alias: m.alias.clone(),
+                        up: m.up,
+                        time: m.time,
+                    }),
+                    Event::Server(s) => sightings.push(Sighting::Server {
+                        server: s.server,
+                        hostname: s.hostname.clone(),
+                        kind: s.event,
+                    }),
+                    Event::Probe(_) => {}
+                }
+            }
+        }
+        for (_, event) in events {
+            if let Event::Server(s) = event {
+                let store = self.env.store.clone();
+                let what = serde_json::to_value(s.event)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = store.touch_server(s.server, s.hostname, what, s.time).await {
+                            tracing::warn!(error = %e, "cannot record server event");
+                        }
+                    }
+                    .into_actor(self),
+                );
             }
         }
         // The flood guard sees machines and servers before any hold can run
@@ -303,82 +272,113 @@ impl EventRouter {
                 None => tracing::warn!("flood guard is not running; server incidents may be missed"),
             }
         }
-        let ticket = RouteTicket::new(deliveries.len(), marks, self.env.store.clone());
-        if deliveries.is_empty() {
-            ticket.finish();
-            return;
-        }
-        for (addr, probe, group, event) in deliveries {
-            let key = MonitorKey::of(&probe);
-            // Through the mailbox bound: try_send fails only if the alarm
-            // actor is hopelessly behind; the event stays unrouted and is
-            // replayed at the next start.
-            let msg = MonitorEvent {
-                probe,
-                group,
-                event,
-                ticket: Some(ticket.clone()),
-            };
-            if let Err(e) = addr.try_send(msg) {
-                tracing::error!(monitor = ?key, error = %e, "alarm actor cannot take the event");
-            }
-        }
-    }
-
-    fn route_machine(&mut self, m: MachineEvent, out: &mut Vec<Delivery>, ctx: &mut Context<Self>) {
-        let Some(probes) = self.by_machine.get(&m.machine) else {
-            return;
-        };
-        let probes: Vec<Arc<Probe>> = probes.iter().filter_map(|p| self.probes.get(p).cloned()).collect();
-        for probe in probes {
-            let message = if m.up {
-                format!("Machine \"{}\" has come up.", m.machine)
-            } else {
-                format!("Machine \"{}\" has gone down.", m.machine)
-            };
-            let event = ProbeEvent {
-                v: 1,
-                user: probe.user,
-                probe_uuid: probe.uuid,
-                clear: m.up,
-                data: ProbeEventData {
-                    message,
-                    value: None,
-                    details: Some(serde_json::json!({
-                        "machine": m.machine,
-                        "oldState": m.old_state,
-                        "newState": m.new_state,
-                    })),
-                },
-                machine: Some(m.machine),
-                uuid: m.uuid,
-                time: m.time,
-                agent: Some(m.server),
-                agent_alias: m.alias.clone(),
-                relay: Some(m.relay),
-            };
-            self.target(probe, event, out, ctx);
-        }
-    }
-}
-
-/// How often closed alarms past their retention are expunged.
-const EXPUNGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl EventRouter {
-    fn expunge(&mut self, ctx: &mut Context<Self>) {
-        let store = self.env.store.clone();
-        let before = self.env.clock.now_ms() - self.env.alarm_retention.as_millis() as i64;
-        ctx.spawn(
-            async move {
-                match store.expunge_closed(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(alarms = n, "closed alarms expunged after their retention"),
-                    Err(e) => tracing::warn!(error = %e, "cannot expunge closed alarms"),
-                }
-            }
-            .into_actor(self),
+        self.inflight.insert(
+            first,
+            Batch {
+                last,
+                state: BatchState::Pending,
+                retry,
+            },
         );
+        let ticket = Arc::new(RouteTicket {
+            pending: AtomicUsize::new(per_shard.iter().map(Vec::len).sum()),
+            first,
+            events: count,
+            router: ctx.address().recipient(),
+        });
+        for (index, targets) in per_shard.into_iter().enumerate() {
+            if targets.is_empty() {
+                continue;
+            }
+            match self.shards[index].get() {
+                Some(shard) => shard.do_send(ShardEvents {
+                    targets,
+                    ticket: ticket.clone(),
+                }),
+                // Its share stays pending: the batch fails and is routed again.
+                None => tracing::warn!(
+                    shard = index,
+                    "alarm shard is not running; the batch will be routed again"
+                ),
+            }
+        }
+    }
+
+    /// Moves the watermark past every applied batch at the front, and
+    /// stores it (one write at a time; the latest wins).
+    fn advance(&mut self, ctx: &mut Context<Self>) {
+        let mut mark = None;
+        while let Some(entry) = self.inflight.first_entry() {
+            if entry.get().state != BatchState::Applied {
+                break;
+            }
+            mark = Some(entry.remove().last);
+        }
+        if let Some(mark) = mark {
+            self.next_mark = Some(mark);
+            self.write_mark(ctx);
+        }
+    }
+
+    fn write_mark(&mut self, ctx: &mut Context<Self>) {
+        if self.writing_mark {
+            return;
+        }
+        let Some(mark) = self.next_mark.take() else { return };
+        self.writing_mark = true;
+        let store = self.env.store.clone();
+        ctx.spawn(
+            async move { store.set_route_mark(mark).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.writing_mark = false;
+                    match result {
+                        Ok(()) => act.mark = act.mark.max(mark),
+                        // Replay starts a little earlier; marks skip the rest.
+                        Err(e) => tracing::warn!(error = %e, "cannot store the route watermark"),
+                    }
+                    act.write_mark(ctx);
+                }),
+        );
+    }
+
+    /// Routes a failed batch again, from the store, after its pause.
+    fn retry(&mut self, first: i64, ctx: &mut Context<Self>) {
+        let Some(batch) = self.inflight.get(&first) else { return };
+        let (last, delay) = (batch.last, batch.retry);
+        let next = (delay * 2).min(RETRY_MAX);
+        metrics::counter!("amon_route_retries_total").increment(1);
+        tracing::warn!(
+            first,
+            last,
+            retry_in_ms = delay.as_millis() as u64,
+            "some alarm actors could not apply a batch; it will be routed again"
+        );
+        let store = self.env.store.clone();
+        ctx.run_later(delay, move |act, ctx| {
+            ctx.spawn(
+                async move { store.events_between(first, last).await }
+                    .into_actor(act)
+                    .map(move |result, act, ctx| match result {
+                        Ok(events) if !events.is_empty() => act.route(events, next, ctx),
+                        Ok(_) => {
+                            // Gone from the store (cannot happen before the
+                            // watermark passes them): nothing to apply.
+                            if let Some(batch) = act.inflight.get_mut(&first) {
+                                batch.state = BatchState::Applied;
+                            }
+                            act.advance(ctx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read a batch back to route it again");
+                            if let Some(batch) = act.inflight.get_mut(&first) {
+                                batch.retry = next;
+                            }
+                            act.retry(first, ctx);
+                        }
+                    }),
+            );
+        });
     }
 }
 
@@ -386,9 +386,8 @@ impl Actor for EventRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounded upstream by the backlog (events in flight).
         ctx.set_mailbox_capacity(16 * 1024);
-        // Closed alarms past their retention go (their ids then answer 410).
-        ctx.run_interval(EXPUNGE_EVERY, |act, ctx| act.expunge(ctx));
         let store = self.env.store.clone();
         ctx.wait(
             async move {
@@ -397,50 +396,48 @@ impl Actor for EventRouter {
                 let groups = store.all_groups().await?;
                 let probes = store.all_probes().await?;
                 let open = store.monitors_with_open_alarms().await?;
-                let unrouted = store.unrouted_events().await?;
-                Ok::<_, crate::store::StoreError>((accounts, contacts, groups, probes, open, unrouted))
+                let mark = store.route_mark().await?;
+                let replay = store.events_after(mark).await?;
+                Ok::<_, crate::store::StoreError>((
+                    Catalog::load(accounts, contacts, groups, probes),
+                    open,
+                    mark,
+                    replay,
+                ))
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
-                Ok((accounts, contacts, groups, probes, open, unrouted)) => {
-                    let mut books: HashMap<Uuid, AccountBook> = accounts
-                        .into_iter()
-                        .map(|account| {
-                            let book = AccountBook {
-                                account: account.clone(),
-                                contacts: HashMap::new(),
-                            };
-                            (account.uuid, book)
-                        })
-                        .collect();
-                    for (user, contact) in contacts {
-                        if let Some(book) = books.get_mut(&user) {
-                            book.contacts.insert(contact.name.clone(), contact);
+                Ok((catalog, open, mark, replay)) => {
+                    let (accounts, probes) = (catalog.accounts(), catalog.probes());
+                    *act.catalog_mut() = catalog;
+                    act.mark = mark;
+                    act.routed_upto = replay.last().map_or(mark, |e| e.0);
+                    act.backlog.reset(replay.len());
+                    // Monitors with open alarms resume their holds now.
+                    let mut resume: Vec<Vec<MonitorKey>> = vec![Vec::new(); act.shards.len()];
+                    for key in open {
+                        resume[shard_of(key, act.shards.len())].push(key);
+                    }
+                    for (shard, keys) in act.shards.iter().zip(resume) {
+                        if let Some(shard) = shard.get() {
+                            shard.do_send(Resume(keys));
                         }
                     }
-                    act.accounts = books.into_iter().map(|(uuid, book)| (uuid, Arc::new(book))).collect();
-                    act.groups = groups.into_iter().map(|g| (g.uuid, Arc::new(g))).collect();
-                    for probe in probes {
-                        act.index_probe(probe);
-                    }
-                    // Monitors with open alarms resume their holds now.
-                    for key in open {
-                        act.monitor(key, ctx);
-                    }
-                    if !unrouted.is_empty() {
-                        // Acknowledged before the last stop, never applied:
-                        // apply them now, before anything newer.
+                    if !replay.is_empty() {
+                        // Acknowledged before the last stop, perhaps never
+                        // applied: apply them now, before anything newer.
                         tracing::info!(
-                            count = unrouted.len(),
-                            "replaying events not applied before the last stop"
+                            count = replay.len(),
+                            after = mark,
+                            "replaying events after the watermark"
                         );
-                        act.route(unrouted, None, ctx);
+                        let mut replay = replay.into_iter().peekable();
+                        while replay.peek().is_some() {
+                            let batch: Vec<_> = replay.by_ref().take(REPLAY_BATCH).collect();
+                            act.route(batch, RETRY_FIRST, ctx);
+                        }
                     }
-                    tracing::info!(
-                        accounts = act.accounts.len(),
-                        probes = act.probes.len(),
-                        "event router ready"
-                    );
+                    tracing::info!(accounts, probes, shards = act.shards.len(), "event router ready");
                 }
                 Err(e) => {
                     act.lifeline.fail(format!("cannot load probes: {e}"));
@@ -455,22 +452,46 @@ impl Handler<RouteEvents> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
-        self.route(msg.events, Some(msg.seqs), ctx);
+        // What the replay already covered came in before it was read.
+        let fresh: Vec<(i64, Event)> = msg.0.into_iter().filter(|(seq, _)| *seq > self.routed_upto).collect();
+        if let Some((last, _)) = fresh.last() {
+            self.routed_upto = *last;
+            self.route(fresh, RETRY_FIRST, ctx);
+        }
+    }
+}
+
+impl Handler<BatchDone> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: BatchDone, ctx: &mut Context<Self>) {
+        let Some(batch) = self.inflight.get_mut(&msg.first) else {
+            return;
+        };
+        if msg.applied {
+            batch.state = BatchState::Applied;
+            self.backlog.release(msg.events);
+            self.advance(ctx);
+        } else {
+            self.retry(msg.first, ctx);
+        }
     }
 }
 
 impl Handler<ForMonitor> for EventRouter {
-    type Result = ResponseFuture<Result<(), CommandError>>;
+    type Result = ResponseFuture<Result<(), super::alarm::CommandError>>;
 
-    fn handle(&mut self, msg: ForMonitor, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.monitor(msg.monitor, ctx);
+    fn handle(&mut self, msg: ForMonitor, _ctx: &mut Context<Self>) -> Self::Result {
+        let shard = self.shard(msg.monitor);
         Box::pin(async move {
-            match addr {
-                Some(addr) => addr
-                    .send(msg.command)
+            match shard {
+                Some(shard) => shard
+                    .send(msg)
                     .await
-                    .unwrap_or_else(|e| Err(CommandError::Store(format!("alarm actor: {e}")))),
-                None => Err(CommandError::Store("the alarm's account is unknown".into())),
+                    .unwrap_or_else(|e| Err(super::alarm::CommandError::Store(format!("alarm shard: {e}")))),
+                None => Err(super::alarm::CommandError::Store(
+                    "the alarm shard is restarting".into(),
+                )),
             }
         })
     }
@@ -480,25 +501,7 @@ impl Handler<ProbesOn> for EventRouter {
     type Result = Vec<Watcher>;
 
     fn handle(&mut self, msg: ProbesOn, _ctx: &mut Context<Self>) -> Vec<Watcher> {
-        let mut watchers = Vec::new();
-        for machine in msg.0 {
-            for uuid in self.by_machine.get(&machine).into_iter().flatten() {
-                let Some(probe) = self.probes.get(uuid) else { continue };
-                let Some(book) = self.accounts.get(&probe.user) else {
-                    continue;
-                };
-                let group = probe.group.and_then(|g| self.groups.get(&g)).cloned();
-                if !probe.disabled && !group.as_ref().is_some_and(|g| g.disabled) {
-                    watchers.push(Watcher {
-                        machine,
-                        probe: probe.clone(),
-                        group,
-                        book: book.clone(),
-                    });
-                }
-            }
-        }
-        watchers
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).watchers(&msg.0)
     }
 }
 
@@ -506,28 +509,15 @@ impl Handler<ProbeChanged> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: ProbeChanged, _ctx: &mut Context<Self>) {
-        self.index_probe(msg.0);
+        self.catalog_mut().put_probe(msg.0);
     }
 }
 
 impl EventRouter {
-    /// Replaces an account's book and tells its alarm actors.
-    fn update_book(&mut self, book: AccountBook) {
-        let book = Arc::new(book);
-        for monitor in self.monitors.values().filter(|m| m.key.user() == book.account.uuid) {
-            monitor.addr.do_send(AccountUpdated(book.clone()));
-        }
-        self.accounts.insert(book.account.uuid, book);
-    }
-
-    /// Tells a monitor's actor, if it runs.
-    fn tell<M>(&self, key: MonitorKey, msg: M)
-    where
-        M: Message<Result = ()> + Send + 'static,
-        AlarmActor: Handler<M>,
-    {
-        if let Some(monitor) = self.by_key.get(&key).and_then(|c| self.monitors.get(c)) {
-            monitor.addr.do_send(msg);
+    /// Tells every shard of an account's new book.
+    fn book_changed(&self, book: Arc<crate::model::AccountBook>) {
+        for shard in self.shards.iter().filter_map(Named::get) {
+            shard.do_send(BookChanged(book.clone()));
         }
     }
 }
@@ -536,13 +526,8 @@ impl Handler<AccountChanged> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: AccountChanged, _ctx: &mut Context<Self>) {
-        let account = msg.0;
-        let contacts = self
-            .accounts
-            .get(&account.uuid)
-            .map(|b| b.contacts.clone())
-            .unwrap_or_default();
-        self.update_book(AccountBook { account, contacts });
+        let book = self.catalog_mut().put_account(msg.0);
+        self.book_changed(book);
     }
 }
 
@@ -550,7 +535,7 @@ impl Handler<AccountChanged> for EventRouter {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ContactsChanged {
-    pub user: Uuid,
+    pub user: uuid::Uuid,
     pub contacts: Vec<Contact>,
 }
 
@@ -558,25 +543,19 @@ impl Handler<ContactsChanged> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: ContactsChanged, _ctx: &mut Context<Self>) {
-        let Some(book) = self.accounts.get(&msg.user) else {
-            return;
-        };
-        let account = book.account.clone();
-        let contacts = msg.contacts.into_iter().map(|c| (c.name.clone(), c)).collect();
-        self.update_book(AccountBook { account, contacts });
+        let book = self.catalog_mut().put_contacts(msg.user, msg.contacts);
+        if let Some(book) = book {
+            self.book_changed(book);
+        }
     }
 }
-
-/// A maintenance window ended or was deleted: every alarm actor reviews its
-/// maintenance faults.
-pub use super::alarm::ReviewMaintenance;
 
 impl Handler<ReviewMaintenance> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: ReviewMaintenance, _ctx: &mut Context<Self>) {
-        for monitor in self.monitors.values() {
-            monitor.addr.do_send(msg);
+        for shard in self.shards.iter().filter_map(Named::get) {
+            shard.do_send(msg);
         }
     }
 }
@@ -584,14 +563,21 @@ impl Handler<ReviewMaintenance> for EventRouter {
 /// A probe was deleted.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ProbeDeleted(pub Uuid);
+pub struct ProbeDeleted(pub uuid::Uuid);
 
 impl Handler<ProbeDeleted> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: ProbeDeleted, _ctx: &mut Context<Self>) {
-        if let Some(old) = self.unindex_probe(msg.0) {
-            self.tell(MonitorKey::of(&old), ProbeGone(old.uuid));
+        let old = self.catalog_mut().remove_probe(msg.0);
+        if let Some(old) = old {
+            let monitor = MonitorKey::of(&old);
+            if let Some(shard) = self.shard(monitor) {
+                shard.do_send(Tell::ProbeGone {
+                    monitor,
+                    probe: old.uuid,
+                });
+            }
         }
     }
 }
@@ -605,7 +591,7 @@ impl Handler<GroupChanged> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: GroupChanged, _ctx: &mut Context<Self>) {
-        self.groups.insert(msg.0.uuid, Arc::new(msg.0));
+        self.catalog_mut().put_group(msg.0);
     }
 }
 
@@ -614,8 +600,8 @@ impl Handler<GroupChanged> for EventRouter {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct GroupDeleted {
-    pub user: Uuid,
-    pub group: Uuid,
+    pub user: uuid::Uuid,
+    pub group: uuid::Uuid,
     pub ungrouped: Vec<Probe>,
 }
 
@@ -623,70 +609,13 @@ impl Handler<GroupDeleted> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: GroupDeleted, _ctx: &mut Context<Self>) {
-        self.groups.remove(&msg.group);
-        for probe in msg.ungrouped {
-            self.index_probe(probe);
-        }
-        self.tell(
-            MonitorKey::ProbeGroup {
-                user: msg.user,
-                group: msg.group,
-            },
-            MonitorGone,
-        );
-    }
-}
-
-impl Handler<ChildExited> for EventRouter {
-    type Result = ();
-
-    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        let Some(monitor) = self.monitors.get_mut(&msg.child) else {
-            return;
+        self.catalog_mut().remove_group(msg.group, msg.ungrouped);
+        let monitor = MonitorKey::ProbeGroup {
+            user: msg.user,
+            group: msg.group,
         };
-        if monitor.generation != msg.generation {
-            return;
-        }
-        let key = monitor.key;
-        if msg.reason == ExitReason::Normal {
-            self.monitors.remove(&msg.child);
-            self.by_key.remove(&key);
-            return;
-        }
-        tracing::error!(monitor = ?key, reason = ?msg.reason, "alarm actor crashed");
-        crate::metrics::actor_restarted("alarm");
-        match monitor.restarts.crashed(Instant::now()) {
-            RestartDecision::Escalate => {
-                self.lifeline.fail(format!("alarm actor for {key:?} keeps crashing"));
-                ctx.stop();
-            }
-            RestartDecision::RestartAfter(delay) => {
-                let child = msg.child;
-                ctx.run_later(delay, move |act, ctx| {
-                    let Some(account) = act.accounts.get(&key.user()).cloned() else {
-                        return;
-                    };
-                    let (probes, group) = act.members_of(key);
-                    let env = act.env.clone();
-                    if let Some(monitor) = act.monitors.get_mut(&child) {
-                        monitor.generation += 1;
-                        let lifeline = Lifeline::new(ctx.address().recipient(), child, monitor.generation);
-                        monitor.addr = AlarmActor::new(key, account, env, lifeline)
-                            .with_members(probes, group)
-                            .start();
-                    }
-                });
-            }
-        }
-    }
-}
-
-impl Drop for EventRouter {
-    /// A router that dies (even by a panic) takes its alarm actors with it,
-    /// so its successor never shares a monitor with an orphan.
-    fn drop(&mut self) {
-        for monitor in self.monitors.values() {
-            monitor.addr.do_send(Stop);
+        if let Some(shard) = self.shard(monitor) {
+            shard.do_send(Tell::MonitorGone(monitor));
         }
     }
 }
@@ -695,9 +624,6 @@ impl Handler<Stop> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        for monitor in self.monitors.values() {
-            monitor.addr.do_send(Stop);
-        }
         self.lifeline.exit_normally();
         ctx.stop();
     }

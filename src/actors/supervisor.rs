@@ -133,6 +133,9 @@ pub struct Lifeline {
     child: usize,
     generation: u64,
     reason: Option<ExitReason>,
+    /// The arbiter (thread) the actor runs on when it has one of its own:
+    /// stopped with the actor, however it ends.
+    thread: Option<actix::ArbiterHandle>,
 }
 
 impl Lifeline {
@@ -142,7 +145,20 @@ impl Lifeline {
             child,
             generation,
             reason: None,
+            thread: None,
         }
+    }
+
+    /// Starts an actor on an arbiter (an OS thread) of its own, which stops
+    /// when the actor goes (its lifeline goes with it).
+    pub fn start_on_own_thread<A, F>(mut self, make: F) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnOnce(Lifeline) -> A + Send + 'static,
+    {
+        let arbiter = actix::Arbiter::new().handle();
+        self.thread = Some(arbiter.clone());
+        A::start_in_arbiter(&arbiter, move |_| make(self))
     }
 
     /// A lifeline that tells nobody, for actors run outside a supervisor
@@ -159,6 +175,11 @@ impl Lifeline {
         // A stopped actor's recipient drops messages, which is what we want.
         let addr = Nobody.start();
         Lifeline::new(addr.recipient(), 0, 0)
+    }
+
+    /// Which child (and which of its generations) this lifeline belongs to.
+    pub fn child(&self) -> (usize, u64) {
+        (self.child, self.generation)
     }
 
     /// Declares the coming stop normal, so a transient child is not restarted.
@@ -181,6 +202,9 @@ impl Drop for Lifeline {
             generation: self.generation,
             reason,
         });
+        if let Some(thread) = self.thread.take() {
+            thread.stop();
+        }
     }
 }
 

@@ -117,13 +117,21 @@ impl ResponseError for ApiError {
             ApiError::ValidationFailed { errors, .. } => Some(errors.as_slice()),
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::ServiceUnavailable(_) = self {
+            // Every 503 is temporary: say when to come back.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        }
+        response.json(ErrorBody {
             code: self.code(),
             message: self.to_string(),
             errors,
         })
     }
 }
+
+/// What a `503` tells the client to wait before trying again, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {

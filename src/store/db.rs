@@ -42,6 +42,24 @@ struct Reply<T> {
     tx: oneshot::Sender<Result<T, StoreError>>,
 }
 
+/// A reply that first hands the committed result to a callback, on the
+/// store thread and in commit order (see [`Db::call_then`]).
+struct ReplyThen<T, U, A> {
+    result: Result<T, StoreError>,
+    after: A,
+    tx: oneshot::Sender<Result<U, StoreError>>,
+}
+
+impl<T: Send, U: Send, A: FnOnce(T) -> U + Send> Finish for ReplyThen<T, U, A> {
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let result = match committed {
+            Ok(()) => self.result.map(self.after),
+            Err(e) => Err(StoreError::Commit(e)),
+        };
+        let _ = self.tx.send(result);
+    }
+}
+
 impl<T: Send> Finish for Reply<T> {
     fn finish(self: Box<Self>, committed: Result<(), String>) {
         let result = match committed {
@@ -111,6 +129,29 @@ impl Db {
         let op: Op = Box::new(move |conn| {
             let result = f(conn);
             (result.is_ok(), Box::new(Reply { result, tx }) as Box<dyn Finish>)
+        });
+        self.mailbox.send(op).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// As [`Db::call`], and once the result is committed `after` takes it on
+    /// the store thread and makes the answer. Callbacks run in commit order,
+    /// which no awaiting caller can promise: the master hands committed
+    /// events to the router this way, so it gets them in sequence.
+    pub async fn call_then<T, U, F, A>(&self, f: F, after: A) -> Result<U, StoreError>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        A: FnOnce(T) -> U + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = f(conn);
+            (
+                result.is_ok(),
+                Box::new(ReplyThen { result, after, tx }) as Box<dyn Finish>,
+            )
         });
         self.mailbox.send(op).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?

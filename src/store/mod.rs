@@ -6,6 +6,7 @@
 //! commit needs to drain the mailbox, which an actix `SyncContext` cannot.
 
 mod db;
+mod events;
 mod relay;
 mod schema;
 
@@ -15,18 +16,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 pub use db::{Db, StoreError};
+pub use events::Committed;
 pub use relay::{RelayStore, ZoneRecord};
 
-use crate::model::{Account, Alarm, Contact, EpochMs, Event, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
+use crate::model::{Account, Alarm, Contact, EpochMs, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
-
-/// What a commit of events did: the new ones (second copies of a uuid are
-/// dropped) and the range of sequence numbers they got.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Committed {
-    pub fresh: Vec<Event>,
-    pub seqs: Option<(i64, i64)>,
-}
 
 /// A machine as the flood guard last saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,77 +87,6 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.db.call(f).await
-    }
-
-    // ---- events ----
-
-    /// Commits events, dropping those whose `uuid` is already stored, and
-    /// returns the new ones (in order).
-    pub async fn commit_events(&self, events: Vec<Event>, received: EpochMs) -> Result<Committed, StoreError> {
-        self.call(move |conn| {
-            let mut insert = conn.prepare_cached(
-                "INSERT OR IGNORE INTO events (uuid, time, received, body, routed) VALUES (?1, ?2, ?3, ?4, 0)",
-            )?;
-            let mut fresh = Vec::with_capacity(events.len());
-            let mut seqs: Option<(i64, i64)> = None;
-            let mut counts: Vec<(&'static str, i64)> = Vec::new();
-            for event in events {
-                let body = serde_json::to_string(&event)?;
-                let inserted = insert.execute(params![event.uuid().as_bytes(), event.time(), received, body])?;
-                if inserted == 1 {
-                    // Rows of one request get consecutive sequence numbers
-                    // (one writer, inside one transaction).
-                    let seq = conn.last_insert_rowid();
-                    seqs = Some(seqs.map_or((seq, seq), |(first, _)| (first, seq)));
-                    let kind = event_type(&event);
-                    match counts.iter_mut().find(|(k, _)| *k == kind) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((kind, 1)),
-                    }
-                    fresh.push(event);
-                }
-            }
-            // One statement per type and request, not per event: ingest is
-            // the hot path.
-            let mut count = conn.prepare_cached(
-                "INSERT INTO event_counts (type, stored) VALUES (?1, ?2)
-                 ON CONFLICT (type) DO UPDATE SET stored = stored + excluded.stored",
-            )?;
-            for (kind, n) in counts {
-                count.execute(params![kind, n])?;
-            }
-            Ok(Committed { fresh, seqs })
-        })
-        .await
-    }
-
-    /// Marks the events of one commit routed, by their sequence range.
-    pub async fn mark_routed_range(&self, first: i64, last: i64) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            conn.prepare_cached("UPDATE events SET routed = 1 WHERE seq BETWEEN ?1 AND ?2")?
-                .execute(params![first, last])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Marks events as applied by every alarm actor they concern.
-    pub async fn mark_routed(&self, uuids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let mut mark = conn.prepare_cached("UPDATE events SET routed = 1 WHERE uuid = ?1")?;
-            for uuid in &uuids {
-                mark.execute(params![uuid.as_bytes()])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// Events committed (and acknowledged with 202) but not yet applied by
-    /// their alarm actors when the master last stopped, oldest first.
-    pub async fn unrouted_events(&self) -> Result<Vec<Event>, StoreError> {
-        self.call(|conn| json_rows(conn, "SELECT body FROM events WHERE routed = 0 ORDER BY seq", []))
-            .await
     }
 
     /// Notes what a relay last said about itself (for `GET /servers`).
@@ -561,8 +484,12 @@ impl Store {
         alarm: Alarm,
         notifications: Vec<Notification>,
         now: EpochMs,
+        applied: Option<i64>,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
+            if let Some(seq) = applied {
+                events::write_monitor_mark(conn, &alarm.monitor(), seq)?;
+            }
             conn.prepare_cached(
                 "INSERT INTO alarms (user, id, monitor, closed, time_closed, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(user, id) DO UPDATE SET monitor = ?3, closed = ?4, time_closed = ?5, body = ?6",
@@ -866,15 +793,6 @@ fn window_owner(user: Option<Uuid>) -> String {
     user.map(|u| u.to_string()).unwrap_or_else(|| "operator".into())
 }
 
-/// An event's `type`, as its JSON says it (the serde tag of [`Event`]).
-fn event_type(event: &Event) -> &'static str {
-    match event {
-        Event::Machine(_) => "machine",
-        Event::Probe(_) => "probe",
-        Event::Server(_) => "server",
-    }
-}
-
 fn monitor_column(key: &MonitorKey) -> String {
     match key {
         MonitorKey::Probe { user, probe } => format!("{user}/probe/{probe}"),
@@ -885,7 +803,7 @@ fn monitor_column(key: &MonitorKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MachineEvent, ProbeEvent, ProbeEventData, ProbeType, ServerEvent, ServerEventKind};
+    use crate::model::{Event, MachineEvent, ProbeEvent, ProbeEventData, ProbeType, ServerEvent, ServerEventKind};
 
     fn machine_event(uuid: Uuid) -> Event {
         Event::Machine(MachineEvent {
@@ -949,7 +867,7 @@ mod tests {
             server_event(Uuid::nil()),
         ] {
             let json = serde_json::to_value(&event).unwrap();
-            assert_eq!(json["type"], event_type(&event), "{json}");
+            assert_eq!(json["type"], events::event_type(&event), "{json}");
         }
     }
 
@@ -960,7 +878,7 @@ mod tests {
         let machines: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         let mut batch: Vec<Event> = machines.iter().map(|m| machine_event(*m)).collect();
         batch.push(server_event(Uuid::new_v4()));
-        store.commit_events(batch, 1).await.unwrap();
+        store.commit_events(batch, 1, |c| c).await.unwrap();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
 
         let again = vec![
@@ -968,7 +886,7 @@ mod tests {
             probe_event(Uuid::new_v4()),
             machine_event(Uuid::new_v4()),
         ];
-        store.commit_events(again, 2).await.unwrap();
+        store.commit_events(again, 2, |c| c).await.unwrap();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(4, 1, 1));
     }
 
@@ -1000,7 +918,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(2, 0, 1));
         store
-            .commit_events(vec![machine_event(Uuid::new_v4())], 2)
+            .commit_events(vec![machine_event(Uuid::new_v4())], 2, |c| c)
             .await
             .unwrap();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
@@ -1011,37 +929,87 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
-        let first = store.commit_events(vec![machine_event(a)], 1).await.unwrap();
+        let first = store.commit_events(vec![machine_event(a)], 1, |c| c).await.unwrap();
         assert_eq!(first.fresh.len(), 1);
         let second = store
-            .commit_events(vec![machine_event(a), machine_event(b)], 2)
+            .commit_events(vec![machine_event(a), machine_event(b)], 2, |c| c)
             .await
             .unwrap();
-        assert_eq!(second.fresh.iter().map(Event::uuid).collect::<Vec<_>>(), vec![b]);
-        let ((_, last_first), (first_second, _)) = (first.seqs.unwrap(), second.seqs.unwrap());
-        assert!(first_second > last_first, "sequence ranges follow each other");
-        assert_eq!(store.commit_events(vec![machine_event(b)], 3).await.unwrap().seqs, None);
+        assert_eq!(second.fresh.iter().map(|(_, e)| e.uuid()).collect::<Vec<_>>(), vec![b]);
+        assert!(second.fresh[0].0 > first.fresh[0].0, "sequence numbers grow");
+        let third = store.commit_events(vec![machine_event(b)], 3, |c| c).await.unwrap();
+        assert!(third.fresh.is_empty());
     }
 
     #[actix_rt::test]
-    async fn committed_events_stay_unrouted_in_order_until_marked() {
+    async fn events_after_the_route_mark_are_replayed_in_order() {
         let store = Store::in_memory().unwrap();
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        store
-            .commit_events(vec![machine_event(b), machine_event(a), machine_event(c)], 1)
+        let committed = store
+            .commit_events(vec![machine_event(b), machine_event(a), machine_event(c)], 1, |c| c)
             .await
             .unwrap();
-        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
-        assert_eq!(unrouted, vec![b, a, c], "arrival order");
-        store.mark_routed(vec![a, c]).await.unwrap();
-        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
-        assert_eq!(unrouted, vec![b]);
-        let d = Uuid::new_v4();
-        let committed = store.commit_events(vec![machine_event(d)], 2).await.unwrap();
-        let (first, last) = committed.seqs.unwrap();
-        store.mark_routed_range(first, last).await.unwrap();
-        let unrouted: Vec<Uuid> = store.unrouted_events().await.unwrap().iter().map(Event::uuid).collect();
-        assert_eq!(unrouted, vec![b], "the range marked d only");
+        assert_eq!(store.route_mark().await.unwrap(), 0);
+        let after: Vec<Uuid> = store
+            .events_after(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.uuid())
+            .collect();
+        assert_eq!(after, vec![b, a, c], "arrival order");
+        store.set_route_mark(committed.fresh[1].0).await.unwrap();
+        let mark = store.route_mark().await.unwrap();
+        let after: Vec<Uuid> = store
+            .events_after(mark)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.uuid())
+            .collect();
+        assert_eq!(after, vec![c]);
+        store.set_route_mark(0).await.unwrap();
+        assert_eq!(store.route_mark().await.unwrap(), mark, "the mark never goes back");
+    }
+
+    #[actix_rt::test]
+    async fn callbacks_see_commits_in_sequence_order() {
+        let store = Store::in_memory().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let commits = (0..50).map(|_| {
+            let seen = seen.clone();
+            let store = store.clone();
+            async move {
+                store
+                    .commit_events(
+                        vec![machine_event(Uuid::new_v4()), machine_event(Uuid::new_v4())],
+                        1,
+                        move |c| seen.lock().unwrap().extend(c.fresh.iter().map(|(seq, _)| *seq)),
+                    )
+                    .await
+                    .unwrap()
+            }
+        });
+        futures_util::future::join_all(commits).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 100);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_monitor_mark_is_written_with_its_alarm_and_never_goes_back() {
+        let store = Store::in_memory().unwrap();
+        let key = MonitorKey::Probe {
+            user: Uuid::new_v4(),
+            probe: Uuid::new_v4(),
+        };
+        assert_eq!(store.monitor_mark(key).await.unwrap(), None);
+        let alarm = crate::rules::new_alarm(key, 1, 0);
+        store.save_alarm(alarm.clone(), Vec::new(), 0, Some(7)).await.unwrap();
+        assert_eq!(store.monitor_mark(key).await.unwrap(), Some(7));
+        store.save_alarm(alarm.clone(), Vec::new(), 0, Some(5)).await.unwrap();
+        store.save_alarm(alarm, Vec::new(), 0, None).await.unwrap();
+        assert_eq!(store.monitor_mark(key).await.unwrap(), Some(7));
     }
 
     #[actix_rt::test]

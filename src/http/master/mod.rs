@@ -21,6 +21,9 @@ pub struct MasterApi {
     pub event_max_age: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
+    /// Committed events not yet applied (`POST /events` answers 503 when
+    /// it is full).
+    pub backlog: std::sync::Arc<crate::actors::router::Backlog>,
     /// The flood guard (server incidents for `GET /servers`).
     pub guard: Named<crate::actors::server_guard::ServerGuard>,
     /// The keeper of maintenance windows (creates and deletes them).
@@ -444,21 +447,44 @@ async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result
             "stale probe events dropped from a batch"
         );
     }
-    let count = events.len() as u64;
-    let router = api.router()?;
-    let committed = api.store.commit_events(events, api.clock.now_ms()).await?;
-    crate::metrics::events_ingested(count);
-    if let Some(seqs) = committed.seqs {
-        // Committed: from here the event is the master's problem, not the
-        // relay's. The router queues it for the alarm actors.
-        router
-            .send(RouteEvents {
-                events: committed.fresh,
-                seqs,
-            })
-            .await
-            .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
+    let count = events.len();
+    // Room in the backlog first: when the alarm actors cannot keep up, the
+    // relay keeps the events in its spool and retries (503, Retry-After).
+    if !api.backlog.try_reserve(count) {
+        crate::metrics::ingest_refused();
+        return Err(ApiError::ServiceUnavailable(format!(
+            "{} events wait to be applied; try again later",
+            api.backlog.len()
+        )));
     }
+    let router = api.router.clone();
+    let backlog = api.backlog.clone();
+    // The store hands the new events to the router on its own thread, in
+    // commit order, before it answers: the router sees sequence numbers in
+    // order, whatever order the HTTP workers wake up in.
+    let committed = api
+        .store
+        .commit_events(events, api.clock.now_ms(), move |committed| {
+            let fresh = committed.fresh.len();
+            // Second copies of a uuid were dropped: they need no room.
+            backlog.release(count - fresh);
+            if fresh > 0 {
+                match router.get() {
+                    Some(router) => router.do_send(RouteEvents(committed.fresh)),
+                    // Restarting: it replays everything after its watermark,
+                    // these included.
+                    None => tracing::debug!("event router restarting; its replay routes these events"),
+                }
+            }
+            fresh
+        })
+        .await;
+    if committed.is_err() {
+        api.backlog.release(count);
+    }
+    committed?;
+    crate::metrics::events_ingested(count as u64);
+    crate::metrics::ingest_backlog(api.backlog.len());
     Ok(HttpResponse::Accepted().finish())
 }
 
