@@ -94,6 +94,17 @@ pub struct RouteTicket {
 }
 
 impl RouteTicket {
+    /// A ticket for `pending` shares of the batch starting at `first`
+    /// (`events` long), reporting to `router`.
+    pub fn new(pending: usize, first: i64, events: usize, router: Recipient<BatchDone>) -> RouteTicket {
+        RouteTicket {
+            pending: AtomicUsize::new(pending),
+            first,
+            events,
+            router,
+        }
+    }
+
     /// One alarm actor has committed its part.
     pub fn done(&self) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -115,12 +126,13 @@ impl Drop for RouteTicket {
 #[rtype(result = "()")]
 pub struct RouteEvents(pub Vec<(i64, Event)>);
 
+/// A batch's ticket was let go: whether every share was applied.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct BatchDone {
-    first: i64,
-    events: usize,
-    applied: bool,
+    pub first: i64,
+    pub events: usize,
+    pub applied: bool,
 }
 
 /// Who watches these machines: every enabled machine-up probe on them, with
@@ -280,12 +292,12 @@ impl EventRouter {
                 retry,
             },
         );
-        let ticket = Arc::new(RouteTicket {
-            pending: AtomicUsize::new(per_shard.iter().map(Vec::len).sum()),
+        let ticket = Arc::new(RouteTicket::new(
+            per_shard.iter().map(Vec::len).sum(),
             first,
-            events: count,
-            router: ctx.address().recipient(),
-        });
+            count,
+            ctx.address().recipient(),
+        ));
         for (index, targets) in per_shard.into_iter().enumerate() {
             if targets.is_empty() {
                 continue;
@@ -626,5 +638,23 @@ impl Handler<Stop> for EventRouter {
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.lifeline.exit_normally();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_refuses_beyond_its_limit_but_never_an_empty_one() {
+        let backlog = Backlog::new(10);
+        assert!(backlog.try_reserve(25), "an empty backlog takes any batch");
+        assert!(!backlog.try_reserve(1));
+        backlog.release(25);
+        assert!(backlog.try_reserve(6));
+        assert!(backlog.try_reserve(4));
+        assert!(!backlog.try_reserve(1));
+        backlog.release(100);
+        assert!(backlog.is_empty(), "releasing too much never wraps");
     }
 }

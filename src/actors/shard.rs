@@ -84,6 +84,11 @@ pub struct Idle {
     pub handled: u64,
 }
 
+/// How many alarm actors run in this shard now.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct RunningActors;
+
 struct Monitor {
     key: MonitorKey,
     addr: Addr<AlarmActor>,
@@ -290,6 +295,14 @@ impl Handler<ReviewMaintenance> for AlarmShard {
     }
 }
 
+impl Handler<RunningActors> for AlarmShard {
+    type Result = usize;
+
+    fn handle(&mut self, _: RunningActors, _ctx: &mut Context<Self>) -> usize {
+        self.monitors.len()
+    }
+}
+
 impl Handler<Idle> for AlarmShard {
     type Result = ();
 
@@ -375,7 +388,171 @@ impl Handler<Stop> for AlarmShard {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::RwLock;
+    use std::time::Duration;
+
     use super::*;
+    use crate::actors::maintenance::Maintenance;
+    use crate::actors::supervisor::Named;
+    use crate::catalog::Catalog;
+    use crate::clock::Clock;
+    use crate::model::{Account, Alarm, Probe, ProbeEvent, ProbeEventData};
+    use crate::store::Store;
+
+    const IDLE: Duration = Duration::from_secs(60);
+    const HOLD: Duration = Duration::from_secs(600);
+
+    fn env(store: &Store) -> Arc<AlarmEnv> {
+        Arc::new(AlarmEnv {
+            store: store.clone(),
+            clock: Clock::tokio(1_000_000),
+            notifier: Named::new(),
+            guard: Named::new(),
+            maintenance: Maintenance::default(),
+            hold: HOLD,
+            burst_window: Duration::ZERO,
+            datacenter: "test".into(),
+            master_url: "http://127.0.0.1".into(),
+            alarm_retention: Duration::from_secs(3600),
+            idle_after: IDLE,
+        })
+    }
+
+    fn probe(user: uuid::Uuid) -> Probe {
+        serde_json::from_value(serde_json::json!({
+            "uuid": uuid::Uuid::new_v4(), "user": user, "type": "machine-up", "name": null,
+            "agent": null, "machine": null, "contacts": ["email"], "group": null,
+            "groupEvents": true, "disabled": false,
+        }))
+        .unwrap()
+    }
+
+    fn target(probe: &Arc<Probe>, clear: bool) -> Target {
+        Target {
+            key: MonitorKey::of(probe),
+            probe: probe.clone(),
+            group: None,
+            event: ProbeEvent {
+                v: 1,
+                user: probe.user,
+                probe_uuid: probe.uuid,
+                clear,
+                data: ProbeEventData {
+                    message: if clear { "up" } else { "down" }.into(),
+                    value: None,
+                    details: None,
+                },
+                machine: None,
+                uuid: uuid::Uuid::new_v4(),
+                time: 1_000_000,
+                agent: None,
+                agent_alias: None,
+                relay: None,
+            },
+        }
+    }
+
+    /// A ticket nobody waits for.
+    fn ticket() -> Arc<RouteTicket> {
+        Arc::new(RouteTicket::new(1, 1, 1, Lifeline::detached_recipient()))
+    }
+
+    async fn alarms(store: &Store, user: uuid::Uuid) -> Vec<Alarm> {
+        store.list_alarms(user).await.unwrap()
+    }
+
+    /// Waits (in paused time) until `check` holds.
+    async fn until<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..1000 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_actor_stops_and_the_next_event_brings_it_back_with_its_state() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let account = Account {
+            uuid: uuid::Uuid::new_v4(),
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+        };
+        let user = account.uuid;
+        let probe = Arc::new(probe(user));
+        let catalog: SharedCatalog = Arc::new(RwLock::new(Catalog::load(
+            vec![account],
+            vec![],
+            vec![],
+            vec![(*probe).clone()],
+        )));
+        let shard = AlarmShard::new(0, env(&store), catalog, Lifeline::detached()).start();
+        let send = |seq: i64, clear: bool| ShardEvents {
+            targets: vec![(seq, target(&probe, clear))],
+            ticket: ticket(),
+        };
+
+        // A fault opens alarm 1; its clear (inside the hold) closes it.
+        shard.send(send(1, false)).await.unwrap();
+        until("alarm 1 opens", || async { alarms(&store, user).await.len() == 1 }).await;
+        shard.send(send(2, true)).await.unwrap();
+        until("alarm 1 closes", || async { alarms(&store, user).await[0].closed }).await;
+        assert_eq!(shard.send(RunningActors).await.unwrap(), 1);
+
+        // Nothing to wait for: after the idle time the actor is gone.
+        tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+        until("the idle actor stops", || async {
+            shard.send(RunningActors).await.unwrap() == 0
+        })
+        .await;
+
+        // A replay of an event it applied before it stopped changes nothing:
+        // the new actor knows its last applied event from the store.
+        shard.send(send(2, false)).await.unwrap();
+        until("the actor is back", || async {
+            shard.send(RunningActors).await.unwrap() == 1
+        })
+        .await;
+        // A new fault opens alarm 2.
+        shard.send(send(3, false)).await.unwrap();
+        until("alarm 2 opens", || async { alarms(&store, user).await.len() == 2 }).await;
+        let all = alarms(&store, user).await;
+        let open: Vec<u64> = all.iter().filter(|a| !a.closed).map(|a| a.id).collect();
+        assert_eq!(open, vec![2], "the replayed seq 2 opened nothing: {all:?}");
+        assert_eq!(store.monitor_mark(MonitorKey::of(&probe)).await.unwrap(), Some(3));
+
+        // While a fault waits out its hold, the actor stays.
+        tokio::time::sleep(IDLE * 2).await;
+        assert_eq!(shard.send(RunningActors).await.unwrap(), 1);
+
+        // Once notified, an open alarm is all in the store: the actor goes,
+        // and the clear that comes later closes the alarm it reloads.
+        tokio::time::sleep(HOLD).await;
+        until("the notified fault is saved", || async {
+            alarms(&store, user)
+                .await
+                .iter()
+                .any(|a| a.id == 2 && a.faults.iter().all(|f| f.notified))
+        })
+        .await;
+        tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+        until("the quiet actor stops", || async {
+            shard.send(RunningActors).await.unwrap() == 0
+        })
+        .await;
+        shard.send(send(4, true)).await.unwrap();
+        until("alarm 2 closes", || async {
+            alarms(&store, user).await.iter().all(|a| a.closed)
+        })
+        .await;
+    }
 
     #[test]
     fn a_monitor_always_falls_in_the_same_shard() {

@@ -182,6 +182,23 @@ impl Lifeline {
         (self.child, self.generation)
     }
 
+    /// A recipient that drops what it is sent, for messages nobody needs
+    /// to hear in tests and tools.
+    pub fn detached_recipient<M>() -> Recipient<M>
+    where
+        M: Message<Result = ()> + Send + 'static,
+    {
+        struct Nobody;
+        impl Actor for Nobody {
+            type Context = Context<Self>;
+        }
+        impl<M: Message<Result = ()>> Handler<M> for Nobody {
+            type Result = ();
+            fn handle(&mut self, _: M, _: &mut Context<Self>) {}
+        }
+        Nobody.start().recipient()
+    }
+
     /// Declares the coming stop normal, so a transient child is not restarted.
     pub fn exit_normally(&mut self) {
         self.reason = Some(ExitReason::Normal);

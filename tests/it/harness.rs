@@ -797,6 +797,8 @@ pub struct AmonConfig {
     pub heartbeat_timeout: Option<Duration>,
     /// More `[notify]` lines, `key = value` (TOML), e.g. a rate limit.
     pub notify_extra: Vec<String>,
+    /// More `[master]` lines, e.g. `ingest_backlog = 10`.
+    pub master_extra: Vec<String>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -835,6 +837,7 @@ impl AmonConfig {
             zones: None,
             heartbeat_timeout: None,
             notify_extra: Vec::new(),
+            master_extra: Vec::new(),
         }
     }
 
@@ -847,7 +850,7 @@ data_dir = {data_dir}
 
 [master]
 listen = {listen}
-
+{master_extra}
 [relay]
 admin_listen = "127.0.0.1:0"
 heartbeat = "1s"
@@ -856,6 +859,7 @@ agent_probes_poll = "1s"
 "#,
             data_dir = toml_string(&self.data_dir.display().to_string()),
             listen = toml_string(&self.master_listen),
+            master_extra = self.master_extra.iter().map(|l| format!("{l}\n")).collect::<String>(),
         );
         if let Some(url) = &self.master_url {
             text.push_str(&format!("master_url = {}\n", toml_string(url)));

@@ -17,5 +17,6 @@ mod cli;
 mod e2e;
 mod flood;
 mod harness;
+mod ingest;
 mod load;
 mod relay;
