@@ -57,21 +57,26 @@ pub struct AmonFigures {
 /// without it.
 const BURST_WINDOW: Duration = Duration::from_secs(1);
 
-const BATCH: usize = 1000;
-const CONNECTIONS: usize = 4;
+pub(crate) const BATCH: usize = 1000;
+pub(crate) const CONNECTIONS: usize = 4;
 
-/// Machine-down events as a relay would post them, in batches of 1,000.
-fn event_bodies(machines: &[Uuid], servers: &[Uuid], count: usize) -> Vec<Vec<u8>> {
+/// Machine-down events as a relay would post them, in batches of 1,000: for
+/// `machines` in turn, or a new machine each event when there are none.
+pub(crate) fn event_bodies(machines: &[Uuid], servers: &[Uuid], count: usize) -> Vec<Vec<u8>> {
     let now = chrono::Utc::now().timestamp_millis();
     (0..count.div_ceil(BATCH))
         .map(|b| {
             let list: Vec<_> = (0..BATCH)
                 .map(|i| {
                     let n = b * BATCH + i;
-                    let machine = machines.get(n).copied().unwrap_or_else(Uuid::new_v4);
+                    // Machines in turn when given, else a new one each event.
+                    let machine = match machines.len() {
+                        0 => Uuid::new_v4(),
+                        len => machines[n % len],
+                    };
                     let server = servers[n % servers.len()];
                     json!({
-                        "type": "machine", "uuid": Uuid::new_v4(), "time": now + n as i64,
+                        "type": "machine", "uuid": Uuid::now_v7(), "time": now + n as i64,
                         "relay": server, "machine": machine, "server": server,
                         "oldState": "running", "newState": "shutting_down", "up": false,
                     })
@@ -82,7 +87,7 @@ fn event_bodies(machines: &[Uuid], servers: &[Uuid], count: usize) -> Vec<Vec<u8
         .collect()
 }
 
-fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_port: u16) -> anyhow::Result<Cluster> {
+pub(crate) fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_port: u16) -> anyhow::Result<Cluster> {
     Cluster::start(
         &o.amon,
         &o.work.join(name),
@@ -101,7 +106,7 @@ fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_port: u16) -
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

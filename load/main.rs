@@ -12,7 +12,8 @@
 //! harness as a Master API client), `smtp_sink` and `webhook_sink`,
 //! `notices` (reading notifications back), `run` (one scenario),
 //! `report` and `plot` (JSON, Markdown, SVG), `poster` and `alertmanager`
-//! (the side-by-side comparison), `procstat` (RSS and CPU from /proc).
+//! (the side-by-side comparison), `soak` (run after run against one master),
+//! `procstat` (RSS and CPU from /proc).
 
 #![forbid(unsafe_code)]
 // A load harness measures wall time; the paused-time rule is for logic.
@@ -30,6 +31,7 @@ mod procstat;
 mod report;
 mod run;
 mod smtp_sink;
+mod soak;
 mod webhook_sink;
 mod workload;
 
@@ -61,6 +63,33 @@ enum Verb {
     /// Measure Amon and Prometheus Alertmanager with the same workload, in
     /// one run, and print one table (SPEC §11).
     Compare(CompareArgs),
+    /// Ingest run after run against one master (optionally filled first),
+    /// to see whether it slows down with age.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// Consecutive ingest runs against the same master.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Events per run.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events stored before the first run (unmeasured).
+    #[arg(long, default_value_t = 0)]
+    prefill: usize,
+    /// Machines the events are about, in turn (0: a new machine each event).
+    #[arg(long, default_value_t = 100_000)]
+    machines: usize,
+    /// The `amon` binary (default: the one beside this program).
+    #[arg(long)]
+    amon: Option<PathBuf>,
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +220,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Verb::Compare(args)) => compare_main(args),
+        Some(Verb::Soak(args)) => soak_main(args),
         None => run_main(cli.run),
     }
 }
@@ -210,6 +240,25 @@ fn compare_main(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         let json = serde_json::json!({ "amon": amon, "alertmanager": am, "table": table });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn soak_main(args: SoakArgs) -> anyhow::Result<()> {
+    let (work, _temp) = work_dir(&args.work_dir)?;
+    let options = soak::SoakOptions {
+        amon: amon_binary(args.amon)?,
+        work,
+        runs: args.runs.max(1),
+        events: args.events,
+        prefill: args.prefill,
+        machines: args.machines,
+    };
+    let figures = actix_rt::System::new().block_on(soak::soak(&options))?;
+    println!("{}", soak::table(&figures));
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -22,6 +22,10 @@ use hdrhistogram::Histogram;
 /// for a 1000-alert batch on a loaded two-core machine.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long `post_all` waits before resending a body answered `503`
+/// (shorter than the `Retry-After` a relay honours, so the measurement
+/// shows the server's pace, not the client's patience).
+const RETRY_503: Duration = Duration::from_millis(10);
 /// Answers larger than this are cut short (both systems answer a few bytes).
 const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -41,6 +45,9 @@ pub struct PostStats {
     pub statuses: BTreeMap<u16, usize>,
     /// Requests that got no answer (connection refused or reset, timeout).
     pub errors: usize,
+    /// `post_all` only: `503` answers (back-pressure), each retried after
+    /// [`RETRY_503`] as a relay retries; not in `requests` or `statuses`.
+    pub refused: usize,
     /// `post_paced` only: the furthest a send fell behind its due time (the
     /// tokio timer's ~1 ms granularity, or a slow answer holding every
     /// connection); zero for `post_all`.
@@ -56,6 +63,7 @@ impl PostStats {
             latencies: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             statuses: BTreeMap::new(),
             errors: 0,
+            refused: 0,
             max_late: Duration::ZERO,
         }
     }
@@ -84,6 +92,7 @@ impl PostStats {
             *self.statuses.entry(status).or_default() += n;
         }
         self.errors += other.errors;
+        self.refused += other.refused;
         self.max_late = self.max_late.max(other.max_late);
     }
 
@@ -149,7 +158,12 @@ pub fn post_all(
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(body) = bodies.get(i) else { break };
                             let sent = Instant::now();
-                            let answer = post(&client, &url, bearer.as_deref(), body.clone()).await;
+                            let mut answer = post(&client, &url, bearer.as_deref(), body.clone()).await;
+                            while answer == Ok(503) {
+                                stats.refused += 1;
+                                actix_rt::time::sleep(RETRY_503).await;
+                                answer = post(&client, &url, bearer.as_deref(), body.clone()).await;
+                            }
                             let answered = Instant::now();
                             stats.record(answer, answered - sent, items_per_body);
                             span = Some((span.map_or(sent, |(first, _)| first), answered));

@@ -125,7 +125,8 @@ impl RelayLink {
 
     fn server_event(&self, kind: ServerEventKind) -> Event {
         Event::Server(ServerEvent {
-            uuid: Uuid::new_v4(),
+            // Time-ordered, as machine events (see `ZoneWatcher`).
+            uuid: Uuid::now_v7(),
             time: self.config.clock.now_ms(),
             relay: self.config.relay,
             server: self.config.relay,

@@ -105,7 +105,9 @@ impl Handler<Observe> for ZoneWatcher {
             Transition::None => return,
         };
         let event = Event::Machine(MachineEvent {
-            uuid: Uuid::new_v4(),
+            // Time-ordered (v7): the master's uniqueness index on event
+            // uuids then grows at its end instead of at random pages.
+            uuid: Uuid::now_v7(),
             time: msg.time_ms.unwrap_or_else(|| self.env.clock.now_ms()),
             relay: self.env.relay,
             machine: self.machine,

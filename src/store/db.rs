@@ -78,6 +78,9 @@ type Op = Box<dyn FnOnce(&Connection) -> (bool, Box<dyn Finish>) + Send>;
 #[derive(Clone)]
 pub struct Db {
     mailbox: mpsc::Sender<Op>,
+    /// The WAL checkpoint thread of a file database (stops with the last
+    /// handle).
+    _checkpointer: Option<std::sync::Arc<super::checkpoint::Checkpointer>>,
 }
 
 impl Db {
@@ -88,7 +91,22 @@ impl Db {
             path: path.display().to_string(),
             source,
         })?;
-        Db::start(conn, migrations)
+        // The writer does not checkpoint inside its commits: this thread does
+        // (it waits a moment before its first look, so the writer has set
+        // WAL mode and migrated by then).
+        let checkpointer = match super::checkpoint::start(path) {
+            Ok(checkpointer) => {
+                conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Some(std::sync::Arc::new(checkpointer))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the writer will checkpoint");
+                None
+            }
+        };
+        let mut db = Db::start(conn, migrations)?;
+        db._checkpointer = checkpointer;
+        Ok(db)
     }
 
     /// An in-memory database, for tests.
@@ -116,7 +134,10 @@ impl Db {
             .name("amon-db".into())
             .spawn(move || run(conn, rx))
             .map_err(|e| StoreError::Commit(format!("cannot start database thread: {e}")))?;
-        Ok(Db { mailbox: tx })
+        Ok(Db {
+            mailbox: tx,
+            _checkpointer: None,
+        })
     }
 
     /// Runs `f` in the next group commit; answers after the commit.

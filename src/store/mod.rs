@@ -5,6 +5,7 @@
 //! answer means "durable". The thread is not an actix actor because group
 //! commit needs to drain the mailbox, which an actix `SyncContext` cannot.
 
+mod checkpoint;
 mod db;
 mod events;
 mod relay;

@@ -1,0 +1,74 @@
+//! WAL checkpoints off the writer thread. SQLite's automatic checkpoint runs
+//! inside the commit that crosses its threshold, so every few thousand
+//! events one commit also copies the WAL into the database file and
+//! fsyncs it, and ingest stalls meanwhile. Instead the writer turns
+//! automatic checkpoints off and this thread, with its own connection, runs
+//! a `PASSIVE` checkpoint whenever the WAL has grown: passive checkpoints
+//! never block the writer (nor readers), and once one has copied every
+//! frame the writer starts the WAL over at its next commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How often the thread looks at the WAL.
+const EVERY: Duration = Duration::from_millis(200);
+/// A WAL longer than this many frames (pages) is checkpointed even if the
+/// writer is busy: `TRUNCATE` waits for the writer, but keeps the file from
+/// growing without bound when passive checkpoints cannot catch up.
+const TRUNCATE_ABOVE: i64 = 262_144;
+
+/// Stops the checkpoint thread when the last store handle goes.
+pub(super) struct Checkpointer {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Starts checkpointing the database at `path` (already in WAL mode).
+pub(super) fn start(path: &Path) -> std::io::Result<Checkpointer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let path: PathBuf = path.to_path_buf();
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("amon-db-ckpt".into())
+        .spawn(move || run(&path, &flag))?;
+    Ok(Checkpointer { stop })
+}
+
+fn run(path: &Path, stop: &AtomicBool) {
+    let conn = match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no checkpoint thread; the writer will checkpoint");
+            return;
+        }
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(EVERY);
+        match checkpoint(&conn, "PASSIVE") {
+            Ok((log, _)) if log > TRUNCATE_ABOVE => {
+                if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+                    tracing::warn!(error = %e, "WAL checkpoint (truncate) failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+    }
+}
+
+/// Runs one checkpoint; returns the WAL's frames and how many are copied.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    })
+}
