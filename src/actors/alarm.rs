@@ -45,8 +45,6 @@ pub struct AlarmEnv {
     pub datacenter: String,
     /// Shown in emails so the reader can act.
     pub master_url: String,
-    /// Closed alarms older than this are expunged.
-    pub alarm_retention: Duration,
 }
 
 /// A probe event for this monitor, with the probe it came from.

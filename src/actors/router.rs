@@ -362,33 +362,11 @@ impl EventRouter {
     }
 }
 
-/// How often closed alarms past their retention are expunged.
-const EXPUNGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl EventRouter {
-    fn expunge(&mut self, ctx: &mut Context<Self>) {
-        let store = self.env.store.clone();
-        let before = self.env.clock.now_ms() - self.env.alarm_retention.as_millis() as i64;
-        ctx.spawn(
-            async move {
-                match store.expunge_closed(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(alarms = n, "closed alarms expunged after their retention"),
-                    Err(e) => tracing::warn!(error = %e, "cannot expunge closed alarms"),
-                }
-            }
-            .into_actor(self),
-        );
-    }
-}
-
 impl Actor for EventRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16 * 1024);
-        // Closed alarms past their retention go (their ids then answer 410).
-        ctx.run_interval(EXPUNGE_EVERY, |act, ctx| act.expunge(ctx));
         let store = self.env.store.clone();
         ctx.wait(
             async move {

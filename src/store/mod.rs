@@ -6,6 +6,7 @@
 //! commit needs to drain the mailbox, which an actix `SyncContext` cannot.
 
 mod db;
+mod gc;
 mod relay;
 mod schema;
 
@@ -142,7 +143,7 @@ impl Store {
         self.call(move |conn| {
             conn.prepare_cached("UPDATE events SET routed = 1 WHERE seq BETWEEN ?1 AND ?2")?
                 .execute(params![first, last])?;
-            Ok(())
+            advance_route_mark(conn)
         })
         .await
     }
@@ -154,7 +155,7 @@ impl Store {
             for uuid in &uuids {
                 mark.execute(params![uuid.as_bytes()])?;
             }
-            Ok(())
+            advance_route_mark(conn)
         })
         .await
     }
@@ -613,18 +614,6 @@ impl Store {
         .await
     }
 
-    /// Expunges alarms closed before `before` (the retention period); their
-    /// ids answer 410 from now on. Returns how many went.
-    pub async fn expunge_closed(&self, before: EpochMs) -> Result<usize, StoreError> {
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM alarms WHERE closed = 1 AND time_closed IS NOT NULL AND time_closed < ?1",
-                params![before],
-            )?)
-        })
-        .await
-    }
-
     /// The newest open alarm of a monitor, if any.
     pub async fn open_alarm(&self, monitor: MonitorKey) -> Result<Option<Alarm>, StoreError> {
         self.call(move |conn| {
@@ -696,8 +685,8 @@ impl Store {
 
     /// How many events of each type (`machine`, `probe`, `server`) are
     /// stored (for `amon_events_stored`), from the counts `commit_events`
-    /// keeps, not by counting the events. Whatever comes to delete events
-    /// must lower these counts in the same commit.
+    /// keeps, not by counting the events. Whatever deletes events lowers
+    /// these counts in the same commit (`gc_events` does).
     pub async fn events_stored_by_type(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;
@@ -830,6 +819,22 @@ pub enum DeliveryOutcome {
     Digested(Uuid),
     Retrying(String),
     Dead(String),
+}
+
+/// Moves the route watermark (`route_mark.applied`, which the janitor never
+/// collects past) up to just before the first event not yet routed, or to
+/// the newest event when all are. Events up to the watermark are all routed
+/// already, so the scan starts there and reads only what was routed since.
+fn advance_route_mark(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE route_mark SET applied = MAX(applied, COALESCE(
+            (SELECT seq - 1 FROM events WHERE seq > route_mark.applied AND routed = 0 ORDER BY seq LIMIT 1),
+            (SELECT MAX(seq) FROM events),
+            applied))
+         WHERE id = 0",
+    )?
+    .execute([])?;
+    Ok(())
 }
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
