@@ -326,6 +326,14 @@ pub fn run_to_exit(mode: Mode, config: &Path, log: &Path, env: &[(&str, &str)]) 
     (status, fs::read_to_string(log).unwrap_or_default())
 }
 
+/// The value of one sample (`name{labels} value`) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 // ---- a tiny blocking HTTP client ----
 
 /// The Master API of one process, over HTTP/1.1 with one connection per
@@ -797,6 +805,8 @@ pub struct AmonConfig {
     pub heartbeat_timeout: Option<Duration>,
     /// More `[notify]` lines, `key = value` (TOML), e.g. a rate limit.
     pub notify_extra: Vec<String>,
+    /// More `[master]` lines, `key = value` (TOML), e.g. a retention.
+    pub master_extra: Vec<String>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -835,6 +845,7 @@ impl AmonConfig {
             zones: None,
             heartbeat_timeout: None,
             notify_extra: Vec::new(),
+            master_extra: Vec::new(),
         }
     }
 
@@ -847,7 +858,7 @@ data_dir = {data_dir}
 
 [master]
 listen = {listen}
-
+{master_extra}
 [relay]
 admin_listen = "127.0.0.1:0"
 heartbeat = "1s"
@@ -856,6 +867,7 @@ agent_probes_poll = "1s"
 "#,
             data_dir = toml_string(&self.data_dir.display().to_string()),
             listen = toml_string(&self.master_listen),
+            master_extra = self.master_extra.iter().map(|l| format!("{l}\n")).collect::<String>(),
         );
         if let Some(url) = &self.master_url {
             text.push_str(&format!("master_url = {}\n", toml_string(url)));
