@@ -52,8 +52,7 @@ impl Store {
             };
             let mut front = conn.prepare_cached(
                 "SELECT seq, received, json_extract(body, '$.type') FROM events
-                 WHERE seq IN (SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2)
-                 ORDER BY seq",
+                 WHERE seq <= ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = front.query_map(params![last_allowed, batch as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
