@@ -32,6 +32,9 @@ fn main() {
     };
     let batches = events.div_ceil(batch);
     let server = Uuid::new_v4();
+    // Events stamped now: the master drops events older than its
+    // `event_retention`, which a fixed old timestamp soon would be.
+    let now = chrono::Utc::now().timestamp_millis();
     // Bodies are built before the clock starts: we measure the master.
     let bodies: Vec<Vec<u8>> = (0..batches)
         .map(|b| {
@@ -45,7 +48,7 @@ fn main() {
                     };
                     let up = (n / machines.len().max(1)) % 2 == 1;
                     json!({
-                        "type": "machine", "uuid": Uuid::new_v4(), "time": 1_700_000_000_000i64 + n as i64,
+                        "type": "machine", "uuid": Uuid::new_v4(), "time": now + n as i64,
                         "relay": server, "machine": machine, "server": server,
                         "oldState": if up { "ready" } else { "running" },
                         "newState": if up { "running" } else { "shutting_down" }, "up": up,

@@ -80,7 +80,13 @@ pub async fn soak(o: &SoakOptions) -> anyhow::Result<SoakFigures> {
         f.prefill_per_sec = done as f64 / f.prefill_seconds;
     }
     for run in 0..o.runs.max(1) {
-        let stats = post_all(&url, event_bodies(&machines, &servers, o.events), BATCH, CONNECTIONS, None);
+        let stats = post_all(
+            &url,
+            event_bodies(&machines, &servers, o.events),
+            BATCH,
+            CONNECTIONS,
+            None,
+        );
         anyhow::ensure!(stats.all_ok(202), "soak run {run}: {:?}", stats.statuses);
         f.runs.push(stats.items_per_sec());
         f.refused.push(stats.refused);

@@ -70,6 +70,9 @@ struct RawMaster {
     shards: usize,
     ingest_backlog: usize,
     monitor_idle: String,
+    event_retention: String,
+    machine_retention: String,
+    gc_interval: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +93,7 @@ struct RawRelay {
     heartbeat: String,
     batch_max: usize,
     spool_max: usize,
+    dead_letter_retention: String,
     zones: RawZones,
 }
 
@@ -133,6 +137,7 @@ struct RawNotify {
     rate_limit: u32,
     rate_window: String,
     max_age: String,
+    outbox_retention: String,
     email: RawEmail,
 }
 
@@ -216,6 +221,16 @@ pub struct MasterSettings {
     /// Probe events older than this are refused (`422 EventTooOld`), as
     /// Amon did; machine and server events from a relay's spool are not.
     pub event_max_age: Duration,
+    /// Events are kept this long after they were received, so a second copy
+    /// is recognised; older ones are collected, and events whose own time is
+    /// older are dropped at ingest (the master could no longer tell a copy).
+    /// At least `event_max_age`.
+    pub event_retention: Duration,
+    /// The flood guard's machines that nobody reported for this long are
+    /// forgotten (a deleted zone does not stay listed under its server).
+    pub machine_retention: Duration,
+    /// How often the janitor collects what is past its retention.
+    pub gc_interval: Duration,
     /// Alarm shards, each on its own thread (0: one per core).
     pub shards: usize,
     /// Committed events that may wait to be applied before `POST /events`
@@ -256,6 +271,9 @@ pub struct RelaySettings {
     /// Most events the spool keeps while the master is away; beyond it new
     /// events are dropped and counted.
     pub spool_max: usize,
+    /// Batches the master refused are kept this long in the dead-letter
+    /// table, for an operator to look at, then deleted.
+    pub dead_letter_retention: Duration,
     pub zones: ZoneSourceSettings,
 }
 
@@ -305,6 +323,9 @@ pub struct NotifySettings {
     pub rate_limit: Option<RateLimit>,
     /// Undelivered for this long: dead-lettered.
     pub max_age: Duration,
+    /// Delivered and dead-lettered outbox rows are deleted this long after
+    /// they were created (pending ones never).
+    pub outbox_retention: Duration,
     /// `None`: write `.eml` files under `data_dir/mail`.
     pub smtp_url: Option<String>,
     /// The SMTP login (`notify.email.username` with `password` or
@@ -348,12 +369,16 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("master.shards", 0i64.into()),
         ("master.ingest_backlog", 50_000i64.into()),
         ("master.monitor_idle", "60s".into()),
+        ("master.event_retention", "7d".into()),
+        ("master.machine_retention", "30d".into()),
+        ("master.gc_interval", "10m".into()),
         ("relay.admin_listen", "127.0.0.1:4307".into()),
         ("relay.agent_listen", "127.0.0.1:4308".into()),
         ("relay.agent_probes_poll", "30m".into()),
         ("relay.heartbeat", "5s".into()),
         ("relay.batch_max", 1000i64.into()),
         ("relay.spool_max", 1_000_000i64.into()),
+        ("relay.dead_letter_retention", "7d".into()),
         ("relay.zones.source", "auto".into()),
         ("relay.zones.command", no_command.into()),
         ("relay.zones.format", "auto".into()),
@@ -375,6 +400,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.rate_limit", 10i64.into()),
         ("notify.rate_window", "10m".into()),
         ("notify.max_age", "24h".into()),
+        ("notify.outbox_retention", "7d".into()),
         ("notify.email.from", "amon@localhost".into()),
         // Open only where it is safe by default: the loopback standalone.
         // A master must say what it wants ([auth] open = true, or tokens).
@@ -470,6 +496,16 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text.trim()).map_err(|e| ConfigError::new(key, format!("invalid duration {text:?}: {e}")))
 }
 
+/// A duration that must be more than zero (a retention of nothing, or a
+/// janitor that never rests, is a mistake, not a wish).
+fn positive(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let value = duration(key, text)?;
+    if value.is_zero() {
+        return Err(ConfigError::new(key, "must be more than zero"));
+    }
+    Ok(value)
+}
+
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
         .map_err(|e| ConfigError::new(key, format!("invalid socket address {text:?}: {e}")))
@@ -514,7 +550,21 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             n => n,
         },
         monitor_idle: duration("master.monitor_idle", &raw.master.monitor_idle)?,
+        event_retention: positive("master.event_retention", &raw.master.event_retention)?,
+        machine_retention: positive("master.machine_retention", &raw.master.machine_retention)?,
+        gc_interval: positive("master.gc_interval", &raw.master.gc_interval)?,
     };
+    // A second copy of an event must find the first still stored: events
+    // the ingest rule lets in must be younger than what the janitor keeps.
+    if master.event_retention < master.event_max_age {
+        return Err(ConfigError::new(
+            "master.event_retention",
+            format!(
+                "must be at least master.event_max_age ({})",
+                humantime::format_duration(master.event_max_age)
+            ),
+        ));
+    }
     let master_url = match (mode, raw.relay.master_url.as_deref()) {
         (Mode::Standalone, _) => None,
         (_, Some(url)) => Some(http_url("relay.master_url", url)?),
@@ -554,6 +604,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         heartbeat: duration("relay.heartbeat", &raw.relay.heartbeat)?,
         batch_max: raw.relay.batch_max,
         spool_max: raw.relay.spool_max,
+        dead_letter_retention: positive("relay.dead_letter_retention", &raw.relay.dead_letter_retention)?,
         zones,
     };
     if relay.heartbeat.is_zero() {
@@ -606,6 +657,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             }
         },
         max_age: duration("notify.max_age", &raw.notify.max_age)?,
+        outbox_retention: positive("notify.outbox_retention", &raw.notify.outbox_retention)?,
         smtp_url,
         smtp_credentials,
         from: raw.notify.email.from,
@@ -1120,6 +1172,58 @@ mod tests {
             vec![("AMON__AUTH__OPEN".to_string(), "false".to_string())],
         );
         assert!(s.is_err(), "closed without tokens is refused");
+    }
+
+    #[test]
+    fn retention_keeps_a_week_of_events_and_outbox_a_month_of_machines_by_default() {
+        let s = load_from(Mode::Standalone, None, env(&[])).unwrap();
+        const DAY: u64 = 24 * 3600;
+        assert_eq!(s.master.event_retention, Duration::from_secs(7 * DAY));
+        assert_eq!(s.master.machine_retention, Duration::from_secs(30 * DAY));
+        assert_eq!(s.master.gc_interval, Duration::from_secs(600));
+        assert_eq!(s.notify.outbox_retention, Duration::from_secs(7 * DAY));
+        assert_eq!(s.relay.dead_letter_retention, Duration::from_secs(7 * DAY));
+    }
+
+    #[test]
+    fn event_retention_shorter_than_event_max_age_is_refused() {
+        let s = load_from(
+            Mode::Master,
+            None,
+            env(&[
+                ("AMON__MASTER__EVENT_RETENTION", "2s"),
+                ("AMON__MASTER__EVENT_MAX_AGE", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.master.event_retention, Duration::from_secs(2));
+        let err = load_from(
+            Mode::Master,
+            None,
+            env(&[
+                ("AMON__MASTER__EVENT_RETENTION", "1m"),
+                ("AMON__MASTER__EVENT_MAX_AGE", "5m"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "master.event_retention", "{err}");
+        assert!(err.to_string().contains("master.event_max_age (5m)"), "{err}");
+    }
+
+    #[test]
+    fn retentions_and_the_gc_interval_are_never_zero() {
+        for (var, key) in [
+            ("AMON__MASTER__EVENT_RETENTION", "master.event_retention"),
+            ("AMON__MASTER__MACHINE_RETENTION", "master.machine_retention"),
+            ("AMON__MASTER__GC_INTERVAL", "master.gc_interval"),
+            ("AMON__NOTIFY__OUTBOX_RETENTION", "notify.outbox_retention"),
+            ("AMON__RELAY__DEAD_LETTER_RETENTION", "relay.dead_letter_retention"),
+        ] {
+            let err = load_from(Mode::Standalone, None, env(&[(var, "0s")])).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+            let err = load_from(Mode::Standalone, None, env(&[(var, "a while")])).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
     }
 
     #[test]

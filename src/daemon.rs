@@ -9,6 +9,7 @@
 //! │   ├── maintenance keeper
 //! │   ├── server guard (flood guard)
 //! │   ├── event router ── alarm actors (one per monitor)
+//! │   ├── janitor                 (deletes what is past its retention)
 //! │   └── master http
 //! └── relay                       (relay, standalone)
 //!     ├── relay link
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use crate::actors::agent_probes::AgentProbeCache;
 use crate::actors::alarm::AlarmEnv;
 use crate::actors::http_service::{HttpService, ServeFn};
+use crate::actors::janitor::{Janitor, JanitorEnv, Retention};
 use crate::actors::maintenance::{KeeperEnv, Maintenance, MaintenanceKeeper};
 use crate::actors::notifier::{NotifierEnv, NotifierPool};
 use crate::actors::relay_link::{RelayLink, RelayLinkConfig};
@@ -180,7 +182,13 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             }),
             workers: settings.notify.workers,
             hold: settings.notify.hold,
-            alarm_retention: settings.master.alarm_retention,
+            retention: Retention {
+                events: settings.master.event_retention,
+                outbox: settings.notify.outbox_retention,
+                machines: settings.master.machine_retention,
+                alarms: settings.master.alarm_retention,
+            },
+            gc_interval: settings.master.gc_interval,
             event_max_age: settings.master.event_max_age,
             shards: settings.master.shard_count(),
             ingest_backlog: settings.master.ingest_backlog,
@@ -219,6 +227,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
                 heartbeat: settings.relay.heartbeat,
                 batch_max: settings.relay.batch_max,
                 spool_max: settings.relay.spool_max,
+                dead_letter_retention: settings.relay.dead_letter_retention,
                 clock: clock.clone(),
                 store: relay_store.clone(),
             },
@@ -247,7 +256,8 @@ struct MasterParts {
     workers: usize,
     hold: std::time::Duration,
     guard: GuardSettings,
-    alarm_retention: std::time::Duration,
+    retention: Retention,
+    gc_interval: std::time::Duration,
     event_max_age: std::time::Duration,
     shards: usize,
     ingest_backlog: usize,
@@ -297,12 +307,18 @@ impl MasterParts {
                 burst_window: self.guard.burst_window,
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
-                alarm_retention: self.alarm_retention,
                 idle_after: self.monitor_idle,
+            });
+            let janitor_env = Arc::new(JanitorEnv {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                retention: self.retention.clone(),
+                interval: self.gc_interval,
             });
             let api = MasterApi {
                 store: self.store.clone(),
                 event_max_age: self.event_max_age,
+                event_retention: self.retention.events,
                 router: router.clone(),
                 backlog: backlog.clone(),
                 keeper: keeper.clone(),
@@ -389,6 +405,12 @@ impl MasterParts {
                         router.set(addr.clone());
                         addr.recipient()
                     }
+                }))
+                // Deleting is the least urgent work: it starts after the
+                // router and stops before it, leaving the store thread to the
+                // router's last commits at shutdown.
+                .child(ChildSpec::new("janitor", Restart::Permanent, move |lifeline| {
+                    Janitor::new(janitor_env.clone(), lifeline).start().recipient()
                 }))
                 .child(ChildSpec::new("master-http", Restart::Permanent, move |lifeline| {
                     HttpService::new("master", listener.clone(), serve.clone(), lifeline)

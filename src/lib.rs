@@ -3,7 +3,7 @@
 //!
 //! - [`zones`]: what the platform says about zones, parsed and classified.
 //! - [`actors`]: zone watchers, relay link, event router, alarm actors,
-//!   notifiers, and the supervision that restarts them.
+//!   notifiers, the janitor, and the supervision that restarts them.
 //! - [`http`]: the Master API (with auth), the relay's admin and agent APIs,
 //!   and the relay's client for the master.
 //! - [`store`]: the only code that knows SQL: database threads with group

@@ -84,3 +84,14 @@ pub fn ingest_backlog(events: usize) {
 pub fn ingest_refused() {
     metrics::counter!("amon_ingest_refused_total").increment(1);
 }
+
+/// Rows the janitor (or the relay link, for `relay_dead_letter`) deleted
+/// past their retention, by table.
+pub fn gc_deleted(table: &str, n: u64) {
+    metrics::counter!("amon_gc_deleted_total", "table" => table.to_string()).increment(n);
+}
+
+/// How long the janitor's last collection took, in seconds.
+pub fn gc_seconds(seconds: f64) {
+    metrics::gauge!("amon_gc_seconds").set(seconds);
+}

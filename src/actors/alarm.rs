@@ -46,8 +46,6 @@ pub struct AlarmEnv {
     pub datacenter: String,
     /// Shown in emails so the reader can act.
     pub master_url: String,
-    /// Closed alarms older than this are expunged.
-    pub alarm_retention: Duration,
     /// How long an actor with nothing to wait for stays in memory.
     pub idle_after: Duration,
 }

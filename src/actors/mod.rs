@@ -5,12 +5,14 @@
 //! list for the relay's agent API. Master side: `EventRouter` → `AlarmShard`
 //! (one per core, on its own thread) → `AlarmActor` (one per monitor) → `NotifierPool` → `Notifier`; `ServerGuard` folds a
 //! down server's faults into one incident, `MaintenanceKeeper` owns the
-//! maintenance windows. `HttpService` wraps each
+//! maintenance windows, `Janitor` deletes what is past its retention.
+//! `HttpService` wraps each
 //! HTTP server. `docs/actors.md` describes each one and draws the tree.
 
 pub mod agent_probes;
 pub mod alarm;
 pub mod http_service;
+pub mod janitor;
 pub mod maintenance;
 pub mod notifier;
 pub mod relay_link;

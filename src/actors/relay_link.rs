@@ -7,7 +7,8 @@
 //! after the master's `202` (sent after a durable commit). While the master is
 //! unreachable or answers 5xx, it retries with exponential backoff and jitter,
 //! capped. A 4xx means the master will never take those bytes: they go to the
-//! dead-letter table with a log line. After a restart (even a SIGKILL) the
+//! dead-letter table with a log line, where they stay for
+//! `relay.dead_letter_retention`. After a restart (even a SIGKILL) the
 //! spool is sent first.
 //!
 //! Spool policy when full (`relay.spool_max` events): new events are dropped,
@@ -24,6 +25,7 @@ use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use uuid::Uuid;
 
+use super::janitor::sweep;
 use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::http::client::{MasterClient, SendError};
@@ -58,6 +60,10 @@ pub struct LinkState {
 /// How long events may wait to be spooled and batched with others.
 const LINGER: Duration = Duration::from_millis(10);
 
+/// How often dead letters past `relay.dead_letter_retention` are deleted.
+/// They are rare (a master refusing a batch), so this is no hurry.
+const DEAD_LETTER_GC_EVERY: Duration = Duration::from_secs(600);
+
 /// What the link needs to be built (again, on every restart).
 #[derive(Clone)]
 pub struct RelayLinkConfig {
@@ -69,6 +75,8 @@ pub struct RelayLinkConfig {
     pub heartbeat: Duration,
     pub batch_max: usize,
     pub spool_max: usize,
+    /// Dead letters are deleted this long after the master refused them.
+    pub dead_letter_retention: Duration,
     pub clock: Clock,
     pub store: RelayStore,
 }
@@ -279,6 +287,24 @@ impl RelayLink {
     }
 }
 
+impl RelayLink {
+    /// Deletes dead letters past their retention, in batches, beside the
+    /// link's own work (`spawn`, not `wait`: sending goes on meanwhile).
+    fn collect_dead_letters(&mut self, ctx: &mut Context<Self>) {
+        let store = self.config.store.clone();
+        let before = self.config.clock.now_ms() - self.config.dead_letter_retention.as_millis() as i64;
+        ctx.spawn(
+            async move {
+                let deleted = sweep("relay_dead_letter", |batch| store.gc_dead_letters(before, batch)).await;
+                if deleted > 0 {
+                    tracing::info!(deleted, "dead letters past their retention deleted");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
 fn is_heartbeat(event: &Event) -> bool {
     matches!(event, Event::Server(s) if s.event == ServerEventKind::Heartbeat)
 }
@@ -315,6 +341,7 @@ impl Actor for RelayLink {
                     }
                 }),
         );
+        ctx.run_interval(DEAD_LETTER_GC_EVERY, |act, ctx| act.collect_dead_letters(ctx));
         ctx.run_interval(self.config.heartbeat, |act, ctx| {
             if act.reachable && act.queue.is_empty() {
                 let beat = act.server_event(ServerEventKind::Heartbeat);

@@ -413,7 +413,6 @@ mod tests {
             burst_window: Duration::ZERO,
             datacenter: "test".into(),
             master_url: "http://127.0.0.1".into(),
-            alarm_retention: Duration::from_secs(3600),
             idle_after: IDLE,
         })
     }
@@ -479,6 +478,15 @@ mod tests {
     #[actix_rt::test]
     async fn an_idle_actor_stops_and_the_next_event_brings_it_back_with_its_state() {
         tokio::time::pause();
+        // Paused time jumps to the next timer whenever the runtime waits,
+        // also for the store thread's answers: a ticker keeps those jumps to
+        // 10 ms, so a wait never runs through a hold or an idle timer.
+        actix_rt::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+            }
+        });
         let store = Store::in_memory().unwrap();
         let account = Account {
             uuid: uuid::Uuid::new_v4(),

@@ -636,6 +636,7 @@ mod tests {
                 heartbeat: Duration::from_secs(3600),
                 batch_max: 100,
                 spool_max: 1000,
+                dead_letter_retention: Duration::from_secs(3600),
                 clock: Clock::tokio(0),
                 store: store.clone(),
             },

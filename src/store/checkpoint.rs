@@ -44,7 +44,10 @@ pub(super) fn start(path: &Path) -> std::io::Result<Checkpointer> {
 }
 
 fn run(path: &Path, stop: &AtomicBool) {
-    let conn = match Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX) {
+    let conn = match Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "no checkpoint thread; the writer will checkpoint");

@@ -8,6 +8,7 @@
 mod checkpoint;
 mod db;
 mod events;
+mod gc;
 mod relay;
 mod schema;
 
@@ -541,18 +542,6 @@ impl Store {
         .await
     }
 
-    /// Expunges alarms closed before `before` (the retention period); their
-    /// ids answer 410 from now on. Returns how many went.
-    pub async fn expunge_closed(&self, before: EpochMs) -> Result<usize, StoreError> {
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM alarms WHERE closed = 1 AND time_closed IS NOT NULL AND time_closed < ?1",
-                params![before],
-            )?)
-        })
-        .await
-    }
-
     /// The newest open alarm of a monitor, if any.
     pub async fn open_alarm(&self, monitor: MonitorKey) -> Result<Option<Alarm>, StoreError> {
         self.call(move |conn| {
@@ -624,8 +613,8 @@ impl Store {
 
     /// How many events of each type (`machine`, `probe`, `server`) are
     /// stored (for `amon_events_stored`), from the counts `commit_events`
-    /// keeps, not by counting the events. Whatever comes to delete events
-    /// must lower these counts in the same commit.
+    /// keeps, not by counting the events. Whatever deletes events lowers
+    /// these counts in the same commit (`gc_events` does).
     pub async fn events_stored_by_type(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;

@@ -143,6 +143,23 @@ impl RelayStore {
             .await
     }
 
+    /// Deletes dead letters moved there before `before`, at most `batch`;
+    /// returns how many went.
+    pub async fn gc_dead_letters(&self, before: EpochMs, batch: usize) -> Result<usize, StoreError> {
+        self.db
+            .call(move |conn| {
+                // Rows are in the order they were dead-lettered, by rowid, so
+                // the old ones are found first.
+                Ok(conn
+                    .prepare_cached(
+                        "DELETE FROM dead_letter WHERE rowid IN (
+                            SELECT rowid FROM dead_letter WHERE time < ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![before, batch as i64])?)
+            })
+            .await
+    }
+
     /// Every zone's last known state.
     pub async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
         self.db
@@ -231,6 +248,22 @@ mod tests {
         );
         store.acknowledge(vec![a.uuid()]).await.unwrap();
         assert_eq!(store.spooled().await.unwrap(), vec![b, c]);
+    }
+
+    #[actix_rt::test]
+    async fn dead_letters_past_retention_are_deleted_in_batches() {
+        let store = RelayStore::in_memory().unwrap();
+        let old = vec![beat(), beat(), beat()];
+        store.spool(old.clone(), vec![]).await.unwrap();
+        store.dead_letter(old, 400, "bad".into(), 10).await.unwrap();
+        let recent = beat();
+        store.spool(vec![recent.clone()], vec![]).await.unwrap();
+        store.dead_letter(vec![recent], 422, "bad".into(), 5_000).await.unwrap();
+        assert_eq!(store.gc_dead_letters(1_000, 2).await.unwrap(), 2);
+        assert_eq!(store.gc_dead_letters(1_000, 2).await.unwrap(), 1);
+        assert_eq!(store.gc_dead_letters(1_000, 2).await.unwrap(), 0);
+        assert_eq!(store.gc_dead_letters(10_000, 2).await.unwrap(), 1);
+        assert!(store.spooled().await.unwrap().is_empty());
     }
 
     #[actix_rt::test]

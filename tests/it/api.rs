@@ -21,7 +21,9 @@ use insta::internals::{Content, Redaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{now_ms, tail_of, wait_until, Amon, AmonConfig, Api, Email, Mode, Response, SmtpServer, HOLD};
+use crate::harness::{
+    now_ms, sample, tail_of, wait_until, Amon, AmonConfig, Api, Email, Mode, Response, SmtpServer, HOLD,
+};
 
 /// Every master here runs with this hold (`[notify] hold`): short, as the
 /// behaviour under test is not the hold.
@@ -1467,14 +1469,6 @@ fn api_examples() {
         &r,
         &[],
     );
-}
-
-/// The value of one sample (`name{labels} value`) in Prometheus text.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

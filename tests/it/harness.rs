@@ -326,6 +326,14 @@ pub fn run_to_exit(mode: Mode, config: &Path, log: &Path, env: &[(&str, &str)]) 
     (status, fs::read_to_string(log).unwrap_or_default())
 }
 
+/// The value of one sample (`name{labels} value`) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 // ---- a tiny blocking HTTP client ----
 
 /// The Master API of one process, over HTTP/1.1 with one connection per

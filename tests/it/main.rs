@@ -3,7 +3,8 @@
 //! real zone source as child processes on loopback; `e2e` holds the
 //! behaviours an operator would check by hand; `relay` the relay's own
 //! (every zone format, spool across a master outage and a SIGKILL,
-//! reconciliation, a dying zone source).
+//! reconciliation, a dying zone source); `gc` retention and garbage
+//! collection on the master.
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -16,6 +17,7 @@ mod api;
 mod cli;
 mod e2e;
 mod flood;
+mod gc;
 mod harness;
 mod ingest;
 mod load;

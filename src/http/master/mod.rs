@@ -1,6 +1,8 @@
 //! The Master API routes (SPEC §8), Amon shaped: JSON in and out, errors as
 //! `{"code", "message"}`, create answers 200 with the object.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -10,7 +12,7 @@ use crate::actors::router::{AccountChanged, EventRouter, RouteEvents};
 use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
-use crate::model::{Account, Alarm, Event};
+use crate::model::{Account, Alarm, EpochMs, Event};
 use crate::store::{AlarmLookup, Store};
 
 /// What every Master API handler may use.
@@ -19,6 +21,8 @@ pub struct MasterApi {
     pub store: Store,
     /// Probe events older than this are refused (`422 EventTooOld`).
     pub event_max_age: std::time::Duration,
+    /// Events older than this are dropped (see [`Admission::Expired`]).
+    pub event_retention: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
     /// Committed events not yet applied (`POST /events` answers 503 when
@@ -416,18 +420,43 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     parsed.map_err(|e| ApiError::InvalidArgument(format!("invalid events: {e}")))
 }
 
+/// What `POST /events` does with one event, by its age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Taken,
+    /// A probe event older than `master.event_max_age`: Amon's MON-343
+    /// rule, for agents' probe events only (a relay's spool may rightly
+    /// deliver machine events an hour late). Alone it is refused with
+    /// `422 EventTooOld`; in a batch it is dropped so the rest is not lost.
+    Stale,
+    /// Any event older than `master.event_retention`: its first copy may
+    /// have been collected already, so a second copy could not be told from
+    /// a new event. Dropped, alone too: the `202` lets a relay forget it
+    /// instead of retrying or dead-lettering what nobody can use.
+    Expired,
+}
+
+fn admission(event: &Event, now: EpochMs, max_age: Duration, retention: Duration) -> Admission {
+    let age = now - event.time();
+    if matches!(event, Event::Probe(_)) && age > max_age.as_millis() as i64 {
+        Admission::Stale
+    } else if age > retention.as_millis() as i64 {
+        Admission::Expired
+    } else {
+        Admission::Taken
+    }
+}
+
 async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_BODY).await?;
     let events = parse_events(&body)?;
-    // Amon's MON-343 rule, for agents' probe events only (a relay's spool
-    // may legitimately deliver machine events an hour late): a single stale
-    // probe event is refused with 422; in a batch, stale probe events are
-    // dropped (logged and counted) so the rest of the batch is not lost.
+    // Stale and expired events are dropped, logged and counted (see
+    // `Admission`); a single stale probe event is refused.
     let now = api.clock.now_ms();
     let max_age = api.event_max_age.as_millis() as i64;
-    let stale = |e: &Event| matches!(e, Event::Probe(_)) && now - e.time() > max_age;
+    let admit = |e: &Event| admission(e, now, api.event_max_age, api.event_retention);
     if let [only] = events.as_slice() {
-        if stale(only) {
+        if admit(only) == Admission::Stale {
             return Err(ApiError::EventTooOld(format!(
                 "event {} is {}s old: probe events older than {}s are refused",
                 only.uuid(),
@@ -437,14 +466,15 @@ async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result
         }
     }
     let before = events.len();
-    let events: Vec<Event> = events.into_iter().filter(|e| !stale(e)).collect();
+    let events: Vec<Event> = events.into_iter().filter(|e| admit(e) == Admission::Taken).collect();
     if events.len() < before {
         let dropped = (before - events.len()) as u64;
         metrics::counter!("amon_events_too_old_total").increment(dropped);
         tracing::warn!(
             dropped,
             max_age_s = max_age / 1000,
-            "stale probe events dropped from a batch"
+            retention_s = api.event_retention.as_secs(),
+            "stale probe events, or events older than the retention, dropped"
         );
     }
     let count = events.len();
@@ -502,6 +532,40 @@ mod tests {
             parse_events(b"{\"type\":\"nope\"}"),
             Err(ApiError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn events_older_than_the_retention_are_dropped_and_stale_probe_events_refused() {
+        let max_age = Duration::from_secs(300);
+        let retention = Duration::from_secs(3600);
+        let now = 10_000_000;
+        let machine = |age_ms: i64| {
+            serde_json::from_value::<Event>(serde_json::json!({
+                "type": "machine", "uuid": Uuid::new_v4(), "time": now - age_ms, "relay": Uuid::nil(),
+                "machine": Uuid::nil(), "server": Uuid::nil(), "newState": "running", "up": true,
+            }))
+            .unwrap()
+        };
+        let probe = |age_ms: i64| {
+            serde_json::from_value::<Event>(serde_json::json!({
+                "type": "probe", "v": 1, "user": Uuid::nil(), "probeUuid": Uuid::nil(), "clear": false,
+                "data": { "message": "disk full" }, "uuid": Uuid::new_v4(), "time": now - age_ms,
+            }))
+            .unwrap()
+        };
+        let admit = |e: Event| admission(&e, now, max_age, retention);
+        assert_eq!(admit(machine(0)), Admission::Taken);
+        assert_eq!(admit(machine(-60_000)), Admission::Taken, "a relay's clock ahead");
+        assert_eq!(admit(machine(600_000)), Admission::Taken, "a late machine event");
+        assert_eq!(admit(machine(3_600_000)), Admission::Taken, "the retention itself");
+        assert_eq!(admit(machine(3_600_001)), Admission::Expired);
+        assert_eq!(admit(probe(300_000)), Admission::Taken);
+        assert_eq!(admit(probe(300_001)), Admission::Stale);
+        assert_eq!(
+            admit(probe(7_200_000)),
+            Admission::Stale,
+            "refused as Amon did, not dropped"
+        );
     }
 
     #[test]
