@@ -352,7 +352,17 @@ impl MasterParts {
                 .child(ChildSpec::new("notifier", Restart::Permanent, {
                     let notifier = notifier.clone();
                     move |lifeline| {
-                        let addr = NotifierPool::new(notifier_env.clone(), workers, lifeline).start();
+                        // Off the System arbiter, so deliveries never hold up
+                        // the router and the alarm actors (or they it).
+                        let addr = match Arbiter::try_new() {
+                            Ok(arbiter) => {
+                                NotifierPool::start_on_own_arbiter(arbiter, notifier_env.clone(), workers, lifeline)
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot start the notifier's arbiter; delivering from the main one");
+                                NotifierPool::new(notifier_env.clone(), workers, lifeline).start()
+                            }
+                        };
                         notifier.set(addr.clone());
                         addr.recipient()
                     }

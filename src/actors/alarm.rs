@@ -614,6 +614,10 @@ impl Handler<AlarmCommand> for AlarmActor {
             async move {
                 let alarm = match in_memory {
                     Some(alarm) => Some(alarm),
+                    // From a reader thread, which may overtake queued
+                    // writes: none of this monitor's can be queued, since
+                    // `started` read the open alarm from the writer and
+                    // this actor awaits its own writes.
                     None => match store.get_alarm(user, id).await {
                         Ok(crate::store::AlarmLookup::Found(alarm)) => Some(alarm),
                         Ok(_) => None,

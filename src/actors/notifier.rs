@@ -8,6 +8,15 @@
 //! has a token again, sent together as one digest. A notification older
 //! than `max_age` (it kept failing) is dead-lettered: visible in the
 //! operator API and metrics, never retried again.
+//!
+//! In the daemon the pool and its workers run on an arbiter of their own
+//! ([`NotifierPool::start_on_own_arbiter`]), so rendering and the SMTP and
+//! HTTP exchanges never take turns with the other actors on the System
+//! arbiter; the SMTP connections and the webhook client, bound to the
+//! runtime that opened them, stay on that one arbiter, shared by every
+//! worker. A test that pauses tokio's clock starts the pool on its own
+//! arbiter instead (`NotifierPool::new(..).start()`), since a paused clock
+//! belongs to one runtime.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +31,7 @@ use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::model::EpochMs;
 use crate::notify::limit::{RateLimit, TokenBucket};
-use crate::notify::transport::{DeliveryError, Mailer};
+use crate::notify::transport::{DeliveryError, Mailer, Webhooks};
 use crate::notify::{ContactAddress, Notification, NotificationKind};
 use crate::store::{DeliveryOutcome, Store};
 
@@ -63,7 +72,23 @@ pub struct NotifierPool {
     held: HashMap<String, Vec<(Notification, EpochMs)>>,
     /// Contacts whose digest is scheduled.
     digests_due: HashSet<String>,
+    /// The webhook client of this arbiter, which every worker (started on
+    /// the same arbiter) shares, so a receiver's connections are reused.
+    webhooks: Webhooks,
+    /// The arbiter the pool was given to run on, if any: stopped when the
+    /// pool is dropped, so a pool that stops or panics takes its thread and
+    /// its workers with it, and a restarted one leaves nothing behind.
+    _own_arbiter: Option<OwnArbiter>,
     lifeline: Lifeline,
+}
+
+/// An arbiter that stops when dropped.
+struct OwnArbiter(Arbiter);
+
+impl Drop for OwnArbiter {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Who a rate limit is about: the address, whatever alarm it is for.
@@ -74,7 +99,17 @@ fn contact_key(n: &Notification) -> String {
     }
 }
 
+/// Which of `size` workers delivers to the contact with this key.
+fn worker_index(key: &str, size: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % size as u64) as usize
+}
+
 impl NotifierPool {
+    /// A pool to start on the current arbiter, its workers with it. Must be
+    /// built on that arbiter (it builds the webhook client there).
     pub fn new(env: Arc<NotifierEnv>, size: usize, lifeline: Lifeline) -> NotifierPool {
         NotifierPool {
             env,
@@ -83,22 +118,45 @@ impl NotifierPool {
             buckets: HashMap::new(),
             held: HashMap::new(),
             digests_due: HashSet::new(),
+            webhooks: Webhooks::new(),
+            _own_arbiter: None,
             lifeline,
         }
+    }
+
+    /// Starts the pool, and with it its workers, on `arbiter`, which the
+    /// pool then owns: it stops the arbiter when it stops, however it stops.
+    pub fn start_on_own_arbiter(
+        arbiter: Arbiter,
+        env: Arc<NotifierEnv>,
+        size: usize,
+        lifeline: Lifeline,
+    ) -> Addr<NotifierPool> {
+        let handle = arbiter.handle();
+        NotifierPool::start_in_arbiter(&handle, move |_ctx| NotifierPool {
+            _own_arbiter: Some(OwnArbiter(arbiter)),
+            ..NotifierPool::new(env, size, lifeline)
+        })
+    }
+
+    /// A worker on the pool's arbiter, sharing its webhook client.
+    fn start_worker(&self) -> Addr<Notifier> {
+        Notifier {
+            env: self.env.clone(),
+            webhooks: self.webhooks.clone(),
+        }
+        .start()
     }
 
     /// The worker for a contact: always the same one, and a worker delivers
     /// one message at a time, so each contact gets its messages in the order
     /// they were decided (a server's summary before the alarms it releases).
     fn worker(&mut self, key: &str) -> Addr<Notifier> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let index = (hasher.finish() % self.size as u64) as usize;
+        let index = worker_index(key, self.size);
         // A worker that died (it holds no state worth keeping) is replaced.
         if !self.workers[index].connected() {
             crate::metrics::actor_restarted("notifier");
-            self.workers[index] = Notifier { env: self.env.clone() }.start();
+            self.workers[index] = self.start_worker();
         }
         self.workers[index].clone()
     }
@@ -217,9 +275,7 @@ impl Actor for NotifierPool {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.workers = (0..self.size)
-            .map(|_| Notifier { env: self.env.clone() }.start())
-            .collect();
+        self.workers = (0..self.size).map(|_| self.start_worker()).collect();
         if let Some(limit) = self.env.rate_limit {
             ctx.run_interval(limit.window, |act, _ctx| act.forget_full_buckets());
         }
@@ -270,6 +326,8 @@ impl Handler<Stop> for NotifierPool {
 /// One delivery worker.
 pub struct Notifier {
     env: Arc<NotifierEnv>,
+    /// The pool's webhook client (the worker runs on the pool's arbiter).
+    webhooks: Webhooks,
 }
 
 impl Actor for Notifier {
@@ -299,6 +357,7 @@ impl Handler<Attempt> for Notifier {
 
     fn handle(&mut self, msg: Attempt, ctx: &mut Context<Self>) {
         let env = self.env.clone();
+        let webhooks = self.webhooks.clone();
         // One delivery at a time per worker (see NotifierPool::worker).
         ctx.wait(
             async move {
@@ -310,7 +369,9 @@ impl Handler<Attempt> for Notifier {
                         env.max_age.as_secs()
                     )))
                 } else {
-                    env.mailer.deliver_at(n, &env.from, env.clock.now_ms()).await
+                    env.mailer
+                        .deliver_at(n, &env.from, env.clock.now_ms(), &webhooks)
+                        .await
                 };
                 let outcome = match &result {
                     Ok(()) => {
@@ -348,5 +409,83 @@ impl Handler<Attempt> for Notifier {
                 }
             }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::fake_webhook::{FakeWebhook, Posted};
+    use crate::notify::transport::tests::webhook;
+
+    fn env(mail: &std::path::Path) -> Arc<NotifierEnv> {
+        Arc::new(NotifierEnv {
+            store: Store::in_memory().unwrap(),
+            mailer: Mailer::eml_dir(mail),
+            from: "amon <no-reply@example.com>".into(),
+            clock: Clock::system(),
+            rate_limit: None,
+            max_age: Duration::from_secs(3600),
+        })
+    }
+
+    /// A webhook notification to `url` with an id of its own.
+    fn to(url: &str) -> Notification {
+        Notification {
+            id: Uuid::new_v4(),
+            ..webhook(url.to_owned())
+        }
+    }
+
+    fn id(heard: &Posted) -> String {
+        heard.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    #[actix_rt::test]
+    async fn contacts_are_delivered_in_parallel_each_in_its_order() {
+        let receiver = FakeWebhook::holding();
+        let mail = tempfile::tempdir().unwrap();
+        let a = receiver.url("/a");
+        // A second contact that another of the two workers delivers to.
+        let b = (0..)
+            .map(|i| receiver.url(&format!("/b{i}")))
+            .find(|b| worker_index(&format!("webhook:{b}"), 2) != worker_index(&format!("webhook:{a}"), 2))
+            .unwrap();
+        let (a1, a2, b1) = (to(&a), to(&a), to(&b));
+        let pool = NotifierPool::start_on_own_arbiter(Arbiter::new(), env(mail.path()), 2, Lifeline::detached());
+        pool.do_send(Deliver(vec![a1.clone(), a2.clone(), b1.clone()]));
+
+        // From here this test blocks its own arbiter, the System's: only a
+        // pool running elsewhere can deliver anything.
+        let mut first = [receiver.next(), receiver.next()];
+        first.sort_by_key(|heard| id(heard) != a1.id.to_string());
+        let [mut heard_a1, mut heard_b1] = first;
+        // b1 is out while a1 waits for its answer: contacts in parallel;
+        // a2 is not: it waits for a1.
+        assert_eq!(id(&heard_a1), a1.id.to_string());
+        assert_eq!(id(&heard_b1), b1.id.to_string());
+        heard_b1.answer("200 OK");
+        heard_a1.answer("200 OK");
+        let mut heard_a2 = receiver.next();
+        assert_eq!(id(&heard_a2), a2.id.to_string());
+        heard_a2.answer("200 OK");
+    }
+
+    #[actix_rt::test]
+    async fn the_pool_stops_its_arbiter_when_it_stops() {
+        let mail = tempfile::tempdir().unwrap();
+        let arbiter = Arbiter::new();
+        // A task that lives as long as the arbiter's runtime does.
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        arbiter.spawn(async move {
+            let _alive = alive;
+            std::future::pending::<()>().await
+        });
+        let pool = NotifierPool::start_on_own_arbiter(arbiter, env(mail.path()), 2, Lifeline::detached());
+        pool.send(Stop).await.unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("the arbiter stopped with the pool");
+        assert!(stopped.is_err(), "its tasks were dropped");
     }
 }

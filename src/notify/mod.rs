@@ -6,6 +6,8 @@
 //! not keep the outbox (that is the store's).
 
 pub mod email;
+#[cfg(test)]
+pub(crate) mod fake_webhook;
 pub mod limit;
 pub mod transport;
 

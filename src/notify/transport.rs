@@ -2,7 +2,8 @@
 //! (clear text, STARTTLS or implicit TLS, optionally authenticated, over
 //! pooled connections), email as `.eml` files in a directory (the embedded
 //! default when no SMTP server is configured, SPEC §7), and webhooks as a
-//! JSON POST in Amon's shape. Every failure is classified as temporary
+//! JSON POST in Amon's shape, over connections kept alive per arbiter
+//! ([`Webhooks`]). Every failure is classified as temporary
 //! (retry with backoff: connection refused, timeouts, SMTP 4xx, HTTP 5xx) or
 //! permanent (give up into the dead-letter list: SMTP 5xx, HTTP 4xx, bad
 //! addresses, configuration the server cannot work with), because that is
@@ -24,7 +25,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::email::{self, EmailError};
 use super::{ContactAddress, Notification};
-use crate::clock::Clock;
 use crate::model::EpochMs;
 
 /// How long to wait for the SMTP server to accept a TCP connection.
@@ -43,12 +43,15 @@ const SMTP_POOL_SIZE: usize = 10;
 /// five minutes after which RFC 5321 lets a server hang up on a silent client.
 const SMTP_POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// How long a webhook may take, from connecting to the end of the response.
+/// How long a webhook may take, from connecting to the response's head.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// At most this much of an error response's body is read, and at most
-/// [`WEBHOOK_SNIPPET_CHARS`] of it shown in the error.
-const WEBHOOK_ERROR_BODY_LIMIT: usize = 4096;
+/// At most this much of a response's body is read (the rest closes the
+/// connection), and at most [`WEBHOOK_SNIPPET_CHARS`] of an error's shown
+/// in the error.
+const WEBHOOK_BODY_LIMIT: usize = 4096;
+/// How long reading that body may take after the head.
+const WEBHOOK_BODY_TIMEOUT: Duration = Duration::from_secs(2);
 const WEBHOOK_SNIPPET_CHARS: usize = 200;
 
 const USER_AGENT: &str = concat!("amon/", env!("CARGO_PKG_VERSION"));
@@ -346,19 +349,20 @@ impl Mailer {
         Mailer::EmlDir(dir.into())
     }
 
-    /// [`Mailer::deliver_at`] with the system clock's now.
-    pub async fn deliver(&self, n: &Notification, from: &str) -> Result<(), DeliveryError> {
-        self.deliver_at(n, from, Clock::system().now_ms()).await
-    }
-
     /// Delivers one notification: an email sent as from `from` (e.g.
-    /// `"coal Monitoring" <no-reply@example.com>`), or a webhook POST (which
-    /// goes over HTTP whichever way email goes) whose `time` is `now_ms`.
-    /// Must run on an actix runtime for webhooks (awc spawns local tasks).
-    pub async fn deliver_at(&self, n: &Notification, from: &str, now_ms: EpochMs) -> Result<(), DeliveryError> {
+    /// `"coal Monitoring" <no-reply@example.com>`), or a webhook POST through
+    /// `webhooks` (which goes over HTTP whichever way email goes) whose
+    /// `time` is `now_ms`. Must run on the arbiter that built `webhooks`.
+    pub async fn deliver_at(
+        &self,
+        n: &Notification,
+        from: &str,
+        now_ms: EpochMs,
+        webhooks: &Webhooks,
+    ) -> Result<(), DeliveryError> {
         let recipient = match &n.contact {
             ContactAddress::Email(address) => address,
-            ContactAddress::Webhook(url) => return post_webhook(url, n, now_ms).await,
+            ContactAddress::Webhook(url) => return webhooks.post(url, n, now_ms).await,
         };
         let message = email::to_message(n, from)?;
         match self {
@@ -663,44 +667,71 @@ fn redact(url: &str) -> String {
 
 // ---- webhooks ----
 
-/// POSTs the notification to a webhook contact as JSON (Amon's shape, see
-/// [`webhook_body`]). Any 2xx is success; 5xx, 408, 429, timeouts and
-/// connection failures are temporary; other statuses are permanent (a 4xx
-/// will not change by itself, and redirects are not followed: a POST should
-/// not wander, so the contact's URL must be the final one).
-async fn post_webhook(url: &str, n: &Notification, now_ms: EpochMs) -> Result<(), DeliveryError> {
-    let target = webhook_target(url)?;
-    let body = webhook_body(n, now_ms);
-    // A client per delivery: awc clients are bound to the thread's runtime,
-    // and webhooks are rare enough that connection reuse does not matter.
-    let client = awc::Client::builder()
-        .timeout(WEBHOOK_TIMEOUT)
-        .disable_redirects()
-        .finish();
-    let exchange = async {
-        let mut response = client
+/// The HTTP client that posts webhooks, kept for every delivery so that
+/// connections to a receiver stay open between notifications (awc keeps an
+/// idle connection 15 s and checks it is still open before reusing it). An
+/// awc client belongs to the arbiter (thread and runtime) that built it and
+/// cannot leave it, so the notifier pool builds one on its arbiter and its
+/// workers there share it; cloning is cheap and shares the connections.
+#[derive(Clone)]
+pub struct Webhooks {
+    client: awc::Client,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks::new()
+    }
+}
+
+impl Webhooks {
+    pub fn new() -> Webhooks {
+        Webhooks {
+            client: awc::Client::builder()
+                .timeout(WEBHOOK_TIMEOUT)
+                .disable_redirects()
+                .finish(),
+        }
+    }
+
+    /// POSTs the notification to a webhook contact as JSON (Amon's shape,
+    /// see [`webhook_body`]). Any 2xx is success; 5xx, 408, 429, timeouts
+    /// and connection failures are temporary; other statuses are permanent
+    /// (a 4xx will not change by itself, and redirects are not followed: a
+    /// POST should not wander, so the contact's URL must be the final one).
+    async fn post(&self, url: &str, n: &Notification, now_ms: EpochMs) -> Result<(), DeliveryError> {
+        let target = webhook_target(url)?;
+        let body = webhook_body(n, now_ms);
+        let request = self
+            .client
             .post(url.trim())
             .insert_header((awc::http::header::USER_AGENT, USER_AGENT))
             .insert_header((awc::http::header::CONTENT_TYPE, "application/json"))
-            .send_json(&body)
-            .await
-            .map_err(|err| classify_send_error(&err, &target))?;
+            .send_json(&body);
+        let mut response = match tokio::time::timeout(WEBHOOK_TIMEOUT, request).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(classify_send_error(&err, &target)),
+            Err(_elapsed) => {
+                return Err(DeliveryError::Temporary(format!(
+                    "webhook {target} did not answer within {}s",
+                    WEBHOOK_TIMEOUT.as_secs()
+                )))
+            }
+        };
         let status = response.status();
+        // Read to its end, so that awc can keep the connection for the next
+        // webhook (it closes one whose answer was left unread). A success
+        // does not depend on it: a body too long or too slow only costs
+        // the connection.
+        let answer = tokio::time::timeout(WEBHOOK_BODY_TIMEOUT, response.body().limit(WEBHOOK_BODY_LIMIT)).await;
         if status.is_success() {
             return Ok(());
         }
-        let snippet = match response.body().limit(WEBHOOK_ERROR_BODY_LIMIT).await {
-            Ok(bytes) => snippet(&bytes),
-            Err(_) => String::new(),
+        let snippet = match answer {
+            Ok(Ok(bytes)) => snippet(&bytes),
+            _ => String::new(),
         };
         Err(classify_status(status, &target, &snippet))
-    };
-    match tokio::time::timeout(WEBHOOK_TIMEOUT, exchange).await {
-        Ok(result) => result,
-        Err(_elapsed) => Err(DeliveryError::Temporary(format!(
-            "webhook {target} did not answer within {}s",
-            WEBHOOK_TIMEOUT.as_secs()
-        ))),
     }
 }
 
@@ -823,18 +854,20 @@ fn snippet(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::notify::fake_webhook::{FakeWebhook, Posted};
     use crate::notify::{Incident, IncidentMachine, IncidentReason, MachineRef, NotificationKind, ProbeRef};
     use base64::Engine as _;
-    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::io::Write as _;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
     use uuid::Uuid;
 
     const FROM: &str = "\"coal Monitoring\" <no-reply@coal.example.com>";
 
-    fn notification() -> Notification {
+    /// Jill's alarm 3: machine web0 is down (also the notifier's tests').
+    pub(crate) fn notification() -> Notification {
         let machine: Uuid = "b0e4a9d6-3c1f-4e8a-9d2b-7f5e6a1c2d3e".parse().unwrap();
         Notification {
             id: "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d001".parse().unwrap(),
@@ -891,6 +924,12 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Delivers as a notifier worker would, now.
+    async fn deliver(mailer: &Mailer, n: &Notification) -> Result<(), DeliveryError> {
+        let now = crate::clock::Clock::system().now_ms();
+        mailer.deliver_at(n, FROM, now, &Webhooks::new()).await
+    }
+
     #[tokio::test]
     async fn eml_dir_writes_one_whole_message_per_notification() {
         let tmp = tempfile::tempdir().unwrap();
@@ -898,9 +937,9 @@ mod tests {
         let mailer = Mailer::eml_dir(&dir);
         let n = notification();
 
-        mailer.deliver(&n, FROM).await.unwrap();
+        deliver(&mailer, &n).await.unwrap();
         // Delivering the same notification again is harmless.
-        mailer.deliver(&n, FROM).await.unwrap();
+        deliver(&mailer, &n).await.unwrap();
 
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -927,7 +966,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut n = notification();
         n.contact = ContactAddress::Email("jill at example".to_owned());
-        let err = Mailer::eml_dir(tmp.path()).deliver(&n, FROM).await.unwrap_err();
+        let err = deliver(&Mailer::eml_dir(tmp.path()), &n).await.unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Permanent(m) if m.contains("jill at example")),
             "{err}"
@@ -1063,7 +1102,7 @@ mod tests {
     async fn smtp_success_delivers_the_message() {
         let (port, server) = fake_smtp("250 queued\r\n").await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), None).unwrap();
-        mailer.deliver(&notification(), FROM).await.unwrap();
+        deliver(&mailer, &notification()).await.unwrap();
         drop(mailer);
         let heard = heard(server).await;
         assert!(
@@ -1091,7 +1130,7 @@ mod tests {
         let mut second = notification();
         second.id = "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d002".parse().unwrap();
         for n in [notification(), second] {
-            tokio::time::timeout(Duration::from_secs(10), mailer.deliver(&n, FROM))
+            tokio::time::timeout(Duration::from_secs(10), deliver(&mailer, &n))
                 .await
                 .expect("the pooled connection was reused")
                 .unwrap();
@@ -1110,7 +1149,7 @@ mod tests {
     async fn smtp_4xx_is_temporary() {
         let (port, server) = fake_smtp("451 try again later\r\n").await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), None).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Temporary(m) if m.contains("451")),
             "{err}"
@@ -1123,7 +1162,7 @@ mod tests {
     async fn smtp_5xx_is_permanent() {
         let (port, server) = fake_smtp("550 no such user\r\n").await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), None).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Permanent(m) if m.contains("550") && m.contains("jill@example.com")),
             "{err}"
@@ -1140,7 +1179,7 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), None).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(err.is_temporary(), "{err}");
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
     }
@@ -1151,7 +1190,7 @@ mod tests {
         // not grow it by itself: dead-letter now, loudly, and send nothing.
         let (port, server) = fake_smtp_with(PLAIN).await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}?tls=starttls"), Some(credentials())).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Permanent(m) if m.contains("STARTTLS") && m.contains(&format!("127.0.0.1:{port}"))),
             "{err}"
@@ -1168,7 +1207,7 @@ mod tests {
     async fn opportunistic_tls_falls_back_to_clear_text() {
         let (port, server) = fake_smtp_with(PLAIN).await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}/?tls=opportunistic"), None).unwrap();
-        mailer.deliver(&notification(), FROM).await.unwrap();
+        deliver(&mailer, &notification()).await.unwrap();
         drop(mailer);
         assert!(heard(server).await.data.contains("Message-ID:"));
     }
@@ -1177,7 +1216,7 @@ mod tests {
     async fn implicit_tls_against_a_clear_text_server_fails_in_the_handshake() {
         let (port, server) = fake_smtp_with(PLAIN).await;
         let mailer = Mailer::smtp(&format!("smtps://127.0.0.1:{port}"), Some(credentials())).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(err.is_temporary(), "{err}");
         assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
         drop(mailer);
@@ -1193,7 +1232,7 @@ mod tests {
         })
         .await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), Some(credentials())).unwrap();
-        mailer.deliver(&notification(), FROM).await.unwrap();
+        deliver(&mailer, &notification()).await.unwrap();
         drop(mailer);
         let heard = heard(server).await;
         let auth = format!("AUTH PLAIN {}", b64("\0jill\0s3cret pass"));
@@ -1218,7 +1257,7 @@ mod tests {
         })
         .await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), Some(credentials())).unwrap();
-        mailer.deliver(&notification(), FROM).await.unwrap();
+        deliver(&mailer, &notification()).await.unwrap();
         drop(mailer);
         let heard = heard(server).await;
         let at = heard
@@ -1239,7 +1278,7 @@ mod tests {
         })
         .await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), Some(credentials())).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(&err, DeliveryError::Permanent(m) if m.contains("535") && m.contains("login")),
@@ -1257,7 +1296,7 @@ mod tests {
     async fn credentials_for_a_server_without_auth_are_permanent() {
         let (port, server) = fake_smtp_with(PLAIN).await;
         let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), Some(credentials())).unwrap();
-        let err = mailer.deliver(&notification(), FROM).await.unwrap_err();
+        let err = deliver(&mailer, &notification()).await.unwrap_err();
         assert!(
             matches!(&err, DeliveryError::Permanent(m) if m.contains("authentication")),
             "{err}"
@@ -1363,73 +1402,8 @@ mod tests {
 
     // ---- webhooks ----
 
-    /// One HTTP request as the fake server read it.
-    #[derive(Debug)]
-    struct Request {
-        /// Request line and headers, lines joined by `\n`.
-        head: String,
-        body: Vec<u8>,
-    }
-
-    impl Request {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.head.lines().skip(1).find_map(|line| {
-                let (n, v) = line.split_once(':')?;
-                n.eq_ignore_ascii_case(name).then(|| v.trim())
-            })
-        }
-
-        fn json(&self) -> serde_json::Value {
-            serde_json::from_slice(&self.body).unwrap()
-        }
-    }
-
-    /// A one-request HTTP server on a plain thread: reads the request and
-    /// answers with `status` (e.g. `200 OK`) and a short body.
-    fn fake_http(status: &'static str) -> (u16, std::thread::JoinHandle<Request>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut reader = std::io::BufReader::new(socket.try_clone().unwrap());
-            let mut head = Vec::new();
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let line = line.trim_end().to_owned();
-                if line.is_empty() {
-                    break;
-                }
-                head.push(line);
-            }
-            let length = head
-                .iter()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let answer = format!("{{\"said\": \"{status}\"}}\n");
-            write!(
-                socket,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nLocation: http://elsewhere.example.com/\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            )
-            .unwrap();
-            socket.flush().unwrap();
-            Request {
-                head: head.join("\n"),
-                body,
-            }
-        });
-        (port, server)
-    }
-
-    fn webhook(url: String) -> Notification {
+    /// [`notification`] to a webhook contact.
+    pub(crate) fn webhook(url: String) -> Notification {
         let mut n = notification();
         n.contact_name = "ops-hook".to_owned();
         n.contact = ContactAddress::Webhook(url);
@@ -1439,12 +1413,28 @@ mod tests {
     /// When the tests' webhooks are sent.
     const SENT: EpochMs = 1_714_533_200_000;
 
-    async fn post(status: &'static str) -> (Result<(), DeliveryError>, Request) {
-        let (port, server) = fake_http(status);
-        let n = webhook(format!("http://127.0.0.1:{port}/hooks/amon?token=t0ken"));
+    async fn post(status: &'static str) -> (Result<(), DeliveryError>, Posted) {
+        let receiver = FakeWebhook::answering(status);
+        let n = webhook(receiver.url("/hooks/amon?token=t0ken"));
         let tmp = tempfile::tempdir().unwrap();
-        let result = Mailer::eml_dir(tmp.path()).deliver_at(&n, FROM, SENT).await;
-        (result, server.join().unwrap())
+        let result = Mailer::eml_dir(tmp.path())
+            .deliver_at(&n, FROM, SENT, &Webhooks::new())
+            .await;
+        (result, receiver.next())
+    }
+
+    #[actix_rt::test]
+    async fn webhook_connections_are_kept_alive_across_deliveries() {
+        let receiver = FakeWebhook::answering("200 OK");
+        let tmp = tempfile::tempdir().unwrap();
+        let mailer = Mailer::eml_dir(tmp.path());
+        let webhooks = Webhooks::new();
+        for path in ["/first", "/second", "/third"] {
+            let n = webhook(receiver.url(path));
+            mailer.deliver_at(&n, FROM, SENT, &webhooks).await.unwrap();
+            assert!(receiver.next().head.starts_with(&format!("POST {path} ")));
+        }
+        assert_eq!(receiver.accepted(), 1, "one connection for every delivery");
     }
 
     #[actix_rt::test]
@@ -1521,7 +1511,7 @@ mod tests {
         };
         let tmp = tempfile::tempdir().unwrap();
         let n = webhook(format!("http://127.0.0.1:{port}/hook"));
-        let err = Mailer::eml_dir(tmp.path()).deliver(&n, FROM).await.unwrap_err();
+        let err = deliver(&Mailer::eml_dir(tmp.path()), &n).await.unwrap_err();
         assert!(err.is_temporary(), "{err}");
         assert!(err.to_string().contains(&format!("http://127.0.0.1:{port}")), "{err}");
     }
@@ -1539,7 +1529,7 @@ mod tests {
         });
         let tmp = tempfile::tempdir().unwrap();
         let n = webhook(format!("https://127.0.0.1:{port}/hook"));
-        let err = Mailer::eml_dir(tmp.path()).deliver(&n, FROM).await.unwrap_err();
+        let err = deliver(&Mailer::eml_dir(tmp.path()), &n).await.unwrap_err();
         assert!(err.is_temporary(), "{err}");
         assert!(err.to_string().contains(&format!("https://127.0.0.1:{port}")), "{err}");
         server.join().unwrap();
@@ -1555,14 +1545,13 @@ mod tests {
             "http://",
             "not a url",
         ] {
-            let err = mailer.deliver(&webhook(url.to_owned()), FROM).await.unwrap_err();
+            let err = deliver(&mailer, &webhook(url.to_owned())).await.unwrap_err();
             assert!(
                 matches!(&err, DeliveryError::Permanent(m) if m.contains("bad webhook url")),
                 "{url}: {err}"
             );
         }
-        let err = mailer
-            .deliver(&webhook("ftp://jill:s3cret@hooks.example.com/x".to_owned()), FROM)
+        let err = deliver(&mailer, &webhook("ftp://jill:s3cret@hooks.example.com/x".to_owned()))
             .await
             .unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");

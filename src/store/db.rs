@@ -1,19 +1,30 @@
-//! The database thread: one OS thread owns the SQLite connection, takes
-//! every request waiting in its bounded mailbox, runs them in one transaction
-//! (each under its own savepoint, so one failing request does not spoil the
-//! others), commits once, and only then answers them all. An answer always
-//! means "durable". Used by the master's [`super::Store`] and the relay's
-//! [`super::RelayStore`], each with its own schema.
+//! The database threads. The writer, one OS thread, owns the read-write
+//! SQLite connection, takes every request waiting in its bounded mailbox,
+//! runs them in one transaction (each under its own savepoint, so one failing
+//! request does not spoil the others), commits once, and only then answers
+//! them all: an answer always means "durable". A file database may also have
+//! a few reader threads, each with its own read-only connection, fed from
+//! one bounded queue: in WAL mode a reader sees every transaction committed
+//! before its read began, and readers and the writer never wait for each
+//! other, so reads that only answer someone skip the writer's queue. Used by
+//! the master's [`super::Store`] (writer and readers) and the relay's
+//! [`super::RelayStore`] (writer only), each with its own schema.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests that can wait in the mailbox; beyond this, senders wait.
 const MAILBOX: usize = 4096;
 /// Most requests folded into one transaction.
 const MAX_GROUP: usize = 2048;
+/// Reads that can wait for a reader thread; beyond this, readers' callers wait.
+const READ_QUEUE: usize = 1024;
+/// Reader threads of a database that has them (the master's): enough for the
+/// Master API's two workers to read at once.
+pub(super) const READERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,18 +85,26 @@ impl<T: Send> Finish for Reply<T> {
 /// failed one is rolled back to its savepoint) and how to answer after commit.
 type Op = Box<dyn FnOnce(&Connection) -> (bool, Box<dyn Finish>) + Send>;
 
-/// A cheap, cloneable handle to a database thread.
+/// A read: runs against a reader's connection and sends its own answer.
+type ReadOp = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A cheap, cloneable handle to a database's threads.
 #[derive(Clone)]
 pub struct Db {
     mailbox: mpsc::Sender<Op>,
     /// The WAL checkpoint thread of a file database (stops with the last
     /// handle).
     _checkpointer: Option<std::sync::Arc<super::checkpoint::Checkpointer>>,
+    /// The reader threads' queue. `None` (an in-memory database, which one
+    /// connection cannot share with another, or a database opened without
+    /// readers): reads go to the writer.
+    reads: Option<mpsc::Sender<ReadOp>>,
 }
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, applies the
-    /// migrations it lacks, and starts its thread.
+    /// migrations it lacks, and starts its writer thread; reads go to the
+    /// writer.
     pub fn open(path: &Path, migrations: &'static [&'static str]) -> Result<Db, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
@@ -106,6 +125,20 @@ impl Db {
         };
         let mut db = Db::start(conn, migrations)?;
         db._checkpointer = checkpointer;
+        Ok(db)
+    }
+
+    /// [`Db::open`], then `readers` reader threads, each with a read-only
+    /// connection opened once the writer has migrated the schema.
+    pub fn open_with_readers(
+        path: &Path,
+        migrations: &'static [&'static str],
+        readers: usize,
+    ) -> Result<Db, StoreError> {
+        let mut db = Db::open(path, migrations)?;
+        if readers > 0 {
+            db.reads = Some(start_readers(path, readers)?);
+        }
         Ok(db)
     }
 
@@ -137,6 +170,7 @@ impl Db {
         Ok(Db {
             mailbox: tx,
             _checkpointer: None,
+            reads: None,
         })
     }
 
@@ -176,6 +210,67 @@ impl Db {
         });
         self.mailbox.send(op).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` on a reader thread, in one read transaction: it sees every
+    /// commit answered before it was called (not requests still waiting in
+    /// the writer's mailbox), and waits for no commit. Without readers, on
+    /// the writer, like [`Db::call`]. `f` must only read: the connection is
+    /// read-only.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(reads) = &self.reads else {
+            return self.call(f).await;
+        };
+        let (tx, rx) = oneshot::channel();
+        let read: ReadOp = Box::new(move |conn| {
+            // One snapshot for every statement of `f`. Dropping the
+            // transaction rolls it back, which for a read only ends it, so
+            // the next read starts from the newest commit.
+            let result = conn
+                .unchecked_transaction()
+                .map_err(StoreError::from)
+                .and_then(|tx| f(&tx));
+            let _ = tx.send(result);
+        });
+        reads.send(read).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Opens `count` read-only connections to `path` and starts a reader thread
+/// for each, all taking from one queue; they stop when every handle is gone.
+fn start_readers(path: &Path, count: usize) -> Result<mpsc::Sender<ReadOp>, StoreError> {
+    let (tx, rx) = mpsc::channel(READ_QUEUE);
+    let queue = Arc::new(Mutex::new(rx));
+    for _ in 0..count {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|source| StoreError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name("amon-db-read".into())
+            .spawn(move || serve_reads(conn, queue))
+            .map_err(|e| StoreError::Commit(format!("cannot start database reader thread: {e}")))?;
+    }
+    Ok(tx)
+}
+
+/// A reader thread: one read at a time until every handle is gone.
+fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
+    loop {
+        // Locked only to take the next read; the other readers wait for the
+        // one after it. Nothing panics while holding it, but a poisoned lock
+        // still guards a sound receiver.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).blocking_recv();
+        let Some(read) = next else { break };
+        read(&conn);
     }
 }
 
@@ -227,4 +322,95 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
         }
     }
     tracing::info!("store stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const NOTES: &[&str] = &["CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"];
+
+    fn write(conn: &Connection, text: &str) -> Result<(), StoreError> {
+        conn.execute("INSERT INTO notes (text) VALUES (?1)", [text])?;
+        Ok(())
+    }
+
+    fn notes(conn: &Connection) -> Result<Vec<String>, StoreError> {
+        let mut stmt = conn.prepare("SELECT text FROM notes ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A read that should not wait for anything, failing the test if it hangs.
+    async fn read_now(db: &Db) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(10), db.read(notes))
+            .await
+            .expect("the read waited for the writer")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_does_not_wait_for_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with_readers(&dir.path().join("notes.sqlite"), NOTES, 2).unwrap();
+        db.call(|conn| write(conn, "committed")).await.unwrap();
+
+        // Hold the writer inside its transaction until the test lets go.
+        let (entered, inside) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let writing = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.call(move |conn| {
+                    write(conn, "in flight")?;
+                    let _ = entered.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        inside.await.unwrap();
+
+        assert_eq!(read_now(&db).await, ["committed"]);
+        assert_eq!(read_now(&db).await, ["committed"]);
+        assert!(!writing.is_finished());
+
+        release.send(()).unwrap();
+        writing.await.unwrap().unwrap();
+        assert_eq!(read_now(&db).await, ["committed", "in flight"]);
+    }
+
+    #[tokio::test]
+    async fn a_read_sees_every_commit_answered_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with_readers(&dir.path().join("notes.sqlite"), NOTES, 2).unwrap();
+        let mut expected = Vec::new();
+        for n in 0..20 {
+            let text = format!("note {n}");
+            expected.push(text.clone());
+            db.call(move |conn| write(conn, &text)).await.unwrap();
+            // Twice, so that both readers are likely asked.
+            assert_eq!(read_now(&db).await, expected);
+            assert_eq!(read_now(&db).await, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_reads_on_its_writer() {
+        let db = Db::in_memory(NOTES).unwrap();
+        db.call(|conn| write(conn, "kept")).await.unwrap();
+        assert_eq!(db.read(notes).await.unwrap(), ["kept"]);
+    }
+
+    #[tokio::test]
+    async fn readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with_readers(&dir.path().join("notes.sqlite"), NOTES, 1).unwrap();
+        let err = db.read(|conn| write(conn, "sneaked in")).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        assert_eq!(read_now(&db).await, Vec::<String>::new());
+    }
 }

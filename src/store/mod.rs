@@ -72,7 +72,7 @@ impl Store {
     /// Opens (creating and migrating if needed) the master database.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Ok(Store {
-            db: Db::open(path, schema::MASTER)?,
+            db: Db::open_with_readers(path, schema::MASTER, db::READERS)?,
         })
     }
 
@@ -89,6 +89,20 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.db.call(f).await
+    }
+
+    /// A read that only answers someone (the Master API, `/metrics`): on a
+    /// reader thread, waiting for no commit. It sees every commit answered
+    /// before it, but may overtake writes still waiting in the writer's
+    /// mailbox, so what an actor reads to decide a write, or at its start
+    /// (when a predecessor's last write may still be queued), stays on
+    /// [`Store::call`].
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db.read(f).await
     }
 
     /// Notes what a relay last said about itself (for `GET /servers`).
@@ -135,7 +149,7 @@ impl Store {
 
     /// Finds an account by uuid or login.
     pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .query_row(
                     "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
@@ -177,7 +191,7 @@ impl Store {
     }
 
     pub async fn list_probes(&self, user: Uuid) -> Result<Vec<Probe>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_rows(
                 conn,
                 "SELECT body FROM probes WHERE user = ?1 ORDER BY uuid",
@@ -188,7 +202,7 @@ impl Store {
     }
 
     pub async fn get_probe(&self, user: Uuid, uuid: Uuid) -> Result<Option<Probe>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_row(
                 conn,
                 "SELECT body FROM probes WHERE user = ?1 AND uuid = ?2",
@@ -201,7 +215,7 @@ impl Store {
     /// Every probe (of any account) that `agent` runs, by probe uuid: what
     /// a relay fetches for that agent (`GET /agentprobes?agent=`).
     pub async fn probes_for_agent(&self, agent: Uuid) -> Result<Vec<Probe>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_rows(
                 conn,
                 "SELECT body FROM probes WHERE agent = ?1 ORDER BY uuid",
@@ -245,7 +259,7 @@ impl Store {
     }
 
     pub async fn list_groups(&self, user: Uuid) -> Result<Vec<ProbeGroup>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_rows(
                 conn,
                 "SELECT body FROM probegroups WHERE user = ?1 ORDER BY uuid",
@@ -261,7 +275,7 @@ impl Store {
     }
 
     pub async fn get_group(&self, user: Uuid, uuid: Uuid) -> Result<Option<ProbeGroup>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_row(
                 conn,
                 "SELECT body FROM probegroups WHERE user = ?1 AND uuid = ?2",
@@ -317,7 +331,7 @@ impl Store {
 
     /// An account's stored contacts (without the implicit `email`).
     pub async fn list_contacts(&self, user: Uuid) -> Result<Vec<Contact>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_rows(
                 conn,
                 "SELECT body FROM contacts WHERE user = ?1 ORDER BY name",
@@ -439,7 +453,7 @@ impl Store {
 
     /// One owner's window: found, gone (ended or deleted), or never issued.
     pub async fn get_window(&self, user: Option<Uuid>, id: u64) -> Result<Lookup<MaintenanceWindow>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let owner = window_owner(user);
             if let Some(found) = json_row(
                 conn,
@@ -575,7 +589,7 @@ impl Store {
 
     /// An account's alarms, newest first.
     pub async fn list_alarms(&self, user: Uuid) -> Result<Vec<Alarm>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             json_rows(
                 conn,
                 "SELECT body FROM alarms WHERE user = ?1 ORDER BY id DESC",
@@ -588,7 +602,7 @@ impl Store {
     /// Every account's alarms (operators), newest first; `open_only` for
     /// the open ones.
     pub async fn all_alarms(&self, open_only: bool) -> Result<Vec<Alarm>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sql = if open_only {
                 "SELECT body FROM alarms WHERE closed = 0 ORDER BY time_closed DESC, user, id DESC"
             } else {
@@ -603,7 +617,7 @@ impl Store {
 
     /// How many alarms are open (for `amon_alarms_open`).
     pub async fn open_alarm_count(&self) -> Result<u64, StoreError> {
-        self.call(|conn| {
+        self.read(|conn| {
             Ok(conn.query_row("SELECT COUNT(*) FROM alarms WHERE closed = 0", [], |r| {
                 r.get::<_, i64>(0)
             })? as u64)
@@ -616,7 +630,7 @@ impl Store {
     /// keeps, not by counting the events. Whatever deletes events lowers
     /// these counts in the same commit (`gc_events` does).
     pub async fn events_stored_by_type(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -627,7 +641,7 @@ impl Store {
     /// Every relay the master has heard from: (uuid, hostname, last event,
     /// last seen).
     pub async fn servers(&self) -> Result<Vec<(Uuid, Option<String>, String, EpochMs)>, StoreError> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare("SELECT uuid, hostname, last_event, last_seen FROM servers ORDER BY uuid")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -650,7 +664,7 @@ impl Store {
     }
 
     pub async fn get_alarm(&self, user: Uuid, id: u64) -> Result<AlarmLookup, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             if let Some(found) = json_row(
                 conn,
                 "SELECT body FROM alarms WHERE user = ?1 AND id = ?2",
@@ -699,7 +713,7 @@ impl Store {
     /// Dead-lettered deliveries (permanent failures, too old), newest first,
     /// with why: for the operator API.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(Notification, String)>, StoreError> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT body, COALESCE(last_error, '') FROM outbox WHERE state = 'dead' ORDER BY created DESC LIMIT ?1",
             )?;
