@@ -144,6 +144,8 @@ impl NotifierPool {
         Notifier {
             env: self.env.clone(),
             webhooks: self.webhooks.clone(),
+            outcomes: Vec::new(),
+            recording: false,
         }
         .start()
     }
@@ -315,11 +317,49 @@ impl Handler<Deliver> for NotifierPool {
 }
 
 impl Handler<Stop> for NotifierPool {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.lifeline.exit_normally();
-        ctx.stop();
+    /// Stops once every worker has recorded the outcomes it holds, so a
+    /// clean restart delivers nothing twice.
+    fn handle(&mut self, _: Stop, _ctx: &mut Context<Self>) -> Self::Result {
+        let flushes: Vec<_> = self
+            .workers
+            .iter()
+            .filter(|w| w.connected())
+            .map(|w| w.send(Flush))
+            .collect();
+        Box::pin(
+            futures_util::future::join_all(flushes)
+                .into_actor(self)
+                .map(|_, act, ctx| {
+                    act.lifeline.exit_normally();
+                    ctx.stop();
+                }),
+        )
+    }
+}
+
+/// Record every outcome held now; answered once they are committed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for Notifier {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
+        // A record under way was sent to the store first: the store answers
+        // in order, so this one's answer comes after it.
+        let outcomes = std::mem::take(&mut self.outcomes);
+        let store = self.env.store.clone();
+        Box::pin(async move {
+            if outcomes.is_empty() {
+                // Still a round trip, to let a record under way finish first.
+                let _ = store.record_deliveries(Vec::new()).await;
+            } else if let Err(e) = store.record_deliveries(outcomes).await {
+                tracing::error!(error = %e, "cannot record delivery outcomes at stop");
+            }
+        })
     }
 }
 
@@ -328,6 +368,37 @@ pub struct Notifier {
     env: Arc<NotifierEnv>,
     /// The pool's webhook client (the worker runs on the pool's arbiter).
     webhooks: Webhooks,
+    /// Outcomes not yet recorded in the outbox, and whether a record is
+    /// under way: a worker delivers its next message without waiting for
+    /// the last outcome's commit, and outcomes go to the store in groups.
+    outcomes: Vec<(Uuid, DeliveryOutcome)>,
+    recording: bool,
+}
+
+impl Notifier {
+    /// Records what waits, one group at a time. A crash before the record
+    /// leaves a delivered message pending: it is delivered again after the
+    /// restart, with the same `Message-ID`.
+    fn record(&mut self, ctx: &mut Context<Self>) {
+        if self.recording || self.outcomes.is_empty() {
+            return;
+        }
+        self.recording = true;
+        let outcomes = std::mem::take(&mut self.outcomes);
+        let store = self.env.store.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = store.record_deliveries(outcomes).await {
+                    tracing::error!(error = %e, "cannot record delivery outcomes");
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.recording = false;
+                act.record(ctx);
+            }),
+        );
+    }
 }
 
 impl Actor for Notifier {
@@ -389,14 +460,13 @@ impl Handler<Attempt> for Notifier {
                         DeliveryOutcome::Dead(e.clone())
                     }
                 };
-                let retry = matches!(outcome, DeliveryOutcome::Retrying(_));
-                if let Err(e) = env.store.record_delivery(n.id, outcome).await {
-                    tracing::error!(notification = %n.id, error = %e, "cannot record delivery outcome");
-                }
-                (msg, retry)
+                (msg, outcome)
             }
             .into_actor(self)
-            .map(|(msg, retry), _act, ctx| {
+            .map(|(msg, outcome), act, ctx| {
+                let retry = matches!(outcome, DeliveryOutcome::Retrying(_));
+                act.outcomes.push((msg.notification.id, outcome));
+                act.record(ctx);
                 if retry {
                     let delay = retry_delay(msg.attempt);
                     ctx.run_later(delay, move |_act, ctx| {
@@ -469,6 +539,33 @@ mod tests {
         let mut heard_a2 = receiver.next();
         assert_eq!(id(&heard_a2), a2.id.to_string());
         heard_a2.answer("200 OK");
+    }
+
+    #[actix_rt::test]
+    async fn outcomes_recorded_in_groups_are_all_recorded_before_the_pool_stops() {
+        let receiver = FakeWebhook::holding();
+        let mail = tempfile::tempdir().unwrap();
+        let env = env(mail.path());
+        let url = receiver.url("/hook");
+        let batch: Vec<Notification> = (0..20).map(|_| to(&url)).collect();
+        env.store.enqueue(batch.clone(), 0).await.unwrap();
+        let pool = NotifierPool::start_on_own_arbiter(Arbiter::new(), env.clone(), 2, Lifeline::detached());
+        pool.do_send(Deliver(batch));
+        for _ in 0..19 {
+            receiver.next().answer("200 OK");
+        }
+        // The pool is told to stop while the last delivery waits for its
+        // answer: it stops only once that outcome is recorded too.
+        let mut last = receiver.next();
+        let mut stopped = Box::pin(pool.send(Stop));
+        // Not stopped while it waits (a slow machine can only make this
+        // wait longer, never fail it).
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut stopped).await;
+        assert!(early.is_err(), "the pool stopped before its last outcome was recorded");
+        last.answer("200 OK");
+        stopped.await.unwrap();
+        let pending = env.store.pending_deliveries().await.unwrap();
+        assert!(pending.is_empty(), "{} delivered but still pending", pending.len());
     }
 
     #[actix_rt::test]

@@ -732,21 +732,29 @@ impl Store {
     /// Records a delivery attempt: `Ok` marks it sent, a permanent error
     /// marks it dead, a temporary one leaves it pending.
     pub async fn record_delivery(&self, id: Uuid, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        self.record_deliveries(vec![(id, outcome)]).await
+    }
+
+    /// Records several delivery outcomes in one call (a worker's outcomes
+    /// since its last record).
+    pub async fn record_deliveries(&self, outcomes: Vec<(Uuid, DeliveryOutcome)>) -> Result<(), StoreError> {
         self.call(move |conn| {
-            let digest;
-            let (state, error) = match &outcome {
-                DeliveryOutcome::Sent => ("sent", None),
-                DeliveryOutcome::Digested(into) => {
-                    digest = format!("sent in digest {into}");
-                    ("digested", Some(digest.as_str()))
-                }
-                DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
-                DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
-            };
-            conn.prepare_cached(
+            let mut update = conn.prepare_cached(
                 "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id.to_string(), state, error])?;
+            )?;
+            for (id, outcome) in &outcomes {
+                let digest;
+                let (state, error) = match outcome {
+                    DeliveryOutcome::Sent => ("sent", None),
+                    DeliveryOutcome::Digested(into) => {
+                        digest = format!("sent in digest {into}");
+                        ("digested", Some(digest.as_str()))
+                    }
+                    DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
+                    DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
+                };
+                update.execute(params![id.to_string(), state, error])?;
+            }
             Ok(())
         })
         .await
