@@ -40,6 +40,10 @@ pub struct AmonFigures {
     pub ingest_notifying_per_sec: f64,
     pub delivered_per_sec: f64,
     pub delivered: u64,
+    /// The same with the alarms spread over 100 accounts, each with its own
+    /// webhook contact (one contact's messages go out one at a time, in
+    /// order; different contacts in parallel).
+    pub delivered_per_sec_100_contacts: f64,
     pub latency_hold_ms: u64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -138,36 +142,45 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
     f.ingest_per_sec = median(f.ingest_runs.clone());
     f.cpu_seconds_per_10k = median(cpu);
 
-    // Every event notifying: 10,000 machines with a webhook probe each, hold 0.
+    // Every event notifying: 10,000 machines with a webhook probe each, hold
+    // 0; all of one account (one contact), then spread over 100 accounts.
     let n = if o.quick { 1_000 } else { 10_000 };
-    let fleet = Fleet::new(7, 100, n / 100, 1, 1);
-    let cluster = bare_master(o, "notifying", Duration::ZERO, smtp.port())?;
-    Api::new()
-        .provision(cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
+    for accounts in [1, 100] {
+        let fleet = Fleet::new(7, 100, n / 100, accounts, 1);
+        let cluster = bare_master(o, &format!("notifying-{accounts}"), Duration::ZERO, smtp.port())?;
+        Api::new()
+            .provision(cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
+            .await?;
+        sink.clear();
+        let machines: Vec<Uuid> = fleet.zones.iter().map(|z| z.uuid).collect();
+        let bodies = event_bodies(&machines, &servers, n);
+        let started = Instant::now();
+        let stats = tokio::task::spawn_blocking({
+            let url = format!("{}/events", cluster.master_url());
+            move || post_all(&url, bodies, BATCH, CONNECTIONS, None)
+        })
         .await?;
-    sink.clear();
-    let machines: Vec<Uuid> = fleet.zones.iter().map(|z| z.uuid).collect();
-    let bodies = event_bodies(&machines, &servers, n);
-    let started = Instant::now();
-    let stats = tokio::task::spawn_blocking({
-        let url = format!("{}/events", cluster.master_url());
-        move || post_all(&url, bodies, BATCH, CONNECTIONS, None)
-    })
-    .await?;
-    anyhow::ensure!(stats.all_ok(202), "notifying ingest: {:?}", stats.statuses);
-    f.ingest_notifying_per_sec = stats.items_per_sec();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while sink.count() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        anyhow::ensure!(stats.all_ok(202), "notifying ingest: {:?}", stats.statuses);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while sink.count() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let last = sink.hooks().iter().map(|h| h.at).max().unwrap_or(started);
+        let delivered = sink.count() as u64;
+        let per_sec = delivered as f64 / (last - started).saturating_sub(BURST_WINDOW).as_secs_f64().max(1e-9);
+        if accounts == 1 {
+            f.ingest_notifying_per_sec = stats.items_per_sec();
+            f.delivered = delivered;
+            f.delivered_per_sec = per_sec;
+        } else {
+            f.delivered_per_sec_100_contacts = per_sec;
+        }
+        eprintln!(
+            "compare: amon every event notifying, {accounts} contact(s): {:.0} events/s accepted, {delivered} webhooks, {per_sec:.0}/s delivered",
+            stats.items_per_sec()
+        );
+        drop(cluster);
     }
-    let last = sink.hooks().iter().map(|h| h.at).max().unwrap_or(started);
-    f.delivered = sink.count() as u64;
-    f.delivered_per_sec = f.delivered as f64 / (last - started).saturating_sub(BURST_WINDOW).as_secs_f64().max(1e-9);
-    eprintln!(
-        "compare: amon every event notifying: {:.0} events/s accepted, {:.0} webhooks/s delivered",
-        f.ingest_notifying_per_sec, f.delivered_per_sec
-    );
-    drop(cluster);
 
     let scenario = |name: &str, scenario, servers, per, rate, duration: Duration, hold| RunOptions {
         amon: o.amon.clone(),
@@ -303,6 +316,12 @@ fn table(a: &AmonFigures, m: &AmFigures) -> String {
             format!("{:.0}", a.delivered_per_sec),
             format!("{:.0}", m.delivered_per_sec),
             ratio(a.delivered_per_sec, m.delivered_per_sec),
+        ),
+        (
+            "the same, Amon's 10k alarms over 100 accounts' webhook contacts (one contact's messages in order, contacts in parallel)".into(),
+            format!("{:.0}", a.delivered_per_sec_100_contacts),
+            format!("{:.0}", m.delivered_per_sec),
+            ratio(a.delivered_per_sec_100_contacts, m.delivered_per_sec),
         ),
         (
             format!(

@@ -354,15 +354,9 @@ impl MasterParts {
                     move |lifeline| {
                         // Off the System arbiter, so deliveries never hold up
                         // the router and the alarm actors (or they it).
-                        let addr = match Arbiter::try_new() {
-                            Ok(arbiter) => {
-                                NotifierPool::start_on_own_arbiter(arbiter, notifier_env.clone(), workers, lifeline)
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot start the notifier's arbiter; delivering from the main one");
-                                NotifierPool::new(notifier_env.clone(), workers, lifeline).start()
-                            }
-                        };
+                        let env = notifier_env.clone();
+                        let addr =
+                            lifeline.start_on_own_thread(move |lifeline| NotifierPool::new(env, workers, lifeline));
                         notifier.set(addr.clone());
                         addr.recipient()
                     }

@@ -10,7 +10,7 @@
 //! operator API and metrics, never retried again.
 //!
 //! In the daemon the pool and its workers run on an arbiter of their own
-//! ([`NotifierPool::start_on_own_arbiter`]), so rendering and the SMTP and
+//! (`Lifeline::start_on_own_thread`), so rendering and the SMTP and
 //! HTTP exchanges never take turns with the other actors on the System
 //! arbiter; the SMTP connections and the webhook client, bound to the
 //! runtime that opened them, stay on that one arbiter, shared by every
@@ -75,20 +75,10 @@ pub struct NotifierPool {
     /// The webhook client of this arbiter, which every worker (started on
     /// the same arbiter) shares, so a receiver's connections are reused.
     webhooks: Webhooks,
-    /// The arbiter the pool was given to run on, if any: stopped when the
-    /// pool is dropped, so a pool that stops or panics takes its thread and
-    /// its workers with it, and a restarted one leaves nothing behind.
-    _own_arbiter: Option<OwnArbiter>,
+    /// Its death notice; in the daemon it also owns the pool's thread
+    /// (`Lifeline::start_on_own_thread`), so a pool that stops or panics
+    /// takes its thread and its workers with it.
     lifeline: Lifeline,
-}
-
-/// An arbiter that stops when dropped.
-struct OwnArbiter(Arbiter);
-
-impl Drop for OwnArbiter {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
 }
 
 /// Who a rate limit is about: the address, whatever alarm it is for.
@@ -119,24 +109,8 @@ impl NotifierPool {
             held: HashMap::new(),
             digests_due: HashSet::new(),
             webhooks: Webhooks::new(),
-            _own_arbiter: None,
             lifeline,
         }
-    }
-
-    /// Starts the pool, and with it its workers, on `arbiter`, which the
-    /// pool then owns: it stops the arbiter when it stops, however it stops.
-    pub fn start_on_own_arbiter(
-        arbiter: Arbiter,
-        env: Arc<NotifierEnv>,
-        size: usize,
-        lifeline: Lifeline,
-    ) -> Addr<NotifierPool> {
-        let handle = arbiter.handle();
-        NotifierPool::start_in_arbiter(&handle, move |_ctx| NotifierPool {
-            _own_arbiter: Some(OwnArbiter(arbiter)),
-            ..NotifierPool::new(env, size, lifeline)
-        })
     }
 
     /// A worker on the pool's arbiter, sharing its webhook client.
@@ -499,6 +473,11 @@ mod tests {
         })
     }
 
+    /// A pool of two workers on `arbiter`, as the daemon starts it.
+    fn on_own_thread(arbiter: Arbiter, env: Arc<NotifierEnv>) -> Addr<NotifierPool> {
+        Lifeline::detached().start_on(arbiter, move |lifeline| NotifierPool::new(env, 2, lifeline))
+    }
+
     /// A webhook notification to `url` with an id of its own.
     fn to(url: &str) -> Notification {
         Notification {
@@ -522,7 +501,7 @@ mod tests {
             .find(|b| worker_index(&format!("webhook:{b}"), 2) != worker_index(&format!("webhook:{a}"), 2))
             .unwrap();
         let (a1, a2, b1) = (to(&a), to(&a), to(&b));
-        let pool = NotifierPool::start_on_own_arbiter(Arbiter::new(), env(mail.path()), 2, Lifeline::detached());
+        let pool = on_own_thread(Arbiter::new(), env(mail.path()));
         pool.do_send(Deliver(vec![a1.clone(), a2.clone(), b1.clone()]));
 
         // From here this test blocks its own arbiter, the System's: only a
@@ -549,7 +528,7 @@ mod tests {
         let url = receiver.url("/hook");
         let batch: Vec<Notification> = (0..20).map(|_| to(&url)).collect();
         env.store.enqueue(batch.clone(), 0).await.unwrap();
-        let pool = NotifierPool::start_on_own_arbiter(Arbiter::new(), env.clone(), 2, Lifeline::detached());
+        let pool = on_own_thread(Arbiter::new(), env.clone());
         pool.do_send(Deliver(batch));
         for _ in 0..19 {
             receiver.next().answer("200 OK");
@@ -578,7 +557,7 @@ mod tests {
             let _alive = alive;
             std::future::pending::<()>().await
         });
-        let pool = NotifierPool::start_on_own_arbiter(arbiter, env(mail.path()), 2, Lifeline::detached());
+        let pool = on_own_thread(arbiter, env(mail.path()));
         pool.send(Stop).await.unwrap();
         let stopped = tokio::time::timeout(Duration::from_secs(10), gone)
             .await

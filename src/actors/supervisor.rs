@@ -150,15 +150,34 @@ impl Lifeline {
     }
 
     /// Starts an actor on an arbiter (an OS thread) of its own, which stops
-    /// when the actor goes (its lifeline goes with it).
-    pub fn start_on_own_thread<A, F>(mut self, make: F) -> Addr<A>
+    /// when the actor goes (its lifeline goes with it). `make` runs on that
+    /// thread, so what the actor builds there (clients bound to a runtime)
+    /// is its own. If no thread can be started, the actor runs on the
+    /// current arbiter (logged).
+    pub fn start_on_own_thread<A, F>(self, make: F) -> Addr<A>
     where
         A: Actor<Context = Context<A>>,
         F: FnOnce(Lifeline) -> A + Send + 'static,
     {
-        let arbiter = actix::Arbiter::new().handle();
-        self.thread = Some(arbiter.clone());
-        A::start_in_arbiter(&arbiter, move |_| make(self))
+        match actix::Arbiter::try_new() {
+            Ok(arbiter) => self.start_on(arbiter, make),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread; running on the current one");
+                make(self).start()
+            }
+        }
+    }
+
+    /// Starts an actor on `arbiter`, which then belongs to it: stopped when
+    /// the actor goes, however it ends (a panic included).
+    pub fn start_on<A, F>(mut self, arbiter: actix::Arbiter, make: F) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>>,
+        F: FnOnce(Lifeline) -> A + Send + 'static,
+    {
+        let handle = arbiter.handle();
+        self.thread = Some(handle.clone());
+        A::start_in_arbiter(&handle, move |_| make(self))
     }
 
     /// A lifeline that tells nobody, for actors run outside a supervisor
