@@ -12,6 +12,13 @@ use amon::clock::Clock;
 use amon::config::{self, Mode, EXIT_CONFIG};
 use amon::daemon::{self, Listeners};
 
+/// jemalloc instead of glibc's allocator: with its background thread it
+/// gives memory freed after a burst back to the system (glibc's per-thread
+/// arenas kept it: a master stayed at its peak after its alarm actors had
+/// gone idle).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (mode, file) = match cli.command {
