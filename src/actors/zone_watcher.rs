@@ -683,8 +683,6 @@ mod tests {
                 }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-            // The recorded state comes from the store thread, in real time.
-            std::thread::sleep(Duration::from_micros(200));
         }
         panic!("watcher of {machine} was not restarted");
     }
@@ -698,9 +696,10 @@ mod tests {
             if depth >= n {
                 break;
             }
+            // No real-time wait is needed for the store thread: once the
+            // link has begun a spool write, it answers `GetLinkState` only
+            // after the commit (its mailbox waits meanwhile).
             tokio::time::sleep(Duration::from_millis(10)).await;
-            // The spool is written by the store thread, in real time.
-            std::thread::sleep(Duration::from_micros(200));
         }
         settle().await;
         depth = depth.max(link.send(GetLinkState).await.unwrap().spool_depth);
