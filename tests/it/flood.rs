@@ -24,9 +24,10 @@ use crate::harness::{free_port, now_ms, tail_of, wait_until, Amon, AmonConfig, A
 /// `[notify] heartbeat_timeout` for every test here.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often the simulated relay heartbeats (a real one: every few seconds,
-/// well within the timeout).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How often the simulated relay heartbeats: a twelfth of the timeout, so
+/// only a stall of most of the timeout on a loaded machine could make a
+/// live relay look silent (a real one beats every few seconds).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 
 /// Slack for "not before": the master's timers start a little after our
 /// clock reading, but our polls notice an email up to a poll late.
