@@ -334,7 +334,7 @@ impl ServerGuard {
             roots: HashMap::new(),
             folded: Vec::new(),
         });
-        tracing::warn!(%server, hostname = ?info.hostname, ?reason, incident = %id, "server incident opened");
+        tracing::warn!(%server, hostname = info.hostname.as_deref().unwrap_or(""), ?reason, incident = %id, "server incident opened");
         metrics::counter!("amon_server_incidents_total").increment(1);
         // Announce one hold (at least one burst window) later, with every
         // machine that went down by then; a server back before that was a

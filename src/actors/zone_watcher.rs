@@ -118,7 +118,7 @@ impl Handler<Observe> for ZoneWatcher {
             new_state: msg.new.as_str().to_string(),
             up,
         });
-        tracing::info!(machine = %self.machine, alias = ?self.alias, up, state = %msg.new, "zone transition");
+        tracing::info!(machine = %self.machine, alias = self.alias.as_deref().unwrap_or(""), up, state = %msg.new, "zone transition");
         // The new state is recorded in the same commit as the spooled event.
         let zone = ZoneRecord {
             machine: self.machine,
