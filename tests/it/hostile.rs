@@ -110,9 +110,9 @@ fn check(master: &Master, path: &str, what: &str, body: &[u8], expect: Expect) {
 
 /// The shapes every endpoint refuses the same way, whatever it expects.
 fn common(master: &Master, path: &str) {
-    check(master, path, "cut short", b"{\"login\": ", invalid());
+    check(master, path, "cut short", b"{\"lo", invalid());
     check(master, path, "not json", b"login=alice", invalid());
-    check(master, path, "trailing bytes", b"{} {}", invalid());
+    check(master, path, "trailing bytes", b"{} {}", refused());
     check(master, path, "empty", b"", invalid());
     check(
         master,
@@ -128,7 +128,7 @@ fn common(master: &Master, path: &str) {
         "{\"a\":".repeat(100_000).as_bytes(),
         refused(),
     );
-    check(master, path, "not UTF-8", b"{\"name\": \"\xff\xfe\"}", invalid());
+    check(master, path, "not UTF-8", b"\xff\xfe{}", invalid());
     check(master, path, "over the limit", &vec![b' '; MAX_BODY + 1], too_large());
     // Just under the limit: about two million numbers.
     let mut huge = b"[0".to_vec();
