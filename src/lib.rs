@@ -28,4 +28,12 @@ pub mod notify;
 pub mod rules;
 pub mod store;
 pub mod telemetry;
+
+/// The build's semantic version and the commit it was built from
+/// (`0.1.0 (8a581b8)`; `unknown` outside a git checkout): what
+/// `amon --version` prints and the daemon logs at start.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AMON_COMMIT"), ")");
+
+/// The commit the build was made from (see `build.rs`).
+pub const COMMIT: &str = env!("AMON_COMMIT");
 pub mod zones;

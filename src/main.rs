@@ -63,6 +63,8 @@ fn run_daemon(settings: config::Settings, file: Option<PathBuf>) -> anyhow::Resu
         relay_admin_listen = %show(running.relay_admin_addr),
         relay_agent_listen = %show(running.relay_agent_addr),
         pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        commit = amon::COMMIT,
         "amon started"
     );
     system.block_on(async move {

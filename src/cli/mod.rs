@@ -29,7 +29,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:4300";
 #[derive(Debug, Parser)]
 #[command(
     name = "amon",
-    version,
+    version = crate::VERSION,
     about = "Monitoring and alarming for SmartOS/Triton data centers"
 )]
 pub struct Cli {

@@ -42,6 +42,39 @@ pub enum StoreError {
     Open { path: String, source: rusqlite::Error },
     #[error("migration to schema version {version} failed: {source}")]
     Migration { version: usize, source: rusqlite::Error },
+    /// A request panicked: it was rolled back alone and the store went on.
+    #[error("the store request panicked: {0}")]
+    Panicked(String),
+    /// A stored row that cannot be what it claims (a bad uuid, unreadable
+    /// json, a row the model cannot hold): which table and row, and why.
+    #[error("corrupt row in {table} (key {key}): {reason}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Runs one request, turning a panic into [`StoreError::Panicked`] so the
+/// thread that runs it (the writer, a reader) goes on with the others.
+/// Logged here, once; the caller gets the message as its error.
+fn guarded<T>(f: impl FnOnce(&Connection) -> Result<T, StoreError>, conn: &Connection) -> Result<T, StoreError> {
+    // The connection is unwind safe in the sense that matters: the writer
+    // rolls a failed request back to its savepoint and a reader drops its
+    // read transaction, so no half-done state outlives the request.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))).unwrap_or_else(|payload| {
+        let message = panic_message(payload.as_ref());
+        tracing::error!(panic = %message, "a store request panicked; it fails alone and the store goes on");
+        Err(StoreError::Panicked(message))
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 trait Finish: Send {
@@ -182,7 +215,7 @@ impl Db {
     {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
-            let result = f(conn);
+            let result = guarded(f, conn);
             (result.is_ok(), Box::new(Reply { result, tx }) as Box<dyn Finish>)
         });
         self.mailbox.send(op).await.map_err(|_| StoreError::Stopped)?;
@@ -202,7 +235,7 @@ impl Db {
     {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
-            let result = f(conn);
+            let result = guarded(f, conn);
             (
                 result.is_ok(),
                 Box::new(ReplyThen { result, after, tx }) as Box<dyn Finish>,
@@ -233,7 +266,7 @@ impl Db {
             let result = conn
                 .unchecked_transaction()
                 .map_err(StoreError::from)
-                .and_then(|tx| f(&tx));
+                .and_then(|tx| guarded(f, &tx));
             let _ = tx.send(result);
         });
         reads.send(read).await.map_err(|_| StoreError::Stopped)?;
@@ -318,7 +351,14 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
             e.to_string()
         });
         for finish in finishers {
-            finish.finish(committed.clone());
+            // An answer's callback (`call_then`'s `after`) is caller code
+            // too: its panic must not take the store thread with it. Its
+            // caller then sees the store as stopped for that one request.
+            let committed = committed.clone();
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish.finish(committed))) {
+                let message = panic_message(payload.as_ref());
+                tracing::error!(panic = %message, "a store answer's callback panicked; the store goes on");
+            }
         }
     }
     tracing::info!("store stopped");
@@ -396,6 +436,64 @@ mod tests {
             assert_eq!(read_now(&db).await, expected);
             assert_eq!(read_now(&db).await, expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_request_fails_alone_and_the_store_goes_on() {
+        let db = Db::in_memory(NOTES).unwrap();
+        // Hold the writer so the next three requests share one group.
+        let (entered, inside) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holding = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.call(move |conn| {
+                    let _ = entered.send(());
+                    let _ = released.recv();
+                    write(conn, "first")
+                })
+                .await
+            }
+        });
+        inside.await.unwrap();
+        let panicking = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.call(|conn| -> Result<(), StoreError> {
+                    write(conn, "half done")?;
+                    panic!("a bad row");
+                })
+                .await
+            }
+        });
+        let after = tokio::spawn({
+            let db = db.clone();
+            async move { db.call(|conn| write(conn, "same group")).await }
+        });
+        // Both wait in the mailbox before the writer is let go.
+        while db.mailbox.capacity() > MAILBOX - 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+        let err = panicking.await.unwrap().unwrap_err();
+        assert!(matches!(&err, StoreError::Panicked(m) if m == "a bad row"), "{err}");
+        after.await.unwrap().unwrap();
+        db.call(|conn| write(conn, "later")).await.unwrap();
+        assert_eq!(db.read(notes).await.unwrap(), ["first", "same group", "later"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_with_readers(&dir.path().join("notes.sqlite"), NOTES, 1).unwrap();
+        db.call(|conn| write(conn, "kept")).await.unwrap();
+        let err = db
+            .read(|_| -> Result<(), StoreError> { panic!("reader {}", 1) })
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::Panicked(m) if m == "reader 1"), "{err}");
+        assert_eq!(read_now(&db).await, ["kept"]);
     }
 
     #[tokio::test]

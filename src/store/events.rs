@@ -56,7 +56,7 @@ impl Store {
             let rows = stmt.query_map(params![seq], sequenced)?;
             rows.map(|row| {
                 let (seq, body) = row?;
-                Ok((seq, serde_json::from_str(&body)?))
+                Ok((seq, super::stored("events", &seq.to_string(), &body)?))
             })
             .collect()
         })
@@ -72,7 +72,7 @@ impl Store {
             let rows = stmt.query_map(params![first, last], sequenced)?;
             rows.map(|row| {
                 let (seq, body) = row?;
-                Ok((seq, serde_json::from_str(&body)?))
+                Ok((seq, super::stored("events", &seq.to_string(), &body)?))
             })
             .collect()
         })

@@ -150,13 +150,13 @@ impl Store {
     /// Finds an account by uuid or login.
     pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
-                    params![key],
-                    account_row,
-                )
-                .optional()?)
+            conn.query_row(
+                "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
+                params![key],
+                account_row,
+            )
+            .optional()?
+            .transpose()
         })
         .await
     }
@@ -165,7 +165,7 @@ impl Store {
         self.call(|conn| {
             let mut stmt = conn.prepare("SELECT uuid, login, email FROM accounts")?;
             let rows = stmt.query_map([], account_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.map(|row| row?).collect()
         })
         .await
     }
@@ -194,7 +194,8 @@ impl Store {
         self.read(move |conn| {
             json_rows(
                 conn,
-                "SELECT body FROM probes WHERE user = ?1 ORDER BY uuid",
+                "probes",
+                "SELECT uuid, body FROM probes WHERE user = ?1 ORDER BY uuid",
                 params![user.to_string()],
             )
         })
@@ -205,7 +206,8 @@ impl Store {
         self.read(move |conn| {
             json_row(
                 conn,
-                "SELECT body FROM probes WHERE user = ?1 AND uuid = ?2",
+                "probes",
+                "SELECT uuid, body FROM probes WHERE user = ?1 AND uuid = ?2",
                 params![user.to_string(), uuid.to_string()],
             )
         })
@@ -218,7 +220,8 @@ impl Store {
         self.read(move |conn| {
             json_rows(
                 conn,
-                "SELECT body FROM probes WHERE agent = ?1 ORDER BY uuid",
+                "probes",
+                "SELECT uuid, body FROM probes WHERE agent = ?1 ORDER BY uuid",
                 params![agent.to_string()],
             )
         })
@@ -226,7 +229,8 @@ impl Store {
     }
 
     pub async fn all_probes(&self) -> Result<Vec<Probe>, StoreError> {
-        self.call(|conn| json_rows(conn, "SELECT body FROM probes", [])).await
+        self.call(|conn| json_rows(conn, "probes", "SELECT uuid, body FROM probes", []))
+            .await
     }
 
     /// Deletes a probe; `false` if it did not exist.
@@ -262,7 +266,8 @@ impl Store {
         self.read(move |conn| {
             json_rows(
                 conn,
-                "SELECT body FROM probegroups WHERE user = ?1 ORDER BY uuid",
+                "probegroups",
+                "SELECT uuid, body FROM probegroups WHERE user = ?1 ORDER BY uuid",
                 params![user.to_string()],
             )
         })
@@ -270,7 +275,7 @@ impl Store {
     }
 
     pub async fn all_groups(&self) -> Result<Vec<ProbeGroup>, StoreError> {
-        self.call(|conn| json_rows(conn, "SELECT body FROM probegroups", []))
+        self.call(|conn| json_rows(conn, "probegroups", "SELECT uuid, body FROM probegroups", []))
             .await
     }
 
@@ -278,7 +283,8 @@ impl Store {
         self.read(move |conn| {
             json_row(
                 conn,
-                "SELECT body FROM probegroups WHERE user = ?1 AND uuid = ?2",
+                "probegroups",
+                "SELECT uuid, body FROM probegroups WHERE user = ?1 AND uuid = ?2",
                 params![user.to_string(), uuid.to_string()],
             )
         })
@@ -296,11 +302,14 @@ impl Store {
             if deleted == 0 {
                 return Ok(None);
             }
-            let mut stmt = conn.prepare_cached("SELECT body FROM probes WHERE user = ?1")?;
-            let rows = stmt.query_map(params![user.to_string()], |r| r.get::<_, String>(0))?;
+            let mut stmt = conn.prepare_cached("SELECT uuid, body FROM probes WHERE user = ?1")?;
+            let rows = stmt.query_map(params![user.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             let mut members = Vec::new();
-            for body in rows {
-                let mut probe: Probe = serde_json::from_str(&body?)?;
+            for row in rows {
+                let (key, body) = row?;
+                let mut probe: Probe = stored("probes", &key, &body)?;
                 if probe.group == Some(uuid) {
                     probe.group = None;
                     members.push(probe);
@@ -334,7 +343,8 @@ impl Store {
         self.read(move |conn| {
             json_rows(
                 conn,
-                "SELECT body FROM contacts WHERE user = ?1 ORDER BY name",
+                "contacts",
+                "SELECT user || '/' || name, body FROM contacts WHERE user = ?1 ORDER BY name",
                 params![user.to_string()],
             )
         })
@@ -344,14 +354,15 @@ impl Store {
     /// Every stored contact, by account.
     pub async fn all_contacts(&self) -> Result<Vec<(Uuid, Contact)>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT user, body FROM contacts")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut stmt = conn.prepare("SELECT user, name, body FROM contacts")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?;
             let mut contacts = Vec::new();
             for row in rows {
-                let (user, body) = row?;
-                if let Ok(user) = Uuid::parse_str(&user) {
-                    contacts.push((user, serde_json::from_str(&body)?));
-                }
+                let (user, name, body) = row?;
+                let key = format!("{user}/{name}");
+                contacts.push((stored_uuid("contacts", &key, &user)?, stored("contacts", &key, &body)?));
             }
             Ok(contacts)
         })
@@ -399,14 +410,12 @@ impl Store {
             let mut machines = Vec::new();
             for row in rows {
                 let (uuid, server, alias, up) = row?;
-                if let (Ok(uuid), Ok(server)) = (Uuid::parse_str(&uuid), Uuid::parse_str(&server)) {
-                    machines.push(MachineRecord {
-                        uuid,
-                        server,
-                        alias,
-                        up,
-                    });
-                }
+                machines.push(MachineRecord {
+                    uuid: stored_uuid("machines", &uuid, &uuid)?,
+                    server: stored_uuid("machines", &uuid, &server)?,
+                    alias,
+                    up,
+                });
             }
             Ok(machines)
         })
@@ -447,8 +456,15 @@ impl Store {
 
     /// Every stored window (ended ones are deleted when they end).
     pub async fn all_windows(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {
-        self.call(|conn| json_rows(conn, "SELECT body FROM maintenances ORDER BY owner, id", []))
-            .await
+        self.call(|conn| {
+            json_rows(
+                conn,
+                "maintenances",
+                "SELECT owner || '/' || id, body FROM maintenances ORDER BY owner, id",
+                [],
+            )
+        })
+        .await
     }
 
     /// One owner's window: found, gone (ended or deleted), or never issued.
@@ -457,7 +473,8 @@ impl Store {
             let owner = window_owner(user);
             if let Some(found) = json_row(
                 conn,
-                "SELECT body FROM maintenances WHERE owner = ?1 AND id = ?2",
+                "maintenances",
+                "SELECT owner || '/' || id, body FROM maintenances WHERE owner = ?1 AND id = ?2",
                 params![owner, id as i64],
             )? {
                 return Ok(Lookup::Found(found));
@@ -561,7 +578,8 @@ impl Store {
         self.call(move |conn| {
             json_row(
                 conn,
-                "SELECT body FROM alarms WHERE monitor = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
+                "alarms",
+                "SELECT user || '/' || id, body FROM alarms WHERE monitor = ?1 AND closed = 0 ORDER BY id DESC LIMIT 1",
                 params![monitor_column(&monitor)],
             )
         })
@@ -572,11 +590,12 @@ impl Store {
     /// so that pending holds resume).
     pub async fn monitors_with_open_alarms(&self) -> Result<Vec<MonitorKey>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT DISTINCT body FROM alarms WHERE closed = 0")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut stmt = conn.prepare("SELECT user || '/' || id, body FROM alarms WHERE closed = 0")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             let mut keys = Vec::new();
-            for body in rows {
-                let alarm: Alarm = serde_json::from_str(&body?)?;
+            for row in rows {
+                let (key, body) = row?;
+                let alarm: Alarm = stored("alarms", &key, &body)?;
                 let key = alarm.monitor();
                 if !keys.contains(&key) {
                     keys.push(key);
@@ -592,7 +611,8 @@ impl Store {
         self.read(move |conn| {
             json_rows(
                 conn,
-                "SELECT body FROM alarms WHERE user = ?1 ORDER BY id DESC",
+                "alarms",
+                "SELECT user || '/' || id, body FROM alarms WHERE user = ?1 ORDER BY id DESC",
                 params![user.to_string()],
             )
         })
@@ -604,13 +624,11 @@ impl Store {
     pub async fn all_alarms(&self, open_only: bool) -> Result<Vec<Alarm>, StoreError> {
         self.read(move |conn| {
             let sql = if open_only {
-                "SELECT body FROM alarms WHERE closed = 0 ORDER BY time_closed DESC, user, id DESC"
+                "SELECT user || '/' || id, body FROM alarms WHERE closed = 0 ORDER BY time_closed DESC, user, id DESC"
             } else {
-                "SELECT body FROM alarms ORDER BY user, id DESC"
+                "SELECT user || '/' || id, body FROM alarms ORDER BY user, id DESC"
             };
-            let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+            json_rows(conn, "alarms", sql, [])
         })
         .await
     }
@@ -654,9 +672,7 @@ impl Store {
             let mut servers = Vec::new();
             for row in rows {
                 let (uuid, hostname, last_event, last_seen) = row?;
-                if let Ok(uuid) = Uuid::parse_str(&uuid) {
-                    servers.push((uuid, hostname, last_event, last_seen));
-                }
+                servers.push((stored_uuid("servers", &uuid, &uuid)?, hostname, last_event, last_seen));
             }
             Ok(servers)
         })
@@ -667,7 +683,8 @@ impl Store {
         self.read(move |conn| {
             if let Some(found) = json_row(
                 conn,
-                "SELECT body FROM alarms WHERE user = ?1 AND id = ?2",
+                "alarms",
+                "SELECT user || '/' || id, body FROM alarms WHERE user = ?1 AND id = ?2",
                 params![user.to_string(), id as i64],
             )? {
                 return Ok(AlarmLookup::Found(found));
@@ -692,15 +709,20 @@ impl Store {
     /// Deliveries not yet done, oldest first (resumed after a restart).
     pub async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         self.call(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT body, attempts, created FROM outbox WHERE state = 'pending' ORDER BY created")?;
+            let mut stmt = conn
+                .prepare("SELECT body, attempts, created, id FROM outbox WHERE state = 'pending' ORDER BY created")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    key_text_at(r, 3)?,
+                ))
             })?;
             rows.map(|row| {
-                let (body, attempts, created) = row?;
+                let (body, attempts, created, key) = row?;
                 Ok(PendingDelivery {
-                    notification: serde_json::from_str(&body)?,
+                    notification: stored("outbox", &key, &body)?,
                     attempts: attempts as u32,
                     created,
                 })
@@ -715,14 +737,14 @@ impl Store {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<(Notification, String)>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT body, COALESCE(last_error, '') FROM outbox WHERE state = 'dead' ORDER BY created DESC LIMIT ?1",
+                "SELECT body, COALESCE(last_error, ''), id FROM outbox WHERE state = 'dead' ORDER BY created DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, key_text_at(r, 2)?))
             })?;
             rows.map(|row| {
-                let (body, why) = row?;
-                Ok((serde_json::from_str(&body)?, why))
+                let (body, why, key) = row?;
+                Ok((stored("outbox", &key, &body)?, why))
             })
             .collect()
         })
@@ -771,34 +793,103 @@ pub enum DeliveryOutcome {
     Dead(String),
 }
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreError>> {
     let uuid: String = r.get(0)?;
-    Ok(Account {
-        uuid: Uuid::parse_str(&uuid).unwrap_or_default(),
-        login: r.get(1)?,
-        email: r.get(2)?,
+    let login: String = r.get(1)?;
+    let email: String = r.get(2)?;
+    Ok(stored_uuid("accounts", &uuid, &uuid).map(|uuid| Account { uuid, login, email }))
+}
+
+/// A uuid column of a stored row, or [`StoreError::Corrupt`] naming the row.
+fn stored_uuid(table: &'static str, key: &str, text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: format!("{text:?} is not a uuid: {e}"),
     })
 }
 
-/// Runs a query for at most one row whose one column is a JSON body.
-fn json_row<T: serde::de::DeserializeOwned>(
+/// A row's JSON body as `T`, checked ([`Stored::check`]), or
+/// [`StoreError::Corrupt`] naming the row.
+pub(crate) fn stored<T: Stored>(table: &'static str, key: &str, body: &str) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        reason,
+    };
+    let value: T = serde_json::from_str(body).map_err(|e| corrupt(format!("unreadable json body: {e}")))?;
+    value.check().map_err(corrupt)?;
+    Ok(value)
+}
+
+/// What the store keeps as a JSON body: read back only through [`stored`],
+/// which refuses a body the model cannot hold (the model then never meets
+/// one, e.g. an alarm with neither probe nor group).
+pub(crate) trait Stored: serde::de::DeserializeOwned {
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Stored for Probe {}
+impl Stored for ProbeGroup {}
+impl Stored for Contact {}
+impl Stored for MaintenanceWindow {}
+impl Stored for Notification {}
+impl Stored for crate::model::Event {}
+
+impl Stored for Alarm {
+    fn check(&self) -> Result<(), String> {
+        match (self.probe, self.probe_group) {
+            (None, None) => Err("an alarm with neither probe nor probe group".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A row's key (its first column) as text, whatever its SQLite type.
+fn key_text(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    key_text_at(r, 0)
+}
+
+fn key_text_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<String> {
+    Ok(match r.get::<_, rusqlite::types::Value>(column)? {
+        rusqlite::types::Value::Integer(n) => n.to_string(),
+        rusqlite::types::Value::Text(t) => t,
+        other => format!("{other:?}"),
+    })
+}
+
+/// Runs a query for at most one row of `table` whose columns are its key
+/// (for the error that names a corrupt row) and its JSON body.
+fn json_row<T: Stored>(
     conn: &Connection,
+    table: &'static str,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Option<T>, StoreError> {
-    let body: Option<String> = conn.prepare_cached(sql)?.query_row(params, |r| r.get(0)).optional()?;
-    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+    let row: Option<(String, String)> = conn
+        .prepare_cached(sql)?
+        .query_row(params, |r| Ok((key_text(r)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(key, body)| stored(table, &key, &body)).transpose()
 }
 
-/// Runs a query whose one column is a JSON body and parses every row.
-fn json_rows<T: serde::de::DeserializeOwned>(
+/// Runs a query of `table` whose columns are a key and a JSON body, and
+/// parses every row.
+fn json_rows<T: Stored>(
     conn: &Connection,
+    table: &'static str,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
-    rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
+    let rows = stmt.query_map(params, |r| Ok((key_text(r)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (key, body) = row?;
+        stored(table, &key, &body)
+    })
+    .collect()
 }
 
 fn window_owner(user: Option<Uuid>) -> String {
@@ -861,6 +952,62 @@ mod tests {
             agent_alias: None,
             relay: None,
         })
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_uuid_is_an_error_naming_the_table_and_row() {
+        let store = Store::in_memory().unwrap();
+        store
+            .call(|conn| {
+                conn.execute(
+                    "INSERT INTO accounts (uuid, login, email, created) VALUES ('not-a-uuid', 'mallory', 'm@example.com', 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.get_account("mallory".into()).await.unwrap_err();
+        match &err {
+            StoreError::Corrupt { table, key, reason } => {
+                assert_eq!((*table, key.as_str()), ("accounts", "not-a-uuid"));
+                assert!(reason.contains("is not a uuid"), "{reason}");
+            }
+            other => panic!("expected a corrupt row, got {other}"),
+        }
+        assert!(store.all_accounts().await.is_err(), "never the nil uuid");
+    }
+
+    #[tokio::test]
+    async fn an_alarm_with_neither_probe_nor_group_is_refused_as_corrupt() {
+        let store = Store::in_memory().unwrap();
+        let user = Uuid::new_v4();
+        let body = serde_json::json!({
+            "user": user, "id": 7, "closed": false, "suppressed": false, "timeOpened": 1,
+            "timeClosed": null, "timeLastEvent": null, "numEvents": 1, "faults": [], "maintFaults": [],
+        })
+        .to_string();
+        store
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO alarms (user, id, monitor, closed, body) VALUES (?1, 7, 'x', 0, ?2)",
+                    params![user.to_string(), body],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let expected = format!("corrupt row in alarms (key {user}/7): an alarm with neither probe nor probe group");
+        // Boot reads it first: it must not reach `Alarm::monitor`.
+        let err = store.monitors_with_open_alarms().await.unwrap_err();
+        assert_eq!(err.to_string(), expected);
+        let err = store.list_alarms(user).await.unwrap_err();
+        assert_eq!(err.to_string(), expected);
+        let err = store
+            .call(|conn| json_rows::<Alarm>(conn, "alarms", "SELECT user || '/' || id, '{' FROM alarms", []))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unreadable json body"), "{err}");
     }
 
     fn counts(machine: u64, probe: u64, server: u64) -> Vec<(String, u64)> {

@@ -1027,4 +1027,74 @@ mod tests {
             assert_eq!(split_server_tag(line), Ok(None), "{line:?}");
         }
     }
+
+    mod fuzz {
+        //! Arbitrary lines, and arbitrary JSON shaped like the formats,
+        //! never panic any line parser: they answer a value or an error.
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                prop_oneof![
+                    any::<String>(),
+                    Just("running".to_string()),
+                    Just("6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11".to_string())
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                let keys = prop_oneof![
+                    any::<String>(),
+                    Just("zonename".to_string()),
+                    Just("newstate".to_string()),
+                    Just("oldstate".to_string()),
+                    Just("when".to_string()),
+                    Just("uuid".to_string()),
+                    Just("state".to_string()),
+                    Just("class".to_string()),
+                    Just("data".to_string()),
+                ];
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map(keys, inner, 0..6)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn every_parser(line: &str) {
+            for format in [
+                LineFormat::Auto,
+                LineFormat::Zoneevent,
+                LineFormat::Vmadm,
+                LineFormat::Sysevent,
+            ] {
+                let _ = parse_line(line, format);
+            }
+            let _ = parse_list_line(line);
+            let _ = parse_meta_line(line);
+            let _ = split_server_tag(line);
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                every_parser(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(value in json()) {
+                let line = value.to_string();
+                every_parser(&line);
+                // A server-tagged line too (`<server uuid> <line>`).
+                every_parser(&format!("6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11 {line}"));
+            }
+        }
+    }
 }

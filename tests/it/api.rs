@@ -577,7 +577,7 @@ fn an_operator_window_on_a_server_silences_every_account_on_it() {
 
 /// One request with any method, headers and raw body, on its own
 /// connection (`Connection: close`).
-fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub(crate) fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut stream =
         TcpStream::connect(addr).unwrap_or_else(|e| panic!("{method} {path}: cannot connect to {addr}: {e}"));
     stream

@@ -596,3 +596,23 @@ fn errors_name_the_url_and_never_the_token() {
     // ping keeps working as it did.
     assert!(rig.ok(&["ping"]).contains("pong"));
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_amon"))
+        .arg("--version")
+        .output()
+        .expect("run amon --version");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let expected_prefix = format!("amon {} (", env!("CARGO_PKG_VERSION"));
+    let commit = text
+        .trim_end()
+        .strip_prefix(&expected_prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`amon --version` printed {text:?}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "a short commit hash or `unknown`: {text:?}"
+    );
+}

@@ -19,6 +19,7 @@ mod e2e;
 mod flood;
 mod gc;
 mod harness;
+mod hostile;
 mod ingest;
 mod load;
 mod relay;

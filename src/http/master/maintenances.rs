@@ -9,9 +9,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{parse_body, MasterApi};
+use super::MasterApi;
 use crate::actors::maintenance::{CreateWindow, DeleteWindow, MaintenanceKeeper};
-use crate::http::{drain, read_body, ApiError, FieldError, MAX_BODY};
+use crate::http::{decode_json, drain, read_body, ApiError, FieldError, MAX_BODY};
 use crate::model::{EpochMs, MaintenanceScope, MaintenanceWindow};
 use crate::store::Lookup;
 
@@ -173,7 +173,7 @@ impl MasterApi {
     }
 
     async fn create_window(&self, user: Option<Uuid>, body: &[u8]) -> Result<HttpResponse, ApiError> {
-        let body: WindowBody = parse_body(body, "window")?;
+        let body: WindowBody = decode_json(body, "window")?;
         let window = validate(user, body, self.clock.now_ms())?;
         let window = self
             .keeper()?

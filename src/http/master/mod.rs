@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{content_md5, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
+use super::{content_md5, decode_json, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
 use crate::actors::router::{AccountChanged, EventRouter, RouteEvents};
 use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
@@ -39,16 +39,6 @@ pub struct MasterApi {
 mod alarms;
 mod maintenances;
 mod probes;
-
-/// Parses a JSON body into `what`: empty is `400 InvalidArgument`, a body
-/// that does not fit is `422 ValidationFailed` naming the problem.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidArgument("request body is empty: expected json".into()));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(vec![FieldError::invalid("body", format!("invalid {what}: {e}"))]))
-}
 
 pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -205,7 +195,7 @@ fn valid_login(login: &str) -> bool {
 }
 
 async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let body: NewAccount = read_json(payload, MAX_BODY).await?;
+    let body: NewAccount = read_json(payload, MAX_BODY, "account").await?;
     let mut errors = Vec::new();
     match body.login.as_deref() {
         None => errors.push(FieldError::missing("login")),
@@ -405,19 +395,56 @@ async fn list_agent_probes(api: web::Data<MasterApi>, req: HttpRequest) -> Resul
         .body(body))
 }
 
-/// Parses `POST /events`: one event or an array of them.
+/// Parses `POST /events`: one event or an array of them. Malformed JSON is
+/// `400 InvalidArgument`, an event that does not fit `422 ValidationFailed`
+/// naming it (`[3].machine`), as for every other body ([`decode_json`]).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let parsed = match first {
-        Some(b'[') => serde_json::from_slice::<Vec<Event>>(body),
-        Some(_) => serde_json::from_slice::<Event>(body).map(|e| vec![e]),
-        None => {
-            return Err(ApiError::InvalidArgument(
-                "request body is empty: expected events".into(),
-            ))
-        }
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let parsed = if batch {
+        decode_json::<Vec<Event>>(body, "events")
+    } else {
+        decode_json::<Event>(body, "event").map(|e| vec![e])
     };
-    parsed.map_err(|e| ApiError::InvalidArgument(format!("invalid events: {e}")))
+    parsed.map_err(|e| match e {
+        // An internally tagged enum is decoded from a buffered copy, which
+        // hides the field's path: look for it again, on this rare path only
+        // (the happy path stays one pass).
+        ApiError::ValidationFailed { mut errors, .. } => {
+            if let (Some(error), Some(field)) = (errors.first_mut(), misfit_event_field(body, batch)) {
+                error.field = field;
+            }
+            ApiError::validation(errors)
+        }
+        other => other,
+    })
+}
+
+/// The path of the first event field that does not fit (`[2].time`), by
+/// decoding each event as the variant its `type` names.
+fn misfit_event_field(body: &[u8], batch: bool) -> Option<String> {
+    use crate::model::{MachineEvent, ProbeEvent, ServerEvent};
+    fn path<T: serde::de::DeserializeOwned>(event: &serde_json::Value) -> Option<String> {
+        serde_path_to_error::deserialize::<_, T>(event)
+            .err()
+            .map(|e| e.path().to_string())
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let events = if batch { value.as_array()?.clone() } else { vec![value] };
+    events.iter().enumerate().find_map(|(i, event)| {
+        let within = match event.get("type").and_then(serde_json::Value::as_str) {
+            Some("probe") => path::<ProbeEvent>(event),
+            Some("machine") => path::<MachineEvent>(event),
+            Some("server") => path::<ServerEvent>(event),
+            _ => Some("type".to_string()),
+        }?;
+        let within = if within == "." { None } else { Some(within) };
+        Some(match (batch, within) {
+            (true, Some(field)) => format!("[{i}].{field}"),
+            (true, None) => format!("[{i}]"),
+            (false, Some(field)) => field,
+            (false, None) => "body".to_string(),
+        })
+    })
 }
 
 /// What `POST /events` does with one event, by its age.
@@ -528,9 +555,18 @@ mod tests {
         assert_eq!(parse_events(one.as_bytes()).unwrap().len(), 1);
         assert_eq!(parse_events(format!("[{one},{one}]").as_bytes()).unwrap().len(), 2);
         assert!(matches!(parse_events(b"  "), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(parse_events(b"[{\"type\""), Err(ApiError::InvalidArgument(_))));
+        let field = |body: String| match parse_events(body.as_bytes()) {
+            Err(ApiError::ValidationFailed { errors, .. }) => errors[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        let late = one.replace("\"time\":1", "\"time\":\"soon\"");
+        assert_eq!(field(late.clone()), "time");
+        assert_eq!(field(format!("[{one},{late}]")), "[1].time");
+        assert_eq!(field(r#"[{"type":"mood"}]"#.into()), "[0].type");
         assert!(matches!(
             parse_events(b"{\"type\":\"nope\"}"),
-            Err(ApiError::InvalidArgument(_))
+            Err(ApiError::ValidationFailed { .. })
         ));
     }
 
@@ -576,5 +612,66 @@ mod tests {
         assert!(matches!(agent_param("agent="), Err(ApiError::MissingParameter(_))));
         assert!(matches!(agent_param("machine=x"), Err(ApiError::MissingParameter(_))));
         assert!(matches!(agent_param("agent=cn-7"), Err(ApiError::InvalidArgument(_))));
+    }
+
+    mod fuzz {
+        //! Arbitrary bytes and arbitrary JSON never panic the events
+        //! decoder: it answers events or a 4xx.
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                prop_oneof![
+                    any::<String>(),
+                    Just("probe".to_string()),
+                    Just("machine".to_string()),
+                    Just("server".to_string()),
+                    Just("6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11".to_string())
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 8, |inner| {
+                let keys = prop_oneof![
+                    any::<String>(),
+                    Just("type".to_string()),
+                    Just("uuid".to_string()),
+                    Just("time".to_string()),
+                    Just("relay".to_string()),
+                    Just("server".to_string()),
+                    Just("machine".to_string()),
+                    Just("event".to_string()),
+                    Just("data".to_string()),
+                    Just("v".to_string()),
+                ];
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map(keys, inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn is_a_4xx(result: Result<Vec<Event>, ApiError>) -> bool {
+            use actix_web::ResponseError as _;
+            result.map_or_else(|e| e.status_code().is_client_error(), |_| true)
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_answer_events_or_a_4xx(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                prop_assert!(is_a_4xx(parse_events(&bytes)));
+            }
+
+            #[test]
+            fn arbitrary_json_answers_events_or_a_4xx(value in json()) {
+                prop_assert!(is_a_4xx(parse_events(value.to_string().as_bytes())));
+            }
+        }
     }
 }

@@ -12,9 +12,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{parse_body, MasterApi};
+use super::MasterApi;
 use crate::actors::router::{ContactsChanged, GroupChanged, GroupDeleted, ProbeChanged, ProbeDeleted};
-use crate::http::{drain, read_body, ApiError, FieldError, MAX_BODY};
+use crate::http::{decode_json, drain, read_body, ApiError, FieldError, MAX_BODY};
 use crate::model::{Account, Contact, Medium, Probe, ProbeGroup, ProbeType};
 
 impl MasterApi {
@@ -208,7 +208,7 @@ pub(super) async fn create_probe(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_BODY).await?;
     let account = api.account(&path).await?;
-    let body: ProbeBody = parse_body(&body, "probe")?;
+    let body: ProbeBody = decode_json(&body, "probe")?;
     let probe = validate_probe(&api, account.uuid, Uuid::new_v4(), body).await?;
     save_probe(&api, probe).await
 }
@@ -228,7 +228,7 @@ pub(super) async fn put_probe(
         .get_probe(account.uuid, uuid)
         .await?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("no such probe: {uuid}")))?;
-    let body: ProbeBody = parse_body(&body, "probe")?;
+    let body: ProbeBody = decode_json(&body, "probe")?;
     let probe = validate_probe(&api, account.uuid, uuid, body).await?;
     if MonitorMoved::between(&old, &probe) {
         // Its faults belong to the old monitor's alarm: close them there.
@@ -334,7 +334,7 @@ pub(super) async fn create_group(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, MAX_BODY).await?;
     let account = api.account(&path).await?;
-    let body: GroupBody = parse_body(&body, "probe group")?;
+    let body: GroupBody = decode_json(&body, "probe group")?;
     let group = validate_group(&api, account.uuid, Uuid::new_v4(), body).await?;
     save_group(&api, group).await
 }
@@ -353,7 +353,7 @@ pub(super) async fn put_group(
     if api.store.get_group(account.uuid, uuid).await?.is_none() {
         return Err(ApiError::ResourceNotFound(format!("no such probe group: {uuid}")));
     }
-    let body: GroupBody = parse_body(&body, "probe group")?;
+    let body: GroupBody = decode_json(&body, "probe group")?;
     let group = validate_group(&api, account.uuid, uuid, body).await?;
     save_group(&api, group).await
 }
@@ -453,7 +453,7 @@ pub(super) async fn put_contact(
     let body = read_body(payload, MAX_BODY).await?;
     let (account, name) = path.into_inner();
     let account = api.account(&account).await?;
-    let body: ContactBody = parse_body(&body, "contact")?;
+    let body: ContactBody = decode_json(&body, "contact")?;
     let mut errors = Vec::new();
     if !valid_contact_name(&name) {
         errors.push(FieldError::invalid(
