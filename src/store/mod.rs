@@ -5,6 +5,7 @@
 //! answer means "durable". The thread is not an actix actor because group
 //! commit needs to drain the mailbox, which an actix `SyncContext` cannot.
 
+mod backup;
 mod checkpoint;
 mod db;
 mod events;
@@ -17,12 +18,18 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+pub use backup::backup_database;
 pub use db::{Db, StoreError};
 pub use events::Committed;
 pub use relay::{RelayStore, ZoneRecord};
 
 use crate::model::{Account, Alarm, Contact, EpochMs, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
+
+/// The master's database file in a data dir.
+pub const MASTER_FILE: &str = "amon.sqlite";
+/// The relay's database file in a data dir.
+pub const RELAY_FILE: &str = "relay.sqlite";
 
 /// A machine as the flood guard last saw it.
 #[derive(Debug, Clone, PartialEq)]
