@@ -217,7 +217,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             None => format!("http://{}", reachable(master_addr.unwrap_or(settings.master.listen))),
         };
         let server_uuid = server_uuid(&settings)?;
-        let relay_store = RelayStore::open(&settings.data_dir.join("relay.sqlite"))?;
+        let relay_store = RelayStore::open(&settings.data_dir.join(crate::store::RELAY_FILE))?;
         let relay = RelayParts {
             link_config: RelayLinkConfig {
                 master_url,
@@ -607,12 +607,15 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// The file in a relay's data dir that keeps its generated server uuid.
+pub const SERVER_UUID_FILE: &str = "server_uuid";
+
 /// The relay's server uuid: configured, else stable in the data dir.
 fn server_uuid(settings: &Settings) -> Result<Uuid, DaemonError> {
     if let Some(uuid) = settings.relay.server_uuid {
         return Ok(uuid);
     }
-    let path = settings.data_dir.join("server_uuid");
+    let path = settings.data_dir.join(SERVER_UUID_FILE);
     if let Some(uuid) = std::fs::read_to_string(&path)
         .ok()
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
@@ -687,5 +690,5 @@ async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Resul
 
 /// The database file of a data dir.
 pub fn database_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("amon.sqlite")
+    data_dir.join(crate::store::MASTER_FILE)
 }

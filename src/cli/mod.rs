@@ -15,6 +15,7 @@ use anyhow::anyhow;
 use clap::{Args, Parser, Subcommand};
 
 pub mod alarms;
+pub mod backup;
 pub mod client;
 pub mod contacts;
 pub mod maint;
@@ -54,6 +55,14 @@ pub enum Command {
     Relay {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Writes a consistent copy of a data dir's databases (amon.sqlite,
+    /// relay.sqlite) while the daemon runs (SQLite's online backup).
+    Backup {
+        /// The daemon's `data_dir`.
+        data_dir: PathBuf,
+        /// A directory, created if needed; the copies must not exist there yet.
+        dest: PathBuf,
     },
     /// Checks that a master answers.
     Ping {
@@ -133,6 +142,7 @@ pub fn run(command: Command) -> Option<ExitCode> {
         Command::Standalone { .. } | Command::Master { .. } | Command::Relay { .. } | Command::Ping { .. } => {
             return None
         }
+        Command::Backup { data_dir, dest } => backup::run(&data_dir, &dest),
         Command::Alarms(args) => block_on(&args.opts.clone(), |ctx| async move { alarms::run(&ctx, args).await }),
         Command::Maint(args) => block_on(&args.opts.clone(), |ctx| async move { maint::run(&ctx, args).await }),
         Command::Suppress(args) => block_on(

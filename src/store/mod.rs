@@ -5,6 +5,7 @@
 //! answer means "durable". The thread is not an actix actor because group
 //! commit needs to drain the mailbox, which an actix `SyncContext` cannot.
 
+mod backup;
 mod checkpoint;
 mod db;
 mod events;
@@ -17,12 +18,18 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+pub use backup::backup_database;
 pub use db::{Db, StoreError};
 pub use events::Committed;
 pub use relay::{RelayStore, ZoneRecord};
 
 use crate::model::{Account, Alarm, Contact, EpochMs, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
+
+/// The master's database file in a data dir.
+pub const MASTER_FILE: &str = "amon.sqlite";
+/// The relay's database file in a data dir.
+pub const RELAY_FILE: &str = "relay.sqlite";
 
 /// A machine as the flood guard last saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -1303,5 +1310,52 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version as usize, schema::MASTER.len());
+    }
+
+    /// A copy of a fixture written by an earlier release
+    /// (`tests/fixtures/<commit>/<name>`, see `make-040829a.sh` there) in
+    /// a temporary directory, so opening it (which migrates it) leaves the
+    /// committed file alone.
+    pub(crate) fn fixture_copy(commit: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(commit)
+            .join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::copy(&from, &path).unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
+        (dir, path)
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_database_of_release_040829a_is_migrated_to_version_8_with_its_rows() {
+        let (_dir, path) = fixture_copy("040829a", "amon.sqlite");
+        assert_eq!(user_version(&path), 6, "the last release wrote schema version 6");
+        let store = Store::open(&path).unwrap();
+        let logins: Vec<String> = store
+            .all_accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.login)
+            .collect();
+        assert_eq!(logins.len(), 2, "{logins:?}");
+        assert_eq!(store.all_probes().await.unwrap().len(), 3);
+        assert_eq!(store.all_groups().await.unwrap().len(), 2);
+        assert_eq!(store.all_contacts().await.unwrap().len(), 3);
+        assert_eq!(store.all_windows().await.unwrap().len(), 2);
+        assert_eq!(store.open_alarm_count().await.unwrap(), 2);
+        assert!(
+            !store.pending_deliveries().await.unwrap().is_empty(),
+            "the webhook delivery that kept failing is still pending"
+        );
+        drop(store);
+        assert_eq!(user_version(&path), 8);
+        assert_eq!(schema::MASTER.len(), 8);
     }
 }

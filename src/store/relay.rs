@@ -294,4 +294,26 @@ mod tests {
         store.forget_zones(vec![zone.machine]).await.unwrap();
         assert!(store.zones().await.unwrap().is_empty());
     }
+
+    #[actix_rt::test]
+    async fn a_spool_of_release_040829a_opens_with_its_events() {
+        let (_dir, path) = crate::store::tests::fixture_copy("040829a", "relay.sqlite");
+        let store = RelayStore::open(&path).unwrap();
+        let machine_events = store
+            .spooled()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Machine(_)))
+            .count();
+        assert!(
+            machine_events >= 2,
+            "the two zone events spooled while the master was away"
+        );
+        assert!(!store.zones().await.unwrap().is_empty());
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, schema::RELAY.len());
+    }
 }

@@ -4,7 +4,8 @@
 //! behaviours an operator would check by hand; `relay` the relay's own
 //! (every zone format, spool across a master outage and a SIGKILL,
 //! reconciliation, a dying zone source); `gc` retention and garbage
-//! collection on the master.
+//! collection on the master; `upgrade` data dirs of the last release
+//! opened by this build, and `amon backup`.
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -23,3 +24,4 @@ mod hostile;
 mod ingest;
 mod load;
 mod relay;
+mod upgrade;
