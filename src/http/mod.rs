@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod loglevel;
 pub mod master;
 pub mod relay_admin;
 pub mod relay_agent;

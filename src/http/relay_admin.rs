@@ -1,6 +1,6 @@
 //! The relay's admin API on loopback (like the original's port 4307):
-//! `GET /ping`, `GET /state` (`?zones=true` for every zone's state) and
-//! `GET /metrics`.
+//! `GET /ping`, `GET /state` (`?zones=true` for every zone's state),
+//! `GET /metrics` and `GET|PUT /loglevel`.
 
 use actix_web::{web, HttpResponse};
 
@@ -24,7 +24,9 @@ pub fn configure(api: RelayAdminApi) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(api))
             .route("/ping", web::get().to(ping))
             .route("/state", web::get().to(state))
-            .route("/metrics", web::get().to(metrics));
+            .route("/metrics", web::get().to(metrics))
+            .route("/loglevel", web::get().to(super::loglevel::get_loglevel))
+            .route("/loglevel", web::put().to(super::loglevel::put_loglevel));
     }
 }
 

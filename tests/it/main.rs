@@ -23,5 +23,6 @@ mod harness;
 mod hostile;
 mod ingest;
 mod load;
+mod loglevel;
 mod relay;
 mod upgrade;

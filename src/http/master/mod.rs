@@ -50,6 +50,8 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/servers", web::get().to(list_servers))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
+            .route("/loglevel", web::get().to(crate::http::loglevel::get_loglevel))
+            .route("/loglevel", web::put().to(crate::http::loglevel::put_loglevel))
             .route("/agentprobes", web::get().to(list_agent_probes))
             // HEAD is what relays poll: actix-web sends the GET answer's
             // headers (Content-Length included, as RFC 9110 requires) and
