@@ -48,7 +48,7 @@ fn the_log_filter_changes_at_run_time_on_the_master_and_the_relay() {
     assert_eq!(amon.log_messages("log filter changed").len(), 1, "logged once");
     let (status, _) = api.post("/events", &Value::Array(vec![up(machine)]));
     assert_eq!(status, 202);
-    wait_until("a debug line", || String::new(), || (debug_lines() > 0).then_some(()));
+    wait_until("a debug line", String::new, || (debug_lines() > 0).then_some(()));
 
     // Back to warn through the relay's admin API: same process, same filter.
     let response = admin.exchange("PUT", "/loglevel", Some(&json!({ "level": "warn" })));
