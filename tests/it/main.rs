@@ -25,4 +25,5 @@ mod ingest;
 mod load;
 mod loglevel;
 mod relay;
+mod service;
 mod upgrade;
