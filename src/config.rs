@@ -885,6 +885,67 @@ fn validate_zones(raw: &RawZones) -> Result<ZoneSourceSettings, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// TOML-ish text: keys of ours, any values, and plain garbage.
+        fn config_text() -> impl Strategy<Value = String> {
+            let keys = prop::sample::select(vec![
+                "datacenter",
+                "data_dir",
+                "[master]\nlisten",
+                "[master]\nshards",
+                "[master]\ningest_backlog",
+                "[master]\nevent_retention",
+                "[notify]\nhold",
+                "[notify]\nrate_limit",
+                "[relay]\nmaster_url",
+                "[relay.zones]\ncommand",
+                "[auth]\ntokens",
+            ]);
+            let value = prop_oneof![
+                "[ -~]{0,20}".prop_map(|v| format!("{v:?}")),
+                any::<i64>().prop_map(|v| v.to_string()),
+                any::<f64>().prop_map(|v| v.to_string()),
+                Just("[1, \"a\", {x = 1}]".to_string()),
+                Just("true".to_string()),
+                "\\PC{0,30}",
+            ];
+            prop_oneof![
+                prop::collection::vec((keys, value), 0..6)
+                    .prop_map(|pairs| pairs.into_iter().map(|(k, v)| format!("{k} = {v}\n")).collect()),
+                "\\PC{0,200}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// No configuration file, however broken, panics the loader: it
+            /// is settings or an error naming a key.
+            #[test]
+            fn any_config_file_is_settings_or_an_error(text in config_text()) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("amon.toml");
+                std::fs::write(&path, &text).unwrap();
+                for mode in [Mode::Master, Mode::Relay, Mode::Standalone] {
+                    let _ = load_from(mode, Some(&path), Vec::new());
+                }
+            }
+
+            /// Nor does any value in the environment.
+            #[test]
+            fn any_environment_value_is_settings_or_an_error(value in "\\PC{0,40}") {
+                for key in ["AMON__MASTER__SHARDS", "AMON__NOTIFY__HOLD", "AMON__RELAY__ZONES__COMMAND", "AMON__MASTER__LISTEN"] {
+                    let _ = load_from(Mode::Standalone, None, vec![(key.to_string(), value.clone())]);
+                }
+            }
+        }
+    }
+
     use super::*;
 
     /// The environment of a test; an open API unless the test says (a
