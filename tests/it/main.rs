@@ -17,6 +17,7 @@ mod agent;
 mod api;
 mod cli;
 mod e2e;
+mod faults;
 mod flood;
 mod gc;
 mod harness;
