@@ -1,8 +1,10 @@
 //! Delivery faults through the real binary (issue 12): a webhook receiver
 //! that answers 5xx, or drops the connection, gets the same notification
 //! again until it takes it, and once; one that answers 4xx dead-letters it,
-//! visibly in `GET /deadletters`. The receiver is a small HTTP server in
-//! this test, answering as it is told, request by request.
+//! visibly in `GET /deadletters`. The same for SMTP: a server that drops the
+//! connection in the middle of DATA, then answers 451, gets the same
+//! message (one Message-ID) until it takes it; a 554 dead-letters it. The
+//! receivers are small servers in this test, answering as they are told.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -193,4 +195,175 @@ fn a_webhook_answering_4xx_dead_letters_the_notification_visibly() {
         "{dead:?}"
     );
     assert_eq!(heard.lock().unwrap().len(), 1, "a permanent failure is not retried");
+}
+
+// ---- SMTP ----
+
+/// How the SMTP server answers one message's end of DATA.
+#[derive(Debug, Clone, Copy)]
+enum Mail {
+    Reply(u16),
+    /// Reads the first lines of the message, then closes the connection.
+    HangupMidData,
+}
+
+/// What the SMTP server got: each message's Message-ID and its answer.
+type Mailed = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An SMTP server answering `script` message by message, then 250.
+fn smtp_server(script: Vec<Mail>) -> (u16, Mailed) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mailed: Mailed = Arc::default();
+    let log = mailed.clone();
+    std::thread::spawn(move || {
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        for stream in listener.incoming().flatten() {
+            let (script, log) = (script.clone(), log.clone());
+            std::thread::spawn(move || smtp_session(stream, &script, &log));
+        }
+    });
+    (port, mailed)
+}
+
+fn smtp_session(stream: TcpStream, script: &Mutex<std::vec::IntoIter<Mail>>, log: &Mailed) {
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let mut say = |line: &str| writer.write_all(format!("{line}\r\n").as_bytes()).is_ok();
+    if !say("220 faults.test ESMTP") {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let ok = match verb.as_str() {
+            "EHLO" | "HELO" => say("250 faults.test"),
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => say("250 OK"),
+            "QUIT" => {
+                say("221 bye");
+                return;
+            }
+            "DATA" => {
+                let answer = script.lock().unwrap().next().unwrap_or(Mail::Reply(250));
+                say("354 go ahead");
+                let mut message_id = String::new();
+                loop {
+                    let mut data = String::new();
+                    if reader.read_line(&mut data).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(id) = data
+                        .strip_prefix("Message-ID:")
+                        .or_else(|| data.strip_prefix("Message-Id:"))
+                    {
+                        message_id = id.trim().to_string();
+                    }
+                    if let Mail::HangupMidData = answer {
+                        if !message_id.is_empty() {
+                            log.lock().unwrap().push((message_id, format!("{answer:?}")));
+                            return; // the connection closes mid-DATA
+                        }
+                    }
+                    if data == ".\r\n" {
+                        break;
+                    }
+                }
+                log.lock().unwrap().push((message_id, format!("{answer:?}")));
+                match answer {
+                    Mail::Reply(250) => say("250 queued"),
+                    Mail::Reply(code) => say(&format!("{code} not now")),
+                    Mail::HangupMidData => return,
+                }
+            }
+            _ => say("502 what"),
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// A master with a 1 s hold mailing through the SMTP server on `port`, and
+/// alice's probe on `machine` (her account's email contact).
+fn mailing_master(dir: &Path, port: u16, machine: Uuid) -> Amon {
+    let text = AmonConfig {
+        smtp_port: Some(port),
+        ..AmonConfig::new(&dir.join("data"))
+    }
+    .text()
+    .replace("hold = \"2s\"", "hold = \"1s\"")
+    .replace("burst_window = \"2s\"", "burst_window = \"1s\"");
+    let config = dir.join("master.toml");
+    std::fs::write(&config, text).expect("config");
+    let amon = Amon::start(Mode::Master, &config, &dir.join("master.log"));
+    let api = amon.api();
+    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/pub/alice/probes",
+        &json!({ "type": "machine-up", "machine": machine }),
+    );
+    amon
+}
+
+#[test]
+fn smtp_dropping_mid_data_then_451_gets_the_same_message_again_until_it_takes_it_once() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (port, mailed) = smtp_server(vec![Mail::HangupMidData, Mail::Reply(451)]);
+    let machine = Uuid::new_v4();
+    let amon = mailing_master(dir.path(), port, machine);
+    down(&amon.api(), machine);
+    let log = dir.path().join("master.log");
+    let got = wait_until(
+        "the third attempt, answered 250",
+        || tail_of(&log, 30),
+        || {
+            let mailed = mailed.lock().unwrap().clone();
+            (mailed.len() >= 3).then_some(mailed)
+        },
+    );
+    assert!(
+        got.iter().all(|(id, _)| *id == got[0].0 && !id.is_empty()),
+        "one Message-ID: {got:?}"
+    );
+    assert_eq!(got[2].1, "Reply(250)", "{got:?}");
+    wait_until(
+        "the delivery to be recorded",
+        || tail_of(&log, 30),
+        || (amon.log_messages("notification delivered").len() == 1).then_some(()),
+    );
+    assert_eq!(amon.api().get("/deadletters").1, json!([]));
+    assert_eq!(mailed.lock().unwrap().len(), 3, "accepted once, not sent again");
+}
+
+#[test]
+fn smtp_answering_5xx_dead_letters_the_message_visibly() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (port, mailed) = smtp_server(vec![Mail::Reply(554)]);
+    let machine = Uuid::new_v4();
+    let amon = mailing_master(dir.path(), port, machine);
+    down(&amon.api(), machine);
+    let log = dir.path().join("master.log");
+    let dead = wait_until(
+        "the message in /deadletters",
+        || tail_of(&log, 30),
+        || {
+            let (_, dead) = amon.api().get("/deadletters");
+            dead.as_array().filter(|d| !d.is_empty()).cloned()
+        },
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["error"].as_str().unwrap_or_default().contains("554"),
+        "{dead:?}"
+    );
+    assert_eq!(mailed.lock().unwrap().len(), 1, "a permanent refusal is not retried");
 }
