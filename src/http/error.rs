@@ -137,6 +137,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Stopped => ApiError::ServiceUnavailable("the store is not running".into()),
+            e if e.is_unavailable() => {
+                ApiError::ServiceUnavailable(format!("the database cannot take writes now: {e}"))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

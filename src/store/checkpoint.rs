@@ -21,9 +21,17 @@ const EVERY: Duration = Duration::from_millis(200);
 /// growing without bound when passive checkpoints cannot catch up.
 const TRUNCATE_ABOVE: i64 = 262_144;
 
-/// Stops the checkpoint thread when the last store handle goes.
+/// Stops the checkpoint thread when the last store handle goes, and says
+/// whether its last checkpoint failed (a full disk, a read-only file).
 pub(super) struct Checkpointer {
     stop: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    pub(super) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Checkpointer {
@@ -35,15 +43,16 @@ impl Drop for Checkpointer {
 /// Starts checkpointing the database at `path` (already in WAL mode).
 pub(super) fn start(path: &Path) -> std::io::Result<Checkpointer> {
     let stop = Arc::new(AtomicBool::new(false));
+    let failing = Arc::new(AtomicBool::new(false));
     let path: PathBuf = path.to_path_buf();
-    let flag = stop.clone();
+    let (flag, state) = (stop.clone(), failing.clone());
     std::thread::Builder::new()
         .name("amon-db-ckpt".into())
-        .spawn(move || run(&path, &flag))?;
-    Ok(Checkpointer { stop })
+        .spawn(move || run(&path, &flag, &state))?;
+    Ok(Checkpointer { stop, failing })
 }
 
-fn run(path: &Path, stop: &AtomicBool) {
+fn run(path: &Path, stop: &AtomicBool, failing: &AtomicBool) {
     let conn = match Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -57,14 +66,23 @@ fn run(path: &Path, stop: &AtomicBool) {
     let _ = conn.busy_timeout(Duration::from_secs(5));
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(EVERY);
-        match checkpoint(&conn, "PASSIVE") {
-            Ok((log, _)) if log > TRUNCATE_ABOVE => {
-                if let Err(e) = checkpoint(&conn, "TRUNCATE") {
-                    tracing::warn!(error = %e, "WAL checkpoint (truncate) failed");
+        let outcome = match checkpoint(&conn, "PASSIVE") {
+            Ok((log, _)) if log > TRUNCATE_ABOVE => checkpoint(&conn, "TRUNCATE").map(|_| ()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        // Logged when it starts failing and when it is over, not every turn.
+        match outcome {
+            Ok(()) => {
+                if failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("WAL checkpoints work again");
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            Err(e) => {
+                if !failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %e, "WAL checkpoint failed; the database may not take writes until it works again");
+                }
+            }
         }
     }
 }

@@ -55,6 +55,32 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database cannot take writes for now (disk full, read-only file,
+    /// I/O error, locked): a temporary condition the caller may retry, not a
+    /// bug. The API answers these `503`, so relays keep their spool and retry.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked)
+            ),
+            // A failed COMMIT is reported as SQLite's message.
+            StoreError::Commit(message) => [
+                "WAL checkpoints fail",
+                "disk is full",
+                "readonly database",
+                "disk I/O error",
+                "database is locked",
+            ]
+            .iter()
+            .any(|m| message.contains(m)),
+            _ => false,
+        }
+    }
+}
+
 /// Runs one request, turning a panic into [`StoreError::Panicked`] so the
 /// thread that runs it (the writer, a reader) goes on with the others.
 /// Logged here, once; the caller gets the message as its error.
@@ -205,6 +231,12 @@ impl Db {
             _checkpointer: None,
             reads: None,
         })
+    }
+
+    /// Whether the last WAL checkpoint failed (a full disk, a read-only
+    /// file): the database cannot be trusted to take writes meanwhile.
+    pub fn checkpoint_failing(&self) -> bool {
+        self._checkpointer.as_ref().is_some_and(|c| c.failing())
     }
 
     /// Runs `f` in the next group commit; answers after the commit.

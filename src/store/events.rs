@@ -31,6 +31,30 @@ impl Store {
             .await
     }
 
+    /// A small write, committed: whether the database takes writes now
+    /// (`GET /ping` asks, so a full disk shows as `503`).
+    /// The probe writes (and at once deletes, in the same transaction, so
+    /// nobody ever sees it) a 64 KiB row: a write the size of an event batch,
+    /// which a nearly full disk refuses as it would refuse the batch. A
+    /// failing WAL checkpoint counts as unavailable too.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        if self.db.checkpoint_failing() {
+            return Err(StoreError::Commit(
+                "WAL checkpoints fail (disk full or read-only?)".into(),
+            ));
+        }
+        self.call(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO event_counts (type, stored) VALUES ('~probe ' || hex(zeroblob(32768)), 0)",
+            )?
+            .execute([])?;
+            conn.prepare_cached("DELETE FROM event_counts WHERE type LIKE '~probe %'")?
+                .execute([])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The router's watermark: every event with a sequence number up to it
     /// has been applied by every alarm actor it concerns.
     pub async fn route_mark(&self) -> Result<i64, StoreError> {

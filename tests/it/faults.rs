@@ -367,3 +367,127 @@ fn smtp_answering_5xx_dead_letters_the_message_visibly() {
     );
     assert_eq!(mailed.lock().unwrap().len(), 1, "a permanent refusal is not retried");
 }
+
+// ---- the disk ----
+
+/// A tmpfs of `size` mounted at `at` (root only), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `path` until it refuses another byte.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let small = [0u8; 512];
+    while file.write_all(&small).is_ok() {}
+    let _ = file.sync_all();
+}
+
+fn stored_events(api: &Api) -> u64 {
+    let (_, metrics) = api.get("/metrics");
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("amon_events_stored"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let Some(disk) = Tmpfs::mount(&dir.path().join("data"), "8m") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to mount a tmpfs for this test"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root (this test fills a small disk)");
+        return;
+    };
+    let text = AmonConfig::new(&disk.0).text();
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("master.log");
+    let amon = Amon::start(Mode::Master, &config, &log);
+    let api = amon.api();
+    assert_eq!(api.get("/ping").0, 200);
+
+    let batch = || -> Value {
+        let server = Uuid::new_v4();
+        Value::Array(
+            (0..200)
+                .map(|_| {
+                    json!({
+                        "type": "machine", "uuid": Uuid::new_v4(), "time": now_ms(), "relay": server,
+                        "machine": Uuid::new_v4(), "server": server,
+                        "oldState": "running", "newState": "stopped", "up": false,
+                    })
+                })
+                .collect(),
+        )
+    };
+    fill(&disk.0.join("filler"));
+    // Posting until the disk says no: every 202 before that is kept.
+    let mut acknowledged = 0u64;
+    let refused = loop {
+        let body = batch();
+        let response = api.exchange("POST", "/events", Some(&body));
+        match response.status {
+            202 => acknowledged += 200,
+            503 => break body,
+            other => panic!(
+                "POST /events answered {other}: {}\n{}",
+                String::from_utf8_lossy(&response.body),
+                tail_of(&log, 20)
+            ),
+        }
+        assert!(acknowledged < 1_000_000, "the disk never filled\n{}", tail_of(&log, 20));
+    };
+    assert!(
+        amon.log_lines().iter().any(|l| l.to_string().contains("disk is full")),
+        "a clear log line\n{}",
+        tail_of(&log, 20)
+    );
+    wait_until(
+        "GET /ping to answer 503",
+        || tail_of(&log, 20),
+        || (api.get("/ping").0 == 503).then_some(()),
+    );
+
+    // Room again: the master takes writes without anyone touching it.
+    std::fs::remove_file(disk.0.join("filler")).expect("remove filler");
+    wait_until(
+        "GET /ping to answer 200",
+        || tail_of(&log, 20),
+        || (api.get("/ping").0 == 200).then_some(()),
+    );
+    let (status, body) = api.post("/events", &refused);
+    assert_eq!(status, 202, "the refused batch, sent again: {body}");
+    assert_eq!(
+        stored_events(&api),
+        acknowledged + 200,
+        "every acknowledged event is stored"
+    );
+}

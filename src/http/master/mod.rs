@@ -141,8 +141,11 @@ struct PingQuery {
 
 /// `GET /ping`; `?error=<Code>` answers with that error instead, as Amon's
 /// ping did, so clients (and tests) can see every error the API can give.
-async fn ping(query: web::Query<PingQuery>) -> Result<HttpResponse, ApiError> {
+async fn ping(query: web::Query<PingQuery>, api: web::Data<MasterApi>) -> Result<HttpResponse, ApiError> {
     let Some(code) = query.error.as_deref() else {
+        // Healthy means able to commit: a full disk or a read-only
+        // database answers 503 while it lasts, and 200 again once it is over.
+        api.store.probe_write().await?;
         return Ok(pong());
     };
     let message = format!("simulated {code} (GET /ping?error=)");
