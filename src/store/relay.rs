@@ -168,8 +168,10 @@ impl RelayStore {
     }
 }
 
-/// Zone rows (machine, server, state, alias, owner) as records; a row whose
-/// uuids do not parse is skipped.
+/// Zone rows (machine, server, state, alias, owner) as records. A row whose
+/// uuids do not parse is skipped with an error naming the table and key (the
+/// zone is then watched from its next report, as a new one), never read as
+/// a nil uuid; an unreadable owner is left out, with a warning.
 fn read_zones(
     conn: &rusqlite::Connection,
     sql: &str,
@@ -188,15 +190,23 @@ fn read_zones(
     let mut zones = Vec::new();
     for row in rows {
         let (machine, server, state, alias, owner) = row?;
-        let (Ok(machine), Ok(server)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
+        let (Ok(machine_uuid), Ok(server_uuid)) = (Uuid::parse_str(&machine), Uuid::parse_str(&server)) else {
+            tracing::error!(table = "zones", key = %machine, server = %server, "corrupt row skipped: a uuid does not parse");
             continue;
         };
+        let owner = owner.and_then(|o| match Uuid::parse_str(&o) {
+            Ok(owner) => Some(owner),
+            Err(_) => {
+                tracing::warn!(table = "zones", key = %machine, owner = %o, "unreadable owner left out");
+                None
+            }
+        });
         zones.push(ZoneRecord {
-            machine,
-            server,
+            machine: machine_uuid,
+            server: server_uuid,
             state: ZoneState::parse(&state).unwrap_or(ZoneState::Other),
             alias,
-            owner: owner.and_then(|o| Uuid::parse_str(&o).ok()),
+            owner,
         });
     }
     Ok(zones)
@@ -234,6 +244,39 @@ mod tests {
             event: ServerEventKind::Heartbeat,
             hostname: None,
         })
+    }
+
+    #[actix_rt::test]
+    async fn a_zone_row_with_a_bad_uuid_is_skipped_never_read_as_nil() {
+        let store = RelayStore::in_memory().unwrap();
+        let (good, server, owner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        store
+            .db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO zones (machine, server, state, alias, owner) VALUES
+                     (?1, ?2, 'running', 'web0', ?3), ('not-a-uuid', ?2, 'running', NULL, NULL),
+                     (?4, ?2, 'running', NULL, 'nobody')",
+                    params![
+                        good.to_string(),
+                        server.to_string(),
+                        owner.to_string(),
+                        Uuid::new_v4().to_string()
+                    ],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let zones = store.zones().await.unwrap();
+        assert_eq!(zones.len(), 2, "the corrupt row is skipped: {zones:?}");
+        assert!(zones.iter().all(|z| !z.machine.is_nil() && z.server == server));
+        let web0 = zones.iter().find(|z| z.machine == good).unwrap();
+        assert_eq!(web0.owner, Some(owner));
+        assert!(
+            zones.iter().any(|z| z.machine != good && z.owner.is_none()),
+            "an unreadable owner is left out"
+        );
     }
 
     #[actix_rt::test]
