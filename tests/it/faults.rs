@@ -1,7 +1,8 @@
 //! Delivery faults through the real binary (issue 12): a webhook receiver
 //! that answers 5xx, or drops the connection, gets the same notification
 //! again until it takes it, and once; one that answers 4xx dead-letters it,
-//! visibly in `GET /deadletters`. The same for SMTP: a server that drops the
+//! visibly in `GET /deadletters`; one that never answers times out and gets
+//! it again. The same for SMTP: a server that drops the
 //! connection in the middle of DATA, then answers 451, gets the same
 //! message (one Message-ID) until it takes it; a 554 dead-letters it. The
 //! receivers are small servers in this test, answering as they are told.
@@ -22,6 +23,9 @@ enum Answer {
     Status(u16),
     /// Reads the request and closes the connection without a word.
     Hangup,
+    /// Reads the request and says nothing until the client gives up (the
+    /// connection is held past the master's 10 s webhook timeout).
+    Stall,
 }
 
 /// What the receiver got: each request's notification id and its answer.
@@ -42,11 +46,22 @@ fn receiver(script: Vec<Answer>) -> (String, Heard) {
                 log.lock().unwrap().push((id, format!("{answer:?}")));
             }
             let mut stream = stream;
-            if let Answer::Status(code) = answer {
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
+            match answer {
+                Answer::Status(code) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                Answer::Hangup => {}
+                // Held open (not answered) on a thread of its own, so the
+                // next connection is served meanwhile; the client closes it.
+                Answer::Stall => {
+                    std::thread::spawn(move || {
+                        let mut sink = [0u8; 64];
+                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    });
+                }
             }
         }
     });
@@ -490,4 +505,33 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
         acknowledged + 200,
         "every acknowledged event is stored"
     );
+}
+
+#[test]
+fn a_webhook_that_never_answers_times_out_and_gets_the_notification_again() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (url, heard) = receiver(vec![Answer::Stall]);
+    let machine = Uuid::new_v4();
+    let amon = master(dir.path(), &url, machine);
+    down(&amon.api(), machine);
+    let log = dir.path().join("master.log");
+    // The master gives a webhook 10 s to answer, then retries after ~1 s:
+    // a deadline of its own, well past both.
+    let got = crate::harness::wait_until_for(
+        "the attempt after the timeout, answered 200",
+        60,
+        || tail_of(&log, 30),
+        || {
+            let heard = heard.lock().unwrap().clone();
+            (heard.len() >= 2).then_some(heard)
+        },
+    );
+    assert_eq!(got[0].0, got[1].0, "the same notification: {got:?}");
+    assert_eq!(got[1].1, "Status(200)");
+    let retried = amon.log_messages("delivery failed; will retry");
+    assert_eq!(retried.len(), 1, "one timeout\n{}", tail_of(&log, 30));
+    assert_eq!(amon.api().get("/deadletters").1, json!([]));
 }
