@@ -10,7 +10,8 @@
 //!   commit, for the master and for the relay.
 //! - [`notify`]: what a notification says and how it is delivered.
 //! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure;
-//!   [`catalog`]: which monitors an event concerns, pure.
+//!   [`catalog`]: which monitors an event concerns, pure; [`progress`]: the
+//!   router's watermark over routed batches, pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod progress;
 pub mod rules;
 pub mod store;
 pub mod telemetry;

@@ -17,10 +17,8 @@
 //! alarm actors: beyond it, `POST /events` answers `503` and the relays
 //! retry later, so no mailbox on the way grows without bound.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -33,6 +31,7 @@ use super::supervisor::{Lifeline, Named, Stop};
 pub use crate::catalog::Watcher;
 use crate::catalog::{Catalog, Dropped, SharedCatalog, Target};
 use crate::model::{Account, Contact, Event, MonitorKey, Probe, ProbeGroup};
+use crate::progress::{Progress, Retry};
 
 /// How many committed events may wait to be applied. Shared by the Master
 /// API (which reserves before it commits) and the router (which releases
@@ -151,24 +150,8 @@ pub struct ProbeChanged(pub Probe);
 #[rtype(result = "()")]
 pub struct AccountChanged(pub Account);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BatchState {
-    Pending,
-    Applied,
-}
-
-#[derive(Debug)]
-struct Batch {
-    last: i64,
-    state: BatchState,
-    /// How long to wait before routing it again if it fails.
-    retry: Duration,
-}
-
 /// Events replayed at start go in batches of this many.
 const REPLAY_BATCH: usize = 1000;
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct EventRouter {
     env: Arc<AlarmEnv>,
@@ -177,8 +160,8 @@ pub struct EventRouter {
     backlog: Arc<Backlog>,
     /// The highest sequence number handed to the shards.
     routed_upto: i64,
-    /// Batches not yet past the watermark, by first sequence number.
-    inflight: BTreeMap<i64, Batch>,
+    /// Batches not yet past the watermark (`crate::progress`).
+    progress: Progress,
     /// The watermark as stored (or being stored), and one waiting to be.
     mark: i64,
     writing_mark: bool,
@@ -200,7 +183,7 @@ impl EventRouter {
             shards,
             backlog,
             routed_upto: 0,
-            inflight: BTreeMap::new(),
+            progress: Progress::default(),
             mark: 0,
             writing_mark: false,
             next_mark: None,
@@ -218,7 +201,7 @@ impl EventRouter {
 
     /// Routes one batch (in sequence order): each shard gets its targets
     /// with a share of one ticket.
-    fn route(&mut self, events: Vec<(i64, Event)>, retry: Duration, ctx: &mut Context<Self>) {
+    fn route(&mut self, events: Vec<(i64, Event)>, ctx: &mut Context<Self>) {
         let (Some(first), Some(last)) = (events.first().map(|e| e.0), events.last().map(|e| e.0)) else {
             return;
         };
@@ -284,14 +267,7 @@ impl EventRouter {
                 None => tracing::warn!("flood guard is not running; server incidents may be missed"),
             }
         }
-        self.inflight.insert(
-            first,
-            Batch {
-                last,
-                state: BatchState::Pending,
-                retry,
-            },
-        );
+        self.progress.routed(first, last);
         let ticket = Arc::new(RouteTicket::new(
             per_shard.iter().map(Vec::len).sum(),
             first,
@@ -316,17 +292,10 @@ impl EventRouter {
         }
     }
 
-    /// Moves the watermark past every applied batch at the front, and
-    /// stores it (one write at a time; the latest wins).
-    fn advance(&mut self, ctx: &mut Context<Self>) {
-        let mut mark = None;
-        while let Some(entry) = self.inflight.first_entry() {
-            if entry.get().state != BatchState::Applied {
-                break;
-            }
-            mark = Some(entry.remove().last);
-        }
-        if let Some(mark) = mark {
+    /// A batch is applied: stores the watermark if it moves (one write at
+    /// a time; the latest wins).
+    fn advance(&mut self, first: i64, ctx: &mut Context<Self>) {
+        if let Some(mark) = self.progress.applied(first) {
             self.next_mark = Some(mark);
             self.write_mark(ctx);
         }
@@ -356,36 +325,28 @@ impl EventRouter {
 
     /// Routes a failed batch again, from the store, after its pause.
     fn retry(&mut self, first: i64, ctx: &mut Context<Self>) {
-        let Some(batch) = self.inflight.get(&first) else { return };
-        let (last, delay) = (batch.last, batch.retry);
-        let next = (delay * 2).min(RETRY_MAX);
+        let Some(Retry { first, last, after }) = self.progress.failed(first) else {
+            return;
+        };
         metrics::counter!("amon_route_retries_total").increment(1);
         tracing::warn!(
             first,
             last,
-            retry_in_ms = delay.as_millis() as u64,
+            retry_in_ms = after.as_millis() as u64,
             "some alarm actors could not apply a batch; it will be routed again"
         );
         let store = self.env.store.clone();
-        ctx.run_later(delay, move |act, ctx| {
+        ctx.run_later(after, move |act, ctx| {
             ctx.spawn(
                 async move { store.events_between(first, last).await }
                     .into_actor(act)
                     .map(move |result, act, ctx| match result {
-                        Ok(events) if !events.is_empty() => act.route(events, next, ctx),
-                        Ok(_) => {
-                            // Gone from the store (cannot happen before the
-                            // watermark passes them): nothing to apply.
-                            if let Some(batch) = act.inflight.get_mut(&first) {
-                                batch.state = BatchState::Applied;
-                            }
-                            act.advance(ctx);
-                        }
+                        Ok(events) if !events.is_empty() => act.route(events, ctx),
+                        // Gone from the store (cannot happen before the
+                        // watermark passes them): nothing to apply.
+                        Ok(_) => act.advance(first, ctx),
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot read a batch back to route it again");
-                            if let Some(batch) = act.inflight.get_mut(&first) {
-                                batch.retry = next;
-                            }
                             act.retry(first, ctx);
                         }
                     }),
@@ -446,7 +407,7 @@ impl Actor for EventRouter {
                         let mut replay = replay.into_iter().peekable();
                         while replay.peek().is_some() {
                             let batch: Vec<_> = replay.by_ref().take(REPLAY_BATCH).collect();
-                            act.route(batch, RETRY_FIRST, ctx);
+                            act.route(batch, ctx);
                         }
                     }
                     tracing::info!(accounts, probes, shards = act.shards.len(), "event router ready");
@@ -468,7 +429,7 @@ impl Handler<RouteEvents> for EventRouter {
         let fresh: Vec<(i64, Event)> = msg.0.into_iter().filter(|(seq, _)| *seq > self.routed_upto).collect();
         if let Some((last, _)) = fresh.last() {
             self.routed_upto = *last;
-            self.route(fresh, RETRY_FIRST, ctx);
+            self.route(fresh, ctx);
         }
     }
 }
@@ -477,13 +438,9 @@ impl Handler<BatchDone> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: BatchDone, ctx: &mut Context<Self>) {
-        let Some(batch) = self.inflight.get_mut(&msg.first) else {
-            return;
-        };
         if msg.applied {
-            batch.state = BatchState::Applied;
             self.backlog.release(msg.events);
-            self.advance(ctx);
+            self.advance(msg.first, ctx);
         } else {
             self.retry(msg.first, ctx);
         }
