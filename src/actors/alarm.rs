@@ -755,3 +755,147 @@ impl Handler<Stop> for AlarmActor {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The alarm actor's decisions, in paused time: a fault still open after
+    //! its hold is notified once, a clear after that is notified too, and a
+    //! reboot inside the hold tells nobody. Notifications are read from the
+    //! outbox (no notifier runs here).
+
+    use super::*;
+    use crate::actors::supervisor::Named;
+    use crate::model::{Account, ProbeEventData};
+    use crate::store::Store;
+
+    const HOLD: Duration = Duration::from_secs(60);
+
+    fn env(store: &Store) -> Arc<AlarmEnv> {
+        Arc::new(AlarmEnv {
+            store: store.clone(),
+            clock: Clock::tokio(1_000_000),
+            notifier: Named::new(),
+            guard: Named::new(),
+            maintenance: Maintenance::default(),
+            hold: HOLD,
+            burst_window: Duration::ZERO,
+            datacenter: "test".into(),
+            master_url: "http://127.0.0.1".into(),
+            idle_after: Duration::from_secs(3600),
+        })
+    }
+
+    fn actor(store: &Store) -> (Addr<AlarmActor>, Arc<Probe>) {
+        let account = Account {
+            uuid: Uuid::new_v4(),
+            login: "alice".into(),
+            email: "alice@example.com".into(),
+        };
+        let probe: Probe = serde_json::from_value(serde_json::json!({
+            "uuid": Uuid::new_v4(), "user": account.uuid, "type": "machine-up", "name": null,
+            "agent": null, "machine": null, "contacts": ["email"], "group": null,
+            "groupEvents": true, "disabled": false,
+        }))
+        .unwrap();
+        let probe = Arc::new(probe);
+        let book = Arc::new(AccountBook {
+            account,
+            contacts: HashMap::new(),
+        });
+        let addr = AlarmActor::new(MonitorKey::of(&probe), book, env(store), Lifeline::detached())
+            .with_members(vec![probe.clone()], None)
+            .start();
+        (addr, probe)
+    }
+
+    fn event(probe: &Arc<Probe>, seq: i64, clear: bool) -> MonitorEvent {
+        MonitorEvent {
+            probe: probe.clone(),
+            group: None,
+            event: ProbeEvent {
+                v: 1,
+                user: probe.user,
+                probe_uuid: probe.uuid,
+                clear,
+                data: ProbeEventData {
+                    message: if clear { "up" } else { "down" }.into(),
+                    value: None,
+                    details: None,
+                },
+                machine: None,
+                uuid: Uuid::new_v4(),
+                time: 1_000_000,
+                agent: None,
+                agent_alias: None,
+                relay: None,
+            },
+            seq,
+            ticket: None,
+        }
+    }
+
+    /// Paused time jumps to the next timer whenever the runtime waits for
+    /// the store thread; a ticker keeps those jumps to 10 ms.
+    fn tick() {
+        actix_rt::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+            }
+        });
+    }
+
+    async fn kinds(store: &Store) -> Vec<NotificationKind> {
+        let mut pending = store.pending_deliveries().await.unwrap();
+        pending.sort_by_key(|p| p.created);
+        pending.into_iter().map(|p| p.notification.kind).collect()
+    }
+
+    async fn settle(store: &Store) {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = store.route_mark().await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_fault_open_after_its_hold_is_notified_once_and_its_clear_too() {
+        tokio::time::pause();
+        tick();
+        let store = Store::in_memory().unwrap();
+        let (addr, probe) = actor(&store);
+        addr.send(event(&probe, 1, false)).await.unwrap();
+        settle(&store).await;
+        assert_eq!(kinds(&store).await, vec![], "nothing inside the hold");
+        tokio::time::sleep(HOLD).await;
+        settle(&store).await;
+        assert_eq!(kinds(&store).await, vec![NotificationKind::Fault]);
+        // The same fault again: joins the alarm, tells nobody again.
+        addr.send(event(&probe, 2, false)).await.unwrap();
+        tokio::time::sleep(HOLD * 2).await;
+        settle(&store).await;
+        assert_eq!(kinds(&store).await, vec![NotificationKind::Fault]);
+        addr.send(event(&probe, 3, true)).await.unwrap();
+        settle(&store).await;
+        assert_eq!(
+            kinds(&store).await,
+            vec![NotificationKind::Fault, NotificationKind::Clear]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_reboot_inside_the_hold_tells_nobody() {
+        tokio::time::pause();
+        tick();
+        let store = Store::in_memory().unwrap();
+        let (addr, probe) = actor(&store);
+        addr.send(event(&probe, 1, false)).await.unwrap();
+        tokio::time::sleep(HOLD / 2).await;
+        addr.send(event(&probe, 2, true)).await.unwrap();
+        tokio::time::sleep(HOLD * 2).await;
+        settle(&store).await;
+        assert_eq!(kinds(&store).await, vec![], "a reboot sends nothing");
+        let alarms = store.list_alarms(probe.user).await.unwrap();
+        assert!(alarms.iter().all(|a| a.closed), "its alarm closed: {alarms:?}");
+    }
+}
