@@ -764,26 +764,11 @@ mod tests {
     //! outbox (no notifier runs here).
 
     use super::*;
-    use crate::actors::supervisor::Named;
-    use crate::model::{Account, ProbeEventData};
+    use crate::actors::testkit;
+    use crate::model::Account;
     use crate::store::Store;
 
     const HOLD: Duration = Duration::from_secs(60);
-
-    fn env(store: &Store) -> Arc<AlarmEnv> {
-        Arc::new(AlarmEnv {
-            store: store.clone(),
-            clock: Clock::tokio(1_000_000),
-            notifier: Named::new(),
-            guard: Named::new(),
-            maintenance: Maintenance::default(),
-            hold: HOLD,
-            burst_window: Duration::ZERO,
-            datacenter: "test".into(),
-            master_url: "http://127.0.0.1".into(),
-            idle_after: Duration::from_secs(3600),
-        })
-    }
 
     fn actor(store: &Store) -> (Addr<AlarmActor>, Arc<Probe>) {
         let account = Account {
@@ -791,20 +776,19 @@ mod tests {
             login: "alice".into(),
             email: "alice@example.com".into(),
         };
-        let probe: Probe = serde_json::from_value(serde_json::json!({
-            "uuid": Uuid::new_v4(), "user": account.uuid, "type": "machine-up", "name": null,
-            "agent": null, "machine": null, "contacts": ["email"], "group": null,
-            "groupEvents": true, "disabled": false,
-        }))
-        .unwrap();
-        let probe = Arc::new(probe);
+        let probe = testkit::probe(account.uuid);
         let book = Arc::new(AccountBook {
             account,
             contacts: HashMap::new(),
         });
-        let addr = AlarmActor::new(MonitorKey::of(&probe), book, env(store), Lifeline::detached())
-            .with_members(vec![probe.clone()], None)
-            .start();
+        let addr = AlarmActor::new(
+            MonitorKey::of(&probe),
+            book,
+            testkit::env(store, HOLD, Duration::from_secs(3600)),
+            Lifeline::detached(),
+        )
+        .with_members(vec![probe.clone()], None)
+        .start();
         (addr, probe)
     }
 
@@ -812,37 +796,10 @@ mod tests {
         MonitorEvent {
             probe: probe.clone(),
             group: None,
-            event: ProbeEvent {
-                v: 1,
-                user: probe.user,
-                probe_uuid: probe.uuid,
-                clear,
-                data: ProbeEventData {
-                    message: if clear { "up" } else { "down" }.into(),
-                    value: None,
-                    details: None,
-                },
-                machine: None,
-                uuid: Uuid::new_v4(),
-                time: 1_000_000,
-                agent: None,
-                agent_alias: None,
-                relay: None,
-            },
+            event: testkit::probe_event(probe, clear),
             seq,
             ticket: None,
         }
-    }
-
-    /// Paused time jumps to the next timer whenever the runtime waits for
-    /// the store thread; a ticker keeps those jumps to 10 ms.
-    fn tick() {
-        actix_rt::spawn(async {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            loop {
-                tick.tick().await;
-            }
-        });
     }
 
     async fn kinds(store: &Store) -> Vec<NotificationKind> {
@@ -861,7 +818,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_fault_open_after_its_hold_is_notified_once_and_its_clear_too() {
         tokio::time::pause();
-        tick();
+        testkit::tick();
         let store = Store::in_memory().unwrap();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();
@@ -886,7 +843,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_reboot_inside_the_hold_tells_nobody() {
         tokio::time::pause();
-        tick();
+        testkit::tick();
         let store = Store::in_memory().unwrap();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();

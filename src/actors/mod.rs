@@ -20,5 +20,7 @@ pub mod router;
 pub mod server_guard;
 pub mod shard;
 pub mod supervisor;
+#[cfg(test)]
+mod testkit;
 pub mod zone_source;
 pub mod zone_watcher;

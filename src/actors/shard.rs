@@ -392,62 +392,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::actors::maintenance::Maintenance;
-    use crate::actors::supervisor::Named;
+    use crate::actors::testkit;
     use crate::catalog::Catalog;
-    use crate::clock::Clock;
-    use crate::model::{Account, Alarm, Probe, ProbeEvent, ProbeEventData};
+    use crate::model::{Account, Alarm, Probe};
     use crate::store::Store;
 
     const IDLE: Duration = Duration::from_secs(60);
     const HOLD: Duration = Duration::from_secs(600);
-
-    fn env(store: &Store) -> Arc<AlarmEnv> {
-        Arc::new(AlarmEnv {
-            store: store.clone(),
-            clock: Clock::tokio(1_000_000),
-            notifier: Named::new(),
-            guard: Named::new(),
-            maintenance: Maintenance::default(),
-            hold: HOLD,
-            burst_window: Duration::ZERO,
-            datacenter: "test".into(),
-            master_url: "http://127.0.0.1".into(),
-            idle_after: IDLE,
-        })
-    }
-
-    fn probe(user: uuid::Uuid) -> Probe {
-        serde_json::from_value(serde_json::json!({
-            "uuid": uuid::Uuid::new_v4(), "user": user, "type": "machine-up", "name": null,
-            "agent": null, "machine": null, "contacts": ["email"], "group": null,
-            "groupEvents": true, "disabled": false,
-        }))
-        .unwrap()
-    }
 
     fn target(probe: &Arc<Probe>, clear: bool) -> Target {
         Target {
             key: MonitorKey::of(probe),
             probe: probe.clone(),
             group: None,
-            event: ProbeEvent {
-                v: 1,
-                user: probe.user,
-                probe_uuid: probe.uuid,
-                clear,
-                data: ProbeEventData {
-                    message: if clear { "up" } else { "down" }.into(),
-                    value: None,
-                    details: None,
-                },
-                machine: None,
-                uuid: uuid::Uuid::new_v4(),
-                time: 1_000_000,
-                agent: None,
-                agent_alias: None,
-                relay: None,
-            },
+            event: testkit::probe_event(probe, clear),
         }
     }
 
@@ -478,15 +436,7 @@ mod tests {
     #[actix_rt::test]
     async fn an_idle_actor_stops_and_the_next_event_brings_it_back_with_its_state() {
         tokio::time::pause();
-        // Paused time jumps to the next timer whenever the runtime waits,
-        // also for the store thread's answers: a ticker keeps those jumps to
-        // 10 ms, so a wait never runs through a hold or an idle timer.
-        actix_rt::spawn(async {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            loop {
-                tick.tick().await;
-            }
-        });
+        testkit::tick();
         let store = Store::in_memory().unwrap();
         let account = Account {
             uuid: uuid::Uuid::new_v4(),
@@ -494,14 +444,14 @@ mod tests {
             email: "alice@example.com".into(),
         };
         let user = account.uuid;
-        let probe = Arc::new(probe(user));
+        let probe = testkit::probe(user);
         let catalog: SharedCatalog = Arc::new(RwLock::new(Catalog::load(
             vec![account],
             vec![],
             vec![],
             vec![(*probe).clone()],
         )));
-        let shard = AlarmShard::new(0, env(&store), catalog, Lifeline::detached()).start();
+        let shard = AlarmShard::new(0, testkit::env(&store, HOLD, IDLE), catalog, Lifeline::detached()).start();
         let send = |seq: i64, clear: bool| ShardEvents {
             targets: vec![(seq, target(&probe, clear))],
             ticket: ticket(),
