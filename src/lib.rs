@@ -22,6 +22,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+#[cfg(test)]
+mod fuzz_json;
 pub mod http;
 pub mod metrics;
 pub mod model;

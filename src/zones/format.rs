@@ -1036,36 +1036,12 @@ mod tests {
         use super::super::*;
 
         fn json() -> impl Strategy<Value = serde_json::Value> {
-            let leaf = prop_oneof![
-                Just(serde_json::Value::Null),
-                any::<bool>().prop_map(serde_json::Value::from),
-                any::<i64>().prop_map(serde_json::Value::from),
-                any::<f64>().prop_map(serde_json::Value::from),
-                prop_oneof![
-                    any::<String>(),
-                    Just("running".to_string()),
-                    Just("6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11".to_string())
-                ]
-                .prop_map(serde_json::Value::from),
-            ];
-            leaf.prop_recursive(4, 32, 6, |inner| {
-                let keys = prop_oneof![
-                    any::<String>(),
-                    Just("zonename".to_string()),
-                    Just("newstate".to_string()),
-                    Just("oldstate".to_string()),
-                    Just("when".to_string()),
-                    Just("uuid".to_string()),
-                    Just("state".to_string()),
-                    Just("class".to_string()),
-                    Just("data".to_string()),
-                ];
-                prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
-                    proptest::collection::btree_map(keys, inner, 0..6)
-                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-                ]
-            })
+            crate::fuzz_json::json_with(
+                &[
+                    "zonename", "newstate", "oldstate", "when", "uuid", "state", "class", "data",
+                ],
+                &["running", "6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11"],
+            )
         }
 
         fn every_parser(line: &str) {

@@ -627,39 +627,12 @@ mod tests {
         use super::super::*;
 
         fn json() -> impl Strategy<Value = serde_json::Value> {
-            let leaf = prop_oneof![
-                Just(serde_json::Value::Null),
-                any::<bool>().prop_map(serde_json::Value::from),
-                any::<i64>().prop_map(serde_json::Value::from),
-                any::<f64>().prop_map(serde_json::Value::from),
-                prop_oneof![
-                    any::<String>(),
-                    Just("probe".to_string()),
-                    Just("machine".to_string()),
-                    Just("server".to_string()),
-                    Just("6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11".to_string())
-                ]
-                .prop_map(serde_json::Value::from),
-            ];
-            leaf.prop_recursive(4, 32, 8, |inner| {
-                let keys = prop_oneof![
-                    any::<String>(),
-                    Just("type".to_string()),
-                    Just("uuid".to_string()),
-                    Just("time".to_string()),
-                    Just("relay".to_string()),
-                    Just("server".to_string()),
-                    Just("machine".to_string()),
-                    Just("event".to_string()),
-                    Just("data".to_string()),
-                    Just("v".to_string()),
-                ];
-                prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
-                    proptest::collection::btree_map(keys, inner, 0..8)
-                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-                ]
-            })
+            crate::fuzz_json::json_with(
+                &[
+                    "type", "uuid", "time", "relay", "server", "machine", "event", "data", "v",
+                ],
+                &["probe", "machine", "server", "6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11"],
+            )
         }
 
         fn is_a_4xx(result: Result<Vec<Event>, ApiError>) -> bool {
