@@ -25,7 +25,38 @@ pub enum Medium {
     Webhook,
 }
 
+/// How the master learns who owns the fleet's machines (see [`Api::provision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inventory {
+    Report,
+    Await,
+}
+
 impl Api {
+    /// Waits until the master knows every account's machines (the relays
+    /// report them every couple of seconds once they watch them).
+    async fn await_inventory(&self, master: &str, fleet: &Fleet) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        for (a, account) in fleet.accounts.iter().enumerate() {
+            let want = fleet.zones.iter().filter(|z| z.owner == a).count();
+            let url = format!("{master}/pub/{}/machines", account.login);
+            loop {
+                let have = self.get_json(&url).await?.as_array().map_or(0, Vec::len);
+                if have >= want {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the master knows {have} of account {}'s {want} machines after 600 s",
+                        account.login
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
     pub fn new() -> Api {
         Api {
             client: awc::Client::builder()
@@ -85,7 +116,10 @@ impl Api {
 
     /// Creates the fleet's accounts, their contact, and one `machine-up`
     /// probe per zone, `parallel` requests at a time. Returns how long the
-    /// probes took.
+    /// probes took. An account may put a probe only on a machine the master
+    /// knows it owns: with `Inventory::Report` the harness reports every
+    /// server's machines itself, as a relay would (a master without relays);
+    /// with `Inventory::Await` it waits for the relays' own reports.
     pub async fn provision(
         &self,
         master: &str,
@@ -93,6 +127,7 @@ impl Api {
         medium: Medium,
         webhook_base: &str,
         parallel: usize,
+        inventory: Inventory,
     ) -> anyhow::Result<Duration> {
         for account in &fleet.accounts {
             self.call(
@@ -109,6 +144,24 @@ impl Api {
                 )
                 .await?;
             }
+        }
+        match inventory {
+            Inventory::Report => {
+                for (s, server) in fleet.servers.iter().enumerate() {
+                    let machines: Vec<Value> = fleet
+                        .zones_of(s)
+                        .map(|z| &fleet.zones[z])
+                        .map(|z| json!({"uuid": z.uuid, "alias": z.alias, "owner": fleet.accounts[z.owner].uuid}))
+                        .collect();
+                    self.call(
+                        "PUT",
+                        &format!("{master}/servers/{}/machines", server.uuid),
+                        &json!(machines),
+                    )
+                    .await?;
+                }
+            }
+            Inventory::Await => self.await_inventory(master, fleet).await?,
         }
         let contact = match medium {
             Medium::Email => "email",

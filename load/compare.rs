@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::alertmanager::{self, AmFigures, AmOptions};
-use crate::api::{Api, Medium};
+use crate::api::{Api, Inventory, Medium};
 use crate::cluster::{Cluster, MasterOptions, MasterSpec};
 use crate::plan::{DownMode, PlanOptions, Scenario};
 use crate::poster::post_all;
@@ -149,7 +149,14 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
         let fleet = Fleet::new(7, 100, n / 100, accounts, 1);
         let cluster = bare_master(o, &format!("notifying-{accounts}"), Duration::ZERO, smtp.port())?;
         Api::new()
-            .provision(cluster.master_url(), &fleet, Medium::Webhook, &sink.url(""), 16)
+            .provision(
+                cluster.master_url(),
+                &fleet,
+                Medium::Webhook,
+                &sink.url(""),
+                16,
+                Inventory::Report,
+            )
             .await?;
         sink.clear();
         let machines: Vec<Uuid> = fleet.zones.iter().map(|z| z.uuid).collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use uuid::Uuid;
 
-use crate::api::{Api, Medium};
+use crate::api::{Api, Inventory, Medium};
 use crate::cluster::{Cluster, MasterOptions, MasterSpec};
 use crate::notices::{self, Kind, Notice};
 use crate::plan::{self, Action, DownMode, PlanOptions, Scenario};
@@ -113,15 +113,6 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
     let master_url = cluster.master_url().to_string();
     let relay_idle_rss = cluster.relays_rss();
 
-    eprintln!(
-        "amon-load: creating {} accounts and {} probes",
-        fleet.accounts.len(),
-        fleet.zones.len()
-    );
-    let probes_took = api
-        .provision(&master_url, &fleet, o.medium, &hooks.url(""), o.parallel)
-        .await?;
-
     eprintln!("amon-load: giving the relays their zones");
     let now = chrono::Utc::now();
     for s in 0..fleet.servers.len() {
@@ -146,6 +137,22 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
         )
         .await?;
     }
+    eprintln!(
+        "amon-load: creating {} accounts and {} probes",
+        fleet.accounts.len(),
+        fleet.zones.len()
+    );
+    let probes_took = api
+        .provision(
+            &master_url,
+            &fleet,
+            o.medium,
+            &hooks.url(""),
+            o.parallel,
+            Inventory::Await,
+        )
+        .await?;
+
     let relay_full_rss = cluster.relays_rss();
     let master_rss_before = cluster.master_rss();
     let master_cpu_before = cluster.master_cpu();

@@ -47,6 +47,8 @@ pub struct Catalog {
     by_machine: HashMap<Uuid, Vec<Uuid>>,
     /// group uuid → its member probes.
     by_group: HashMap<Uuid, Vec<Uuid>>,
+    /// machine uuid → its owner, as relays reported it (tenancy).
+    owners: HashMap<Uuid, Uuid>,
 }
 
 impl Catalog {
@@ -83,6 +85,37 @@ impl Catalog {
             catalog.put_probe(probe);
         }
         catalog
+    }
+
+    /// Records who owns a machine now (`None`: nobody known: deleted, or
+    /// reported without an owner).
+    pub fn set_owner(&mut self, machine: Uuid, owner: Option<Uuid>) {
+        match owner {
+            Some(owner) => self.owners.insert(machine, owner),
+            None => self.owners.remove(&machine),
+        };
+    }
+
+    /// Takes the owner a machine event carries (relays know it from vmadm or
+    /// the zone listing); true when that changed what the catalog knew, so
+    /// the caller records it.
+    pub fn learn_owner(&mut self, event: &MachineEvent) -> bool {
+        match event.owner {
+            Some(owner) => self.owners.insert(event.machine, owner) != Some(owner),
+            None => false,
+        }
+    }
+
+    /// The machine's owner, as the catalog knows it.
+    pub fn owner_of(&self, machine: Uuid) -> Option<Uuid> {
+        self.owners.get(&machine).copied()
+    }
+
+    /// Whether `book`'s probes may hear of `machine` (SPEC §5, tenancy): an
+    /// operator's may watch anything, another account's only a machine it
+    /// owns now. A machine whose owner nobody reported is nobody's.
+    fn may_watch(&self, book: &AccountBook, machine: Uuid) -> bool {
+        book.account.operator || self.owners.get(&machine) == Some(&book.account.uuid)
     }
 
     pub fn accounts(&self) -> usize {
@@ -184,9 +217,13 @@ impl Catalog {
             Event::Machine(m) => {
                 let mut dropped = Dropped::None;
                 for probe in self.by_machine.get(&m.machine).into_iter().flatten() {
-                    if let Some(probe) = self.probes.get(probe) {
-                        dropped = dropped.or(self.target(probe, machine_probe_event(m, probe), out));
+                    let Some(probe) = self.probes.get(probe) else { continue };
+                    if let Some(book) = self.accounts.get(&probe.user) {
+                        if !self.may_watch(book, m.machine) {
+                            continue;
+                        }
                     }
+                    dropped = dropped.or(self.target(probe, machine_probe_event(m, probe), out));
                 }
                 dropped
             }
@@ -232,6 +269,9 @@ impl Catalog {
                 let Some(book) = self.accounts.get(&probe.user) else {
                     continue;
                 };
+                if !self.may_watch(book, machine) {
+                    continue;
+                }
                 let group = probe.group.and_then(|g| self.groups.get(&g)).cloned();
                 if !probe.disabled && !group.as_ref().is_some_and(|g| g.disabled) {
                     watchers.push(Watcher {
@@ -305,6 +345,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            operator: false,
         }
     }
 
@@ -354,6 +395,8 @@ mod tests {
             vec![web.clone()],
             vec![grouped.clone(), alone.clone(), elsewhere],
         );
+        let mut catalog = catalog;
+        catalog.set_owner(machine, Some(alice.uuid));
         let mut out = Vec::new();
         assert_eq!(catalog.targets(&machine_event(machine, false), &mut out), Dropped::None);
         let mut keys: Vec<MonitorKey> = out.iter().map(|t| t.key).collect();
@@ -384,12 +427,79 @@ mod tests {
     }
 
     #[test]
+    fn an_account_hears_only_of_machines_it_owns_and_an_operator_of_all() {
+        let (alice, bob) = (
+            account(),
+            Account {
+                login: "bob".into(),
+                ..account()
+            },
+        );
+        let root = Account {
+            login: "root".into(),
+            operator: true,
+            ..account()
+        };
+        let machine = Uuid::new_v4();
+        let alices = probe(alice.uuid, machine, None);
+        let bobs = probe(bob.uuid, machine, None);
+        let roots = probe(root.uuid, machine, None);
+        let mut catalog = Catalog::load(
+            vec![alice.clone(), bob.clone(), root.clone()],
+            vec![],
+            vec![],
+            vec![alices.clone(), bobs.clone(), roots.clone()],
+        );
+        let heard = |catalog: &Catalog| {
+            let mut out = Vec::new();
+            catalog.targets(&machine_event(machine, false), &mut out);
+            let mut users: Vec<Uuid> = out.iter().map(|t| t.probe.user).collect();
+            users.sort();
+            let mut watchers: Vec<Uuid> = catalog.watchers(&[machine]).iter().map(|w| w.probe.user).collect();
+            watchers.sort();
+            assert_eq!(users, watchers, "events and the flood guard agree");
+            users
+        };
+        let sorted = |mut v: Vec<Uuid>| {
+            v.sort();
+            v
+        };
+        // Nobody reported an owner: only the operator hears.
+        assert_eq!(heard(&catalog), vec![root.uuid]);
+        // Alice's machine.
+        catalog.set_owner(machine, Some(alice.uuid));
+        assert_eq!(heard(&catalog), sorted(vec![alice.uuid, root.uuid]));
+        // It moves to Bob: Alice hears nothing more.
+        catalog.set_owner(machine, Some(bob.uuid));
+        assert_eq!(heard(&catalog), sorted(vec![bob.uuid, root.uuid]));
+        // Deleted.
+        catalog.set_owner(machine, None);
+        assert_eq!(heard(&catalog), vec![root.uuid]);
+        // An event that carries its owner teaches the catalog once.
+        let mut event: MachineEvent = match machine_event(machine, false) {
+            Event::Machine(m) => m,
+            _ => unreachable!(),
+        };
+        event.owner = Some(alice.uuid);
+        assert!(catalog.learn_owner(&event));
+        assert!(!catalog.learn_owner(&event));
+        assert_eq!(catalog.owner_of(machine), Some(alice.uuid));
+        event.owner = None;
+        assert!(
+            !catalog.learn_owner(&event),
+            "an event without an owner changes nothing"
+        );
+        assert_eq!(heard(&catalog), sorted(vec![alice.uuid, root.uuid]));
+    }
+
+    #[test]
     fn a_deleted_group_gives_its_probes_back_ungrouped() {
         let alice = account();
         let machine = Uuid::new_v4();
         let web = group(alice.uuid);
         let member = probe(alice.uuid, machine, Some(web.uuid));
-        let mut catalog = Catalog::load(vec![alice], vec![], vec![web.clone()], vec![member.clone()]);
+        let mut catalog = Catalog::load(vec![alice.clone()], vec![], vec![web.clone()], vec![member.clone()]);
+        catalog.set_owner(machine, Some(alice.uuid));
         let mut ungrouped = member.clone();
         ungrouped.group = None;
         catalog.remove_group(web.uuid, vec![ungrouped.clone()]);

@@ -638,13 +638,21 @@ async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Resul
         return Ok(());
     };
     let uuid = demo_account_uuid();
-    if store.get_account(uuid.to_string()).await?.is_none() {
-        let account = Account {
-            uuid,
-            login: "demo".into(),
-            email: settings.demo.email.clone(),
-        };
-        store.create_account(account, clock.now_ms()).await?;
+    // An operator account: it watches every simulated zone, whoever the
+    // simulation says owns it (a demo account of an earlier release becomes
+    // one).
+    match store.get_account(uuid.to_string()).await? {
+        None => {
+            let account = Account {
+                uuid,
+                login: "demo".into(),
+                email: settings.demo.email.clone(),
+                operator: true,
+            };
+            store.create_account(account, clock.now_ms()).await?;
+        }
+        Some(account) if !account.operator => store.make_operator(uuid).await?,
+        Some(_) => {}
     }
     let existing: Vec<Uuid> = store
         .list_probes(uuid)

@@ -15,6 +15,23 @@ pub struct Account {
     pub uuid: Uuid,
     pub login: String,
     pub email: String,
+    /// An operator's probes may watch any machine and compute nodes (Amon's
+    /// `operators` group); other accounts' only the machines they own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
+}
+
+/// One machine a relay reports on a compute node (`PUT
+/// /servers/:server/machines`): the master's record of who owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachineReport {
+    pub uuid: Uuid,
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// `None`: the relay does not know (yet); nobody but operators hears of it.
+    #[serde(default)]
+    pub owner: Option<Uuid>,
 }
 
 /// The probe types we implement. Amon's other types (log-scan, http, …) come

@@ -775,6 +775,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            operator: false,
         };
         let probe = testkit::probe(account.uuid);
         let book = Arc::new(AccountBook {

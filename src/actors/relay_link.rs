@@ -29,7 +29,7 @@ use super::janitor::sweep;
 use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::http::client::{MasterClient, SendError};
-use crate::model::{Event, ServerEvent, ServerEventKind};
+use crate::model::{Event, MachineReport, ServerEvent, ServerEventKind};
 use crate::store::{RelayStore, ZoneRecord};
 
 /// An event to deliver to the master, with the zone state it establishes
@@ -40,6 +40,18 @@ pub struct Publish {
     pub event: Event,
     pub zone: Option<ZoneRecord>,
 }
+
+/// The inventory of the servers whose machine lists changed (the zone
+/// dispatcher's), for `PUT /servers/:server/machines`. Not spooled: the
+/// newest list of a server replaces an unsent older one, and the dispatcher
+/// sends every list again every ten minutes.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReportInventory(pub Vec<(Uuid, Vec<MachineReport>)>);
+
+/// How long an inventory report that did not get through waits to be tried
+/// again.
+const INVENTORY_RETRY: Duration = Duration::from_secs(5);
 
 /// Asks for the link's state (relay admin API).
 #[derive(Debug, Message)]
@@ -105,6 +117,10 @@ pub struct RelayLink {
     dropped: u64,
     dead_lettered: u64,
     backoff: ExponentialBackoff,
+    /// Server machine lists waiting to be sent, newest per server.
+    inventory: std::collections::BTreeMap<Uuid, Vec<MachineReport>>,
+    /// A list is on the wire or a retry is scheduled.
+    inventory_sending: bool,
     lifeline: Lifeline,
 }
 
@@ -130,8 +146,46 @@ impl RelayLink {
                 max_elapsed_time: None,
                 ..ExponentialBackoff::default()
             },
+            inventory: std::collections::BTreeMap::new(),
+            inventory_sending: false,
             lifeline,
         }
+    }
+
+    /// Sends the waiting machine lists one server at a time. A master that
+    /// is down gets them later; a refusal (4xx, e.g. a master older than the
+    /// inventory) is logged, and the list dropped until it changes again.
+    fn send_inventory(&mut self, ctx: &mut Context<Self>) {
+        let Some((&server, _)) = self.inventory.iter().next() else {
+            self.inventory_sending = false;
+            return;
+        };
+        self.inventory_sending = true;
+        let machines = self.inventory.remove(&server).unwrap_or_default();
+        let client = self.client.clone();
+        ctx.spawn(
+            async move {
+                let result = client.put_server_machines(server, &machines).await;
+                (result, machines)
+            }
+            .into_actor(self)
+            .map(move |(result, machines), act, ctx| match result {
+                Ok(()) => {
+                    tracing::debug!(%server, machines = machines.len(), "inventory reported");
+                    act.send_inventory(ctx);
+                }
+                Err(SendError::Unavailable(e)) => {
+                    tracing::debug!(%server, error = %e, "master unavailable; inventory report waits");
+                    // Unless a newer list arrived meanwhile.
+                    act.inventory.entry(server).or_insert(machines);
+                    ctx.run_later(INVENTORY_RETRY, |act, ctx| act.send_inventory(ctx));
+                }
+                Err(SendError::Rejected { status, body }) => {
+                    tracing::warn!(%server, status, body = %body, "master refused the inventory report; it does not know who owns these machines");
+                    act.send_inventory(ctx);
+                }
+            }),
+        );
     }
 
     fn server_event(&self, kind: ServerEventKind) -> Event {
@@ -363,6 +417,17 @@ impl Handler<Publish> for RelayLink {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         self.receive(msg, ctx);
+    }
+}
+
+impl Handler<ReportInventory> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportInventory, ctx: &mut Context<Self>) {
+        self.inventory.extend(msg.0);
+        if !self.inventory_sending {
+            self.send_inventory(ctx);
+        }
     }
 }
 

@@ -201,11 +201,47 @@ impl EventRouter {
 
     /// Routes one batch (in sequence order): each shard gets its targets
     /// with a share of one ticket.
+    /// Owners that machine events carry, before the events are routed (a
+    /// relay reports its inventory every little while; an event can be
+    /// first). What changed is recorded in the inventory.
+    fn learn_owners(&mut self, events: &[(i64, Event)], ctx: &mut Context<Self>) {
+        if !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Machine(m) if m.owner.is_some()))
+        {
+            return;
+        }
+        let mut learned = Vec::new();
+        {
+            let mut catalog = self.catalog_mut();
+            for (_, event) in events {
+                if let Event::Machine(m) = event {
+                    if catalog.learn_owner(m) {
+                        learned.push((m.machine, m.server, m.owner.unwrap_or_default(), m.alias.clone()));
+                    }
+                }
+            }
+        }
+        if learned.is_empty() {
+            return;
+        }
+        let (store, now) = (self.env.store.clone(), self.env.clock.now_ms());
+        ctx.spawn(
+            async move {
+                if let Err(e) = store.learn_owners(learned, now).await {
+                    tracing::warn!(error = %e, "cannot record machine owners");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     fn route(&mut self, events: Vec<(i64, Event)>, ctx: &mut Context<Self>) {
         let (Some(first), Some(last)) = (events.first().map(|e| e.0), events.last().map(|e| e.0)) else {
             return;
         };
         let count = events.len();
+        self.learn_owners(&events, ctx);
         let mut per_shard: Vec<Vec<(i64, Target)>> = vec![Vec::new(); self.shards.len()];
         let mut sightings = Vec::new();
         {
@@ -368,15 +404,15 @@ impl Actor for EventRouter {
                 let contacts = store.all_contacts().await?;
                 let groups = store.all_groups().await?;
                 let probes = store.all_probes().await?;
+                let owners = store.machine_owners().await?;
                 let open = store.monitors_with_open_alarms().await?;
                 let mark = store.route_mark().await?;
                 let replay = store.events_after(mark).await?;
-                Ok::<_, crate::store::StoreError>((
-                    Catalog::load(accounts, contacts, groups, probes),
-                    open,
-                    mark,
-                    replay,
-                ))
+                let mut catalog = Catalog::load(accounts, contacts, groups, probes);
+                for (machine, owner) in owners {
+                    catalog.set_owner(machine, Some(owner));
+                }
+                Ok::<_, crate::store::StoreError>((catalog, open, mark, replay))
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
@@ -497,6 +533,22 @@ impl Handler<AccountChanged> for EventRouter {
     fn handle(&mut self, msg: AccountChanged, _ctx: &mut Context<Self>) {
         let book = self.catalog_mut().put_account(msg.0);
         self.book_changed(book);
+    }
+}
+
+/// Machines changed owners in the inventory (a relay's report).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct OwnersChanged(pub Vec<crate::store::OwnerChange>);
+
+impl Handler<OwnersChanged> for EventRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: OwnersChanged, _ctx: &mut Context<Self>) {
+        let mut catalog = self.catalog_mut();
+        for change in msg.0 {
+            catalog.set_owner(change.machine, change.owner);
+        }
     }
 }
 

@@ -11,14 +11,23 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::relay_link::{Publish, RelayLink};
+use super::relay_link::{Publish, RelayLink, ReportInventory};
 use super::supervisor::{
     ChildExited, ExitReason, Lifeline, Named, RestartDecision, RestartPolicy, RestartTracker, Stop,
 };
 use crate::clock::Clock;
 use crate::model::{Event, MachineEvent};
 use crate::store::{RelayStore, ZoneRecord};
+use crate::zones::inventory::Inventory;
 use crate::zones::{classify, Transition, ZoneEvent, ZoneMeta, ZoneState};
+
+/// How often the dispatcher looks for inventory changes to report: a new
+/// machine is known to the master (its owner can put probes on it) this
+/// soon after its relay sees it.
+const INVENTORY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every this many checks, the whole inventory is reported (ten minutes).
+const INVENTORY_REFRESH: u32 = 300;
 
 /// What watchers share (one allocation for all of them).
 pub struct WatcherEnv {
@@ -222,6 +231,10 @@ pub struct ZoneDispatcher {
     /// this one (reconciliation); an entry moves into its watcher when the
     /// zone shows up.
     known: HashMap<Uuid, ZoneRecord>,
+    /// Every machine and its server, alias and owner, for the master.
+    inventory: Inventory,
+    /// Inventory checks since the last full report.
+    inventory_ticks: u32,
     restart_count: u64,
     policy: RestartPolicy,
     lifeline: Lifeline,
@@ -236,6 +249,8 @@ impl ZoneDispatcher {
             by_machine: HashMap::new(),
             restarts: HashMap::new(),
             known: HashMap::new(),
+            inventory: Inventory::default(),
+            inventory_ticks: 0,
             restart_count: 0,
             policy: RestartPolicy::default(),
             lifeline,
@@ -326,6 +341,7 @@ impl ZoneDispatcher {
         first_seen: &mut Vec<ZoneRecord>,
         ctx: &mut Context<Self>,
     ) {
+        self.inventory.saw(machine, server, &observe.meta);
         let (addr, started) = self.watcher(machine, server, ctx);
         match started {
             // Recorded by a previous run: compare, do not take as baseline.
@@ -356,6 +372,7 @@ impl Actor for ZoneDispatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(INVENTORY_EVERY, |act, _ctx| act.report_inventory());
         // What a previous run knew, before any source speaks.
         let store = self.env.store.clone();
         ctx.wait(
@@ -366,6 +383,13 @@ impl Actor for ZoneDispatcher {
                         if !zones.is_empty() {
                             tracing::info!(zones = zones.len(), "zone states from the last run loaded");
                         }
+                        for z in &zones {
+                            let meta = ZoneMeta {
+                                alias: z.alias.clone(),
+                                owner: z.owner,
+                            };
+                            act.inventory.saw(z.machine, z.server, &meta);
+                        }
                         act.known = zones.into_iter().map(|z| (z.machine, z)).collect();
                     }
                     Err(e) => {
@@ -374,6 +398,26 @@ impl Actor for ZoneDispatcher {
                     }
                 }),
         );
+    }
+}
+
+impl ZoneDispatcher {
+    /// Sends the master what changed in the inventory since the last
+    /// report, and everything every `INVENTORY_REFRESH`.
+    fn report_inventory(&mut self) {
+        let Some(link) = self.env.link.get() else {
+            return; // Still marked as changed: next time.
+        };
+        self.inventory_ticks += 1;
+        let reports = if self.inventory_ticks >= INVENTORY_REFRESH {
+            self.inventory_ticks = 0;
+            self.inventory.take_all()
+        } else {
+            self.inventory.take_changed()
+        };
+        if !reports.is_empty() {
+            link.do_send(ReportInventory(reports));
+        }
     }
 }
 
@@ -429,6 +473,7 @@ impl Handler<ZoneEvents> for ZoneDispatcher {
                 ZoneEvent::Deleted { zonename, .. } => {
                     if let Some(machine) = machine_of(&zonename) {
                         self.remove(machine);
+                        self.inventory.forget(machine);
                         forgotten.push(machine);
                     }
                 }
@@ -464,6 +509,7 @@ impl Handler<ZoneEvents> for ZoneDispatcher {
                         .collect();
                     for machine in gone {
                         self.known.remove(&machine);
+                        self.inventory.forget(machine);
                         forgotten.push(machine);
                     }
                 }
@@ -471,6 +517,7 @@ impl Handler<ZoneEvents> for ZoneDispatcher {
                     // Only zones we watch: metadata alone does not make a zone.
                     for (zonename, meta) in zones {
                         let Some(machine) = machine_of(&zonename) else { continue };
+                        self.inventory.update(machine, &meta);
                         if let Some(slot) = self.by_machine.get(&machine).and_then(|&i| self.slots[i].as_ref()) {
                             slot.addr.do_send(UpdateMeta(meta));
                         }

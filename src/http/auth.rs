@@ -106,7 +106,7 @@ async fn allowed(role: Role, method: &str, path: &str, store: &Store) -> bool {
         Role::Operator => true,
         Role::Relay => matches!(
             (method, segments.as_slice()),
-            ("POST", ["events"]) | ("GET" | "HEAD", ["agentprobes"])
+            ("POST", ["events"]) | ("GET" | "HEAD", ["agentprobes"]) | ("PUT", ["servers", _, "machines"])
         ),
         Role::Account(uuid) => match segments.as_slice() {
             ["pub", account, ..] => {
@@ -205,6 +205,7 @@ mod tests {
                     uuid: mine,
                     login: "alice".into(),
                     email: "a@example.com".into(),
+                    operator: false,
                 },
                 0,
             )
@@ -219,6 +220,8 @@ mod tests {
         assert!(!allowed(account, "POST", "/events", &store).await);
         assert!(allowed(Role::Relay, "POST", "/events", &store).await);
         assert!(allowed(Role::Relay, "HEAD", "/agentprobes", &store).await);
+        assert!(allowed(Role::Relay, "PUT", &format!("/servers/{mine}/machines"), &store).await);
+        assert!(!allowed(account, "PUT", &format!("/servers/{mine}/machines"), &store).await);
         assert!(!allowed(Role::Relay, "POST", "/pub/alice/maintenances", &store).await);
         assert!(!allowed(Role::Relay, "POST", "/maintenances", &store).await);
         assert!(allowed(Role::Operator, "POST", "/maintenances", &store).await);

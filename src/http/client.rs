@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use uuid::Uuid;
 
-use crate::model::Event;
+use crate::model::{Event, MachineReport};
 
 /// What went wrong with one request to the master.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +60,26 @@ impl MasterClient {
 
     /// Sends a batch; `Ok` means the master answered 202, i.e. committed.
     pub async fn post_events(&self, events: &[Event]) -> Result<(), SendError> {
-        let body = serde_json::to_vec(events).map_err(|e| SendError::Rejected {
+        match self
+            .send_json(self.client.post(format!("{}/events", self.base_url)), events)
+            .await?
+        {
+            (202, _) => Ok(()),
+            (status, text) => Err(refused(status, text)),
+        }
+    }
+
+    /// Sends `body` as JSON; the status and (the start of) the answer's body.
+    async fn send_json<T: serde::Serialize + ?Sized>(
+        &self,
+        request: awc::ClientRequest,
+        body: &T,
+    ) -> Result<(u16, String), SendError> {
+        let body = serde_json::to_vec(body).map_err(|e| SendError::Rejected {
             status: 0,
-            body: format!("cannot encode events: {e}"),
+            body: format!("cannot encode the request: {e}"),
         })?;
-        let mut response = self
-            .client
-            .post(format!("{}/events", self.base_url))
+        let mut response = request
             .insert_header(("content-type", "application/json"))
             .send_body(body)
             .await
@@ -79,10 +92,16 @@ impl MasterClient {
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        if status.as_u16() == 202 {
-            Ok(())
-        } else {
-            Err(refused(status.as_u16(), text))
+        Ok((status.as_u16(), text))
+    }
+
+    /// `PUT /servers/:server/machines`: every machine the compute node
+    /// carries now (the master's inventory, for tenancy).
+    pub async fn put_server_machines(&self, server: Uuid, machines: &[MachineReport]) -> Result<(), SendError> {
+        let url = format!("{}/servers/{server}/machines", self.base_url);
+        match self.send_json(self.client.put(url), machines).await? {
+            (200..=299, _) => Ok(()),
+            (status, text) => Err(refused(status, text)),
         }
     }
 

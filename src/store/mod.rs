@@ -10,6 +10,7 @@ mod checkpoint;
 mod db;
 mod events;
 mod gc;
+mod inventory;
 mod relay;
 mod schema;
 
@@ -21,6 +22,7 @@ use uuid::Uuid;
 pub use backup::backup_database;
 pub use db::{Db, StoreError};
 pub use events::Committed;
+pub use inventory::{InventoryRecord, OwnerChange};
 pub use relay::{RelayStore, ZoneRecord};
 
 use crate::model::{Account, Alarm, Contact, EpochMs, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
@@ -28,6 +30,9 @@ use crate::notify::Notification;
 
 /// The master's database file in a data dir.
 pub const MASTER_FILE: &str = "amon.sqlite";
+
+/// The master database's schema version this build migrates to.
+pub const MASTER_SCHEMA_VERSION: usize = schema::MASTER.len();
 /// The relay's database file in a data dir.
 pub const RELAY_FILE: &str = "relay.sqlite";
 
@@ -146,10 +151,28 @@ impl Store {
                 return Err(StoreError::Conflict(format!("account {}", account.login)));
             }
             conn.execute(
-                "INSERT INTO accounts (uuid, login, email, created) VALUES (?1, ?2, ?3, ?4)",
-                params![account.uuid.to_string(), account.login, account.email, now],
+                "INSERT INTO accounts (uuid, login, email, created, operator) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    account.uuid.to_string(),
+                    account.login,
+                    account.email,
+                    now,
+                    account.operator
+                ],
             )?;
             Ok(account)
+        })
+        .await
+    }
+
+    /// Makes an account an operator's (its probes may watch any machine).
+    pub async fn make_operator(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE accounts SET operator = 1 WHERE uuid = ?1",
+                params![uuid.to_string()],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -158,7 +181,7 @@ impl Store {
     pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
         self.read(move |conn| {
             conn.query_row(
-                "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
+                "SELECT uuid, login, email, operator FROM accounts WHERE uuid = ?1 OR login = ?1",
                 params![key],
                 account_row,
             )
@@ -170,7 +193,7 @@ impl Store {
 
     pub async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT uuid, login, email FROM accounts")?;
+            let mut stmt = conn.prepare("SELECT uuid, login, email, operator FROM accounts")?;
             let rows = stmt.query_map([], account_row)?;
             rows.map(|row| row?).collect()
         })
@@ -804,7 +827,13 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreE
     let uuid: String = r.get(0)?;
     let login: String = r.get(1)?;
     let email: String = r.get(2)?;
-    Ok(stored_uuid("accounts", &uuid, &uuid).map(|uuid| Account { uuid, login, email }))
+    let operator: bool = r.get(3)?;
+    Ok(stored_uuid("accounts", &uuid, &uuid).map(|uuid| Account {
+        uuid,
+        login,
+        email,
+        operator,
+    }))
 }
 
 /// A uuid column of a stored row, or [`StoreError::Corrupt`] naming the row.
@@ -1197,6 +1226,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            operator: false,
         };
         store.create_account(account.clone(), 0).await.unwrap();
         assert_eq!(store.get_account("alice".into()).await.unwrap(), Some(account.clone()));
@@ -1333,7 +1363,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_database_of_release_040829a_is_migrated_to_version_8_with_its_rows() {
+    async fn a_database_of_release_040829a_is_migrated_to_the_current_version_with_its_rows() {
         let (_dir, path) = fixture_copy("040829a", "amon.sqlite");
         assert_eq!(user_version(&path), 6, "the last release wrote schema version 6");
         let store = Store::open(&path).unwrap();
@@ -1355,7 +1385,6 @@ mod tests {
             "the webhook delivery that kept failing is still pending"
         );
         drop(store);
-        assert_eq!(user_version(&path), 8);
-        assert_eq!(schema::MASTER.len(), 8);
+        assert_eq!(user_version(&path), MASTER_SCHEMA_VERSION as i64);
     }
 }

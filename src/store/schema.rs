@@ -159,6 +159,23 @@ pub const MASTER: &[&str] = &[
     ) WITHOUT ROWID;
     DROP INDEX events_unrouted;
     "#,
+    // 9: tenancy. Which machines each compute node carries and who owns
+    // them, as relays report them (`PUT /servers/:server/machines`, and the
+    // owner a machine event carries): an account's probe alarms only on a
+    // machine it owns. Accounts may be operators (their probes watch any
+    // machine, and compute nodes).
+    r#"
+    CREATE TABLE inventory (
+        machine TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        owner TEXT,
+        alias TEXT,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX inventory_by_server ON inventory(server);
+    CREATE INDEX inventory_by_owner ON inventory(owner);
+    ALTER TABLE accounts ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the

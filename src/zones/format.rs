@@ -250,6 +250,11 @@ fn vmadm(object: &Object) -> Result<Option<ZoneEvent>, ParseError> {
                     time,
                     meta: vm_meta(opt_object(object, "vm")?)?,
                 }),
+                // A new owner or alias (`vmadm update`): metadata only.
+                None if changes_touch(changes, &["owner_uuid", "alias"]) => {
+                    let meta = vm_meta(opt_object(object, "vm")?)?;
+                    (meta != ZoneMeta::default()).then(|| ZoneEvent::Meta(vec![(zonename, meta)]))
+                }
                 None => None,
             }
         }
@@ -283,6 +288,14 @@ fn zone_state_change(changes: &[Value]) -> Result<Option<(Option<ZoneState>, Zon
         }
     }
     Ok(None)
+}
+
+/// Whether a modify changed one of these top-level properties.
+fn changes_touch(changes: &[Value], properties: &[&str]) -> bool {
+    changes.iter().any(|change| {
+        matches!(change.get("path").and_then(Value::as_array).map(Vec::as_slice),
+            Some([Value::String(p)]) if properties.contains(&p.as_str()))
+    })
 }
 
 fn snapshot(vms: &Object) -> Result<Vec<ZoneSnapshot>, ParseError> {
@@ -707,6 +720,23 @@ mod tests {
             r#"{{"type":"modify","date":"2018-10-01T12:00:00.000Z","zonename":"{Z}","uuid":"{Z}","vm":{{"alias":"web0"}},"changes":[{{"prettyPath":"customer_metadata.foo","path":["customer_metadata","foo"],"action":"added","newValue":"bar"}},{{"prettyPath":"zone_state.x","path":["zone_state","x"],"action":"added","newValue":"y"}}]}}"#
         );
         assert_eq!(auto(&line), Ok(None));
+    }
+
+    #[test]
+    fn vmadm_modify_of_the_owner_or_alias_is_metadata() {
+        let line = format!(
+            r#"{{"type":"modify","date":"2018-10-01T12:00:00.000Z","zonename":"{Z}","uuid":"{Z}","vm":{{"alias":"web0","owner_uuid":"{OWNER}","zone_state":"running"}},"changes":[{{"prettyPath":"owner_uuid","path":["owner_uuid"],"action":"changed","oldValue":"930896af-bf8c-48d4-885c-6573a94b1853","newValue":"{OWNER}"}}]}}"#
+        );
+        assert_eq!(
+            parsed(&line, LineFormat::Auto),
+            ZoneEvent::Meta(vec![(
+                Z.to_owned(),
+                ZoneMeta {
+                    alias: Some("web0".into()),
+                    owner: Some(OWNER.parse().unwrap()),
+                }
+            )])
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! not know about actors, HTTP or the master.
 
 pub mod format;
+pub mod inventory;
 pub mod sim;
 pub mod state;
 

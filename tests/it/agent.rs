@@ -88,8 +88,14 @@ fn agent_probes_flow_down_and_probe_events_flow_up() {
     let pair = Pair::start();
     let master = pair.master.api();
     let server = pair.server_uuid();
-    let alice = master.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
-    master.create("/accounts", &json!({ "login": "bob", "email": "bob@example.com" }));
+    let alice = master.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
+    master.create(
+        "/accounts",
+        &json!({ "login": "bob", "email": "bob@example.com", "operator": true }),
+    );
     let web = create_probe(&master, "alice", server, "cn up (alice)");
     let db = create_probe(&master, "bob", server, "cn up (bob)");
     create_probe(&master, "alice", Uuid::new_v4(), "elsewhere");

@@ -145,7 +145,7 @@ impl Master {
     fn account(&self, login: &str) -> Uuid {
         let account = self.api.create(
             "/accounts",
-            &json!({ "login": login, "email": format!("{login}@example.com") }),
+            &json!({ "login": login, "email": format!("{login}@example.com"), "operator": true }),
         );
         uuid_of(&account["uuid"])
     }
@@ -891,7 +891,7 @@ fn tokens_are_required_and_roles_are_enforced() {
                 token,
                 "POST",
                 "/accounts",
-                &json!({ "login": "alice", "email": "alice@example.com" }),
+                &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
             ),
             401,
             "Unauthorized",
@@ -917,7 +917,7 @@ fn tokens_are_required_and_roles_are_enforced() {
             operator,
             "POST",
             "/accounts",
-            &json!({ "uuid": uuid, "login": login, "email": format!("{login}@example.com") }),
+            &json!({ "uuid": uuid, "login": login, "email": format!("{login}@example.com"), "operator": true }),
         );
         assert_eq!(created.status, 200, "operator creates {login}: {:?}", created.json());
     }
@@ -949,7 +949,7 @@ fn tokens_are_required_and_roles_are_enforced() {
         (
             "POST",
             "/accounts".to_string(),
-            json!({ "login": "eve", "email": "eve@example.com" }),
+            json!({ "login": "eve", "email": "eve@example.com", "operator": true }),
         ),
     ] {
         assert_error(
@@ -1074,6 +1074,7 @@ const UUID_FIELDS: &[&str] = &[
     ".**.machine",
     ".**.agent",
     ".**.relay",
+    ".**.owner",
     ".**.server",
     ".**.probeUuid",
     ".**.probes",
@@ -1265,6 +1266,21 @@ fn api_examples() {
     labels.name(server, "cn-7");
     let web7 = Machine::new("web7", server);
     labels.name(web7.uuid, "web7");
+    // What a relay reports: the machines of its compute node and their
+    // owners. Alice may then watch web7.
+    ok(
+        &ex.show(
+            "server_machines_put",
+            "PUT",
+            &format!("/servers/{server}/machines"),
+            Some(json!([{ "uuid": web7.uuid, "alias": "web7", "owner": alice }])),
+        ),
+        204,
+    );
+    ok(
+        &ex.show("account_machines_list", "GET", "/pub/alice/machines", None),
+        200,
+    );
     let probe = ex.create(
         "probe_create",
         "/pub/alice/probes",
@@ -1565,7 +1581,10 @@ fn relay_api_examples() {
 
     // The agent API: the global zone's agent is the server itself.
     let master_api = master.api();
-    master_api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    master_api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     let alice = uuid_of(&master_api.get("/pub/alice").1["uuid"]);
     labels.name(alice, "alice");
     let probe = master_api.create(

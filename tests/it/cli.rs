@@ -37,7 +37,10 @@ impl Rig {
         let master = Amon::start(Mode::Master, &config, &dir.path().join("master.log"));
         let api = master.api();
         let url = format!("http://{}", api.addr);
-        api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+        api.create(
+            "/accounts",
+            &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+        );
         Rig {
             master,
             api,

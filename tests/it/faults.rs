@@ -102,7 +102,10 @@ fn master(dir: &Path, url: &str, machine: Uuid) -> Amon {
     std::fs::write(&config, text).expect("config");
     let amon = Amon::start(Mode::Master, &config, &dir.join("master.log"));
     let api = amon.api();
-    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     let (status, body) = api
         .exchange(
             "PUT",
@@ -315,7 +318,10 @@ fn mailing_master(dir: &Path, port: u16, machine: Uuid) -> Amon {
     std::fs::write(&config, text).expect("config");
     let amon = Amon::start(Mode::Master, &config, &dir.join("master.log"));
     let api = amon.api();
-    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     api.create(
         "/pub/alice/probes",
         &json!({ "type": "machine-up", "machine": machine }),

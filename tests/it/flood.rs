@@ -167,7 +167,7 @@ impl Rig {
     fn create_account(&self, login: &str) {
         self.api.create(
             "/accounts",
-            &json!({ "login": login, "email": format!("{login}@example.com") }),
+            &json!({ "login": login, "email": format!("{login}@example.com"), "operator": true }),
         );
     }
 

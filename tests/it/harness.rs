@@ -1012,11 +1012,23 @@ impl Site {
         wait_until(what, || self.context(), check)
     }
 
-    /// Creates an account `login` with email `<login>@example.com`.
+    /// Creates an operator account `login` with email `<login>@example.com`:
+    /// its probes may watch any machine, reported by a relay or not (these
+    /// tests are about holds, floods and delivery; `tenancy.rs` is about
+    /// who may watch what).
     pub fn create_account(&self, login: &str) -> Value {
         self.api.create(
             "/accounts",
-            &json!({ "login": login, "email": format!("{login}@example.com") }),
+            &json!({ "login": login, "email": format!("{login}@example.com"), "operator": true }),
+        )
+    }
+
+    /// Creates a customer (non-operator) account: its probes watch only
+    /// machines a relay reported as its own.
+    pub fn create_customer(&self, login: &str, uuid: Uuid) -> Value {
+        self.api.create(
+            "/accounts",
+            &json!({ "login": login, "email": format!("{login}@example.com"), "uuid": uuid }),
         )
     }
 

@@ -34,7 +34,10 @@ fn start_master(dir: &Path, master_extra: &[&str]) -> Amon {
 
 /// An account with one machine-up probe per machine; returns the machines.
 fn provision(api: &Api, machines: usize) -> Vec<Uuid> {
-    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     (0..machines)
         .map(|_| {
             let machine = Uuid::new_v4();

@@ -29,7 +29,10 @@ fn the_log_filter_changes_at_run_time_on_the_master_and_the_relay() {
 
     // A machine with a probe comes up with no alarm open: the alarm actor
     // says so at debug level.
-    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     let machine = Uuid::new_v4();
     api.create(
         "/pub/alice/probes",

@@ -27,4 +27,5 @@ mod load;
 mod loglevel;
 mod relay;
 mod service;
+mod tenancy;
 mod upgrade;

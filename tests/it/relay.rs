@@ -877,7 +877,10 @@ fn outage_timeline(interrupted: bool) -> Option<Vec<(&'static str, &'static str)
     let mut master = masters.start();
     assert_eq!(master.master_addr.map(|a| a.port()), Some(port), "master port");
     let api = master.api();
-    api.create("/accounts", &json!({ "login": "alice", "email": "alice@example.com" }));
+    api.create(
+        "/accounts",
+        &json!({ "login": "alice", "email": "alice@example.com", "operator": true }),
+    );
     for (machine, name) in [
         (machines.a, "A up"),
         (machines.b, "B up"),

@@ -48,6 +48,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/deadletters", web::get().to(dead_letters))
             .route("/alarms", web::get().to(list_all_alarms))
             .route("/servers", web::get().to(list_servers))
+            .route("/servers/{server}/machines", web::put().to(put_server_machines))
             .route("/accounts", web::post().to(create_account))
             .route("/events", web::post().to(post_events))
             .route("/loglevel", web::get().to(crate::http::loglevel::get_loglevel))
@@ -58,6 +59,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             // leaves out the body.
             .route("/agentprobes", web::head().to(list_agent_probes))
             .route("/pub/{account}", web::get().to(get_account))
+            .route("/pub/{account}/machines", web::get().to(list_account_machines))
             .route("/pub/{account}/probes", web::get().to(probes::list_probes))
             .route("/pub/{account}/probes", web::post().to(probes::create_probe))
             .route("/pub/{account}/probes/{uuid}", web::get().to(probes::get_probe))
@@ -190,6 +192,9 @@ struct NewAccount {
     login: Option<String>,
     email: Option<String>,
     uuid: Option<Uuid>,
+    /// An operator account's probes may watch any machine and compute nodes.
+    #[serde(default)]
+    operator: bool,
 }
 
 fn valid_login(login: &str) -> bool {
@@ -222,6 +227,7 @@ async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Res
         uuid: body.uuid.unwrap_or_else(Uuid::new_v4),
         login: body.login.unwrap_or_default(),
         email: body.email.unwrap_or_default(),
+        operator: body.operator,
     };
     let account = api
         .store
@@ -307,6 +313,40 @@ async fn list_all_alarms(api: web::Data<MasterApi>, query: web::Query<AlarmQuery
 
 /// `GET /servers`: every relay heard from, with machine counts and any
 /// open server incident (from the flood guard).
+/// `PUT /servers/:server/machines` (relays): every machine the compute node
+/// carries now, with its alias and owner. Replaces what it carried before;
+/// owners that changed reach the router at once (tenancy).
+async fn put_server_machines(
+    api: web::Data<MasterApi>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, MAX_BODY).await?;
+    let server = Uuid::parse_str(&path)
+        .map_err(|_| ApiError::InvalidArgument(format!("not a server uuid: {:?}", path.as_str())))?;
+    let machines: Vec<crate::model::MachineReport> = crate::http::decode_json(&body, "machines")?;
+    let count = machines.len();
+    let changed = api
+        .store
+        .replace_server_machines(server, machines, api.clock.now_ms())
+        .await?;
+    if !changed.is_empty() {
+        tracing::info!(%server, machines = count, owners_changed = changed.len(), "inventory changed");
+        api.router()?
+            .send(crate::actors::router::OwnersChanged(changed))
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /pub/:account/machines`: the machines the account owns, as relays
+/// reported them (what its probes may watch).
+async fn list_account_machines(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let account = api.account(&path).await?;
+    Ok(HttpResponse::Ok().json(api.store.machines_of(account.uuid).await?))
+}
+
 async fn list_servers(api: web::Data<MasterApi>) -> Result<HttpResponse, ApiError> {
     let known = match api.guard.get() {
         Some(guard) => guard.send(GetServers).await.unwrap_or_default(),

@@ -195,6 +195,41 @@ async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody
     })
 }
 
+/// Tenancy (SPEC §5): a probe on a machine belongs to that machine's owner,
+/// and only an operator account's probe may watch a compute node or another
+/// account's machine (or one no relay has reported yet). The same answer
+/// for "no such machine" and "someone else's", as Amon gave, so an account
+/// learns nothing of machines it does not own.
+async fn authorize_target(api: &MasterApi, account: &Account, probe: &Probe) -> Result<(), ApiError> {
+    let Some(machine) = probe.machine.or(probe.agent) else {
+        return Ok(());
+    };
+    if account.operator {
+        return Ok(());
+    }
+    let field = if probe.machine.is_some() { "machine" } else { "agent" };
+    if api.store.is_compute_node(machine).await? {
+        return Err(ApiError::validation(vec![FieldError::invalid(
+            field,
+            format!(
+                "only an operator account may put a probe on a compute node ({machine}); account {:?} is not an operator",
+                account.login
+            ),
+        )]));
+    }
+    let owner = api.store.inventory_machine(machine).await?.and_then(|m| m.owner);
+    if owner != Some(account.uuid) {
+        return Err(ApiError::validation(vec![FieldError::invalid(
+            field,
+            format!(
+                "machine {machine} does not exist or is not owned by account {:?} (machines are known once their relay reports them: GET /pub/{}/machines lists the account's)",
+                account.login, account.login
+            ),
+        )]));
+    }
+    Ok(())
+}
+
 async fn save_probe(api: &MasterApi, probe: Probe) -> Result<HttpResponse, ApiError> {
     let probe = api.store.put_probe(probe).await?;
     api.tell_router(ProbeChanged(probe.clone())).await?;
@@ -210,6 +245,7 @@ pub(super) async fn create_probe(
     let account = api.account(&path).await?;
     let body: ProbeBody = decode_json(&body, "probe")?;
     let probe = validate_probe(&api, account.uuid, Uuid::new_v4(), body).await?;
+    authorize_target(&api, &account, &probe).await?;
     save_probe(&api, probe).await
 }
 
@@ -230,6 +266,7 @@ pub(super) async fn put_probe(
         .ok_or_else(|| ApiError::ResourceNotFound(format!("no such probe: {uuid}")))?;
     let body: ProbeBody = decode_json(&body, "probe")?;
     let probe = validate_probe(&api, account.uuid, uuid, body).await?;
+    authorize_target(&api, &account, &probe).await?;
     if MonitorMoved::between(&old, &probe) {
         // Its faults belong to the old monitor's alarm: close them there.
         api.tell_router(ProbeDeleted(uuid)).await?;
