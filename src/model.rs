@@ -245,10 +245,23 @@ pub struct ProbeEvent {
     pub relay: Option<Uuid>,
 }
 
+/// The version of the event format this build speaks (`v` on every event).
+/// An event of another version is refused with a `422` naming its `v`:
+/// fields a later version adds within version 1 are ignored, but a new
+/// version says its events mean something this master cannot know.
+pub const EVENT_VERSION: u32 = 1;
+
+fn event_version() -> u32 {
+    EVENT_VERSION
+}
+
 /// A zone/VM coming up or going down, as a relay saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineEvent {
+    /// The event format's version; relays before it was sent meant 1.
+    #[serde(default = "event_version")]
+    pub v: u32,
     pub uuid: Uuid,
     pub time: EpochMs,
     /// The relay that saw it (the compute node's server uuid).
@@ -280,6 +293,9 @@ pub enum ServerEventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerEvent {
+    /// The event format's version; relays before it was sent meant 1.
+    #[serde(default = "event_version")]
+    pub v: u32,
     pub uuid: Uuid,
     pub time: EpochMs,
     pub relay: Uuid,
@@ -299,6 +315,15 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event format's version (`v`).
+    pub fn version(&self) -> u32 {
+        match self {
+            Event::Probe(e) => e.v,
+            Event::Machine(e) => e.v,
+            Event::Server(e) => e.v,
+        }
+    }
+
     /// The relay-assigned idempotency key.
     pub fn uuid(&self) -> Uuid {
         match self {

@@ -183,6 +183,7 @@ mod tests {
 
     fn heartbeat() -> Event {
         Event::Server(ServerEvent {
+            v: crate::model::EVENT_VERSION,
             uuid: Uuid::new_v4(),
             time: 0,
             relay: Uuid::nil(),

@@ -190,6 +190,7 @@ impl RelayLink {
 
     fn server_event(&self, kind: ServerEventKind) -> Event {
         Event::Server(ServerEvent {
+            v: crate::model::EVENT_VERSION,
             // Time-ordered, as machine events (see `ZoneWatcher`).
             uuid: Uuid::now_v7(),
             time: self.config.clock.now_ms(),

@@ -114,6 +114,7 @@ impl Handler<Observe> for ZoneWatcher {
             Transition::None => return,
         };
         let event = Event::Machine(MachineEvent {
+            v: crate::model::EVENT_VERSION,
             // Time-ordered (v7): the master's uniqueness index on event
             // uuids then grows at its end instead of at random pages.
             uuid: Uuid::now_v7(),

@@ -188,6 +188,7 @@ mod tests {
 
     fn machine_event(time: EpochMs) -> Event {
         Event::Machine(MachineEvent {
+            v: crate::model::EVENT_VERSION,
             uuid: Uuid::new_v4(),
             time,
             relay: Uuid::nil(),
@@ -203,6 +204,7 @@ mod tests {
 
     fn server_event(time: EpochMs) -> Event {
         Event::Server(crate::model::ServerEvent {
+            v: crate::model::EVENT_VERSION,
             uuid: Uuid::new_v4(),
             time,
             relay: Uuid::nil(),

@@ -946,6 +946,7 @@ mod tests {
 
     fn machine_event(uuid: Uuid) -> Event {
         Event::Machine(MachineEvent {
+            v: crate::model::EVENT_VERSION,
             uuid,
             time: 1_000,
             relay: Uuid::nil(),
@@ -961,6 +962,7 @@ mod tests {
 
     fn server_event(uuid: Uuid) -> Event {
         Event::Server(ServerEvent {
+            v: crate::model::EVENT_VERSION,
             uuid,
             time: 1_000,
             relay: Uuid::nil(),

@@ -237,6 +237,7 @@ mod tests {
 
     fn beat() -> Event {
         Event::Server(ServerEvent {
+            v: crate::model::EVENT_VERSION,
             uuid: Uuid::new_v4(),
             time: 1,
             relay: Uuid::nil(),

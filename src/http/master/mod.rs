@@ -445,6 +445,28 @@ async fn list_agent_probes(api: web::Data<MasterApi>, req: HttpRequest) -> Resul
 /// naming it (`[3].machine`), as for every other body ([`decode_json`]).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let events = decode_events(body, batch)?;
+    // Unknown fields are ignored (a later relay's additions within version
+    // 1); another version is refused, naming the event.
+    if let Some((i, event)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.version() != crate::model::EVENT_VERSION)
+    {
+        let field = if batch { format!("[{i}].v") } else { "v".to_string() };
+        return Err(ApiError::validation(vec![FieldError::invalid(
+            &field,
+            format!(
+                "event version {} is not supported: this master takes version {} (upgrade masters before relays)",
+                event.version(),
+                crate::model::EVENT_VERSION
+            ),
+        )]));
+    }
+    Ok(events)
+}
+
+fn decode_events(body: &[u8], batch: bool) -> Result<Vec<Event>, ApiError> {
     let parsed = if batch {
         decode_json::<Vec<Event>>(body, "events")
     } else {
@@ -646,6 +668,55 @@ mod tests {
             admit(probe(7_200_000)),
             Admission::Stale,
             "refused as Amon did, not dropped"
+        );
+    }
+
+    #[test]
+    fn events_of_another_version_are_refused_and_unknown_fields_ignored() {
+        let machine = |extra: serde_json::Value| {
+            let mut event = serde_json::json!({
+                "type": "machine", "uuid": Uuid::new_v4(), "time": 1, "relay": Uuid::nil(),
+                "machine": Uuid::nil(), "server": Uuid::nil(), "newState": "running", "up": true,
+            });
+            event
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            event
+        };
+        // No `v` (relays before it): version 1. A field we do not know: ignored.
+        let events = parse_events(
+            serde_json::json!([
+                machine(serde_json::json!({})),
+                machine(serde_json::json!({"v": 1, "zoneid": 7}))
+            ])
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(events.iter().all(|e| e.version() == 1));
+        // Version 2: refused, naming the event.
+        let refused = parse_events(
+            serde_json::json!([machine(serde_json::json!({})), machine(serde_json::json!({"v": 2}))])
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_err();
+        match refused {
+            ApiError::ValidationFailed { errors, .. } => {
+                assert_eq!(errors[0].field, "[1].v");
+                assert!(
+                    errors[0].message.contains("event version 2 is not supported"),
+                    "{}",
+                    errors[0].message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let single = parse_events(machine(serde_json::json!({"v": 0})).to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(single, ApiError::ValidationFailed { ref errors, .. } if errors[0].field == "v"),
+            "{single:?}"
         );
     }
 
