@@ -194,10 +194,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::{web, App, HttpResponse};
 
     use super::*;
-    use crate::http::content_md5;
+    use crate::http::server::Shape;
+    use crate::http::{content_md5, serve};
 
     /// A master that serves one agent probe list and counts the requests.
     #[derive(Clone, Default)]
@@ -212,7 +213,7 @@ mod tests {
             let me = self.clone();
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
-            let server = HttpServer::new(move || {
+            let server = serve("fake-master", listener, Shape::RELAY, move || {
                 let (get, head) = (me.clone(), me.clone());
                 App::new()
                     .route(
@@ -242,11 +243,7 @@ mod tests {
                         }),
                     )
             })
-            .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .unwrap()
-            .run();
+            .unwrap();
             let handle = server.handle();
             actix_rt::spawn(server);
             (url, handle)
@@ -313,7 +310,7 @@ mod tests {
     async fn a_list_that_does_not_match_its_md5_is_refused() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = HttpServer::new(|| {
+        let server = serve("fake-master", listener, Shape::RELAY, || {
             App::new().route(
                 "/agentprobes",
                 web::get().to(|| async {
@@ -323,11 +320,7 @@ mod tests {
                 }),
             )
         })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
+        .unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
         let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
