@@ -77,7 +77,8 @@ const CORE_FIELDS: [&str; 7] = ["v", "name", "msg", "level", "hostname", "pid", 
 /// Writes each event as one bunyan record: the core fields, where it was
 /// logged (`target`, `line`, `file`), its fields, then the fields of the
 /// spans it is in (JsonStorageLayer keeps them, a child's with its
-/// parents'). tracing-bunyan-formatter's own layer also writes a
+/// parents'). A field is written once: the event's wins over the span's and
+/// over `target`, `line` and `file`. tracing-bunyan-formatter's own layer also writes a
 /// `[SPAN - START]` and a `[SPAN - END]` record per span and prefixes every
 /// message logged inside one (`[REQUEST - EVENT] …`), which would triple the
 /// lines of every HTTP request and change messages operators and tests
@@ -127,9 +128,18 @@ impl<W: for<'a> MakeWriter<'a> + 'static> BunyanLines<W> {
         map.serialize_entry("hostname", &self.hostname)?;
         map.serialize_entry("pid", &self.pid)?;
         map.serialize_entry("time", &time)?;
-        map.serialize_entry("target", meta.target())?;
-        map.serialize_entry("line", &meta.line())?;
-        map.serialize_entry("file", &meta.file())?;
+        // Where it was logged, unless the event has a field of that name
+        // (a skipped zone line's `line`).
+        let given = |key: &str| fields.values().contains_key(key);
+        if !given("target") {
+            map.serialize_entry("target", meta.target())?;
+        }
+        if !given("line") {
+            map.serialize_entry("line", &meta.line())?;
+        }
+        if !given("file") {
+            map.serialize_entry("file", &meta.file())?;
+        }
         let own = |key: &&str| *key != "message" && !CORE_FIELDS.contains(key);
         for (key, value) in fields.values().iter().filter(|(key, _)| own(key)) {
             map.serialize_entry(key, value)?;
@@ -214,7 +224,7 @@ mod tests {
             tracing::info!(outside = 1, "before");
             let span = tracing::error_span!("request", req_id = "abc-123", server = "master");
             span.in_scope(|| {
-                tracing::warn!(server = "mine", "log filter changed");
+                tracing::warn!(server = "mine", line = "not json {", "log filter changed");
             });
         });
         let lines = captured.lines();
@@ -229,6 +239,7 @@ mod tests {
         assert_eq!(lines[1]["level"], 40);
         assert_eq!(lines[1]["req_id"], "abc-123");
         assert_eq!(lines[1]["server"], "mine", "the event's own field wins");
+        assert_eq!(lines[1]["line"], "not json {", "over the source line too");
         for key in ["hostname", "pid", "time", "target", "line", "file"] {
             assert!(lines[1].get(key).is_some(), "{key} in {}", lines[1]);
         }
