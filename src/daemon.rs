@@ -448,6 +448,7 @@ impl RelayParts {
                 dispatcher: dispatcher.clone(),
                 link: link.clone(),
                 supervisor: supervisor.clone(),
+                agent_probes: agent_probes.clone(),
             };
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let admin = admin.clone();
