@@ -47,6 +47,7 @@ use crate::config::{Mode, Settings, ZoneSourceSettings};
 use crate::http::master::MasterApi;
 use crate::http::relay_admin::RelayAdminApi;
 use crate::http::relay_agent::RelayAgentApi;
+use crate::http::server::Shape;
 use crate::model::{Account, Probe, ProbeType};
 use crate::notify::transport::Mailer;
 use crate::store::{RelayStore, Store};
@@ -327,23 +328,14 @@ impl MasterParts {
             };
             let auth = self.auth.clone();
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
-                let api = api.clone();
-                let auth = auth.clone();
-                Ok(actix_web::HttpServer::new(move || {
+                let (api, auth) = (api.clone(), auth.clone());
+                crate::http::serve("master", listener, Shape::MASTER, move || {
                     actix_web::App::new()
                         .app_data(actix_web::web::Data::new(auth.clone()))
                         .app_data(actix_web::web::Data::new(api.store.clone()))
                         .wrap(actix_web::middleware::from_fn(crate::http::auth::authorize))
                         .configure(crate::http::master::configure(api.clone()))
                 })
-                .workers(2)
-                // Longer than relays keep idle connections (30 s): the
-                // client, not the server, closes an idle one.
-                .keep_alive(std::time::Duration::from_secs(75))
-                .disable_signals()
-                .shutdown_timeout(5)
-                .listen(listener)?
-                .run())
             }));
             let notifier_env = self.notifier_env.clone();
             let workers = self.workers;
@@ -456,17 +448,13 @@ impl RelayParts {
                 dispatcher: dispatcher.clone(),
                 link: link.clone(),
                 supervisor: supervisor.clone(),
+                agent_probes: agent_probes.clone(),
             };
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let admin = admin.clone();
-                Ok(actix_web::HttpServer::new(move || {
+                crate::http::serve("relay-admin", listener, Shape::RELAY, move || {
                     actix_web::App::new().configure(crate::http::relay_admin::configure(admin.clone()))
                 })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(2)
-                .listen(listener)?
-                .run())
             }));
             // In dev mode the agent on the TCP listener is the global zone's,
             // and the global zone's agent uuid is the server's.
@@ -480,14 +468,9 @@ impl RelayParts {
             };
             let serve_agents: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let api = agent_api.clone();
-                Ok(actix_web::HttpServer::new(move || {
+                crate::http::serve("relay-agent", listener, Shape::RELAY, move || {
                     actix_web::App::new().configure(crate::http::relay_agent::configure(api.clone()))
                 })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(2)
-                .listen(listener)?
-                .run())
             }));
             let master_url = self.link_config.master_url.clone();
             let master_token = self.link_config.master_token.clone();

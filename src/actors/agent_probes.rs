@@ -29,8 +29,11 @@ use crate::http::client::{AgentProbes, MasterClient};
 pub struct GetAgentProbes;
 
 /// Refreshes now (`HEAD`, then `GET` if changed) and answers with the list
-/// once the refresh is over. A refresh already under way is joined, not
-/// repeated.
+/// that refresh got, or why it failed (the cached list is kept and still
+/// served). The refresh asks the master after this message arrived: one
+/// already under way may have asked before, so this waits for the next,
+/// which starts when that one ends (several such requests share it). The
+/// relay admin API's `POST /state?action=syncprobes`.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<AgentProbes, AgentProbesUnavailable>")]
 pub struct RefreshAgentProbes;
@@ -52,8 +55,14 @@ pub struct AgentProbeCache {
     cached: Option<AgentProbes>,
     /// A refresh is on the wire.
     refreshing: bool,
-    /// Requests waiting for the refresh under way.
+    /// `GetAgentProbes` with nothing cached: waiting for the refresh under
+    /// way, for whatever list it leaves.
     waiting: Vec<oneshot::Sender<Answer>>,
+    /// `RefreshAgentProbes` waiting for the outcome of the refresh under way.
+    waiting_fresh: Vec<oneshot::Sender<Answer>>,
+    /// `RefreshAgentProbes` that arrived while a refresh was under way: they
+    /// wait for the next one.
+    queued_fresh: Vec<oneshot::Sender<Answer>>,
     /// The next scheduled refresh, cancelled when one happens earlier.
     next_round: Option<SpawnHandle>,
     /// The last refresh failed (so the next failure is not logged as news).
@@ -76,6 +85,8 @@ impl AgentProbeCache {
             cached: None,
             refreshing: false,
             waiting: Vec::new(),
+            waiting_fresh: Vec::new(),
+            queued_fresh: Vec::new(),
             next_round: None,
             failing: false,
             lifeline,
@@ -87,10 +98,20 @@ impl AgentProbeCache {
         let (tx, rx) = oneshot::channel();
         self.waiting.push(tx);
         self.refresh(ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(AgentProbesUnavailable("the agent probe cache stopped".into())))
-        })
+        answer_from(rx)
+    }
+
+    /// Waits for the outcome of a refresh that starts now, or as soon as
+    /// the one under way ends.
+    fn wait_for_fresh_refresh(&mut self, ctx: &mut Context<Self>) -> ResponseFuture<Answer> {
+        let (tx, rx) = oneshot::channel();
+        if self.refreshing {
+            self.queued_fresh.push(tx);
+        } else {
+            self.waiting_fresh.push(tx);
+            self.refresh(ctx);
+        }
+        answer_from(rx)
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
@@ -139,16 +160,27 @@ impl AgentProbeCache {
                         error = Some(e.to_string());
                     }
                 }
+                let no_list = || AgentProbesUnavailable("the master sent no probe list".into());
+                let fresh = match (&act.cached, &error) {
+                    (Some(cached), None) => Ok(cached.clone()),
+                    (_, Some(error)) => Err(AgentProbesUnavailable(error.clone())),
+                    (None, None) => Err(no_list()),
+                };
                 let answer = match (&act.cached, error) {
                     (Some(cached), _) => Ok(cached.clone()),
-                    (None, error) => Err(AgentProbesUnavailable(
-                        error.unwrap_or_else(|| "the master sent no probe list".into()),
-                    )),
+                    (None, error) => Err(error.map(AgentProbesUnavailable).unwrap_or_else(no_list)),
                 };
                 for waiter in act.waiting.drain(..) {
                     let _ = waiter.send(answer.clone());
                 }
+                for waiter in act.waiting_fresh.drain(..) {
+                    let _ = waiter.send(fresh.clone());
+                }
                 act.next_round = Some(ctx.run_later(act.poll, |act, ctx| act.refresh(ctx)));
+                if !act.queued_fresh.is_empty() {
+                    act.waiting_fresh = std::mem::take(&mut act.queued_fresh);
+                    act.refresh(ctx);
+                }
             }),
         );
     }
@@ -176,8 +208,15 @@ impl Handler<RefreshAgentProbes> for AgentProbeCache {
     type Result = ResponseFuture<Answer>;
 
     fn handle(&mut self, _: RefreshAgentProbes, ctx: &mut Context<Self>) -> Self::Result {
-        self.wait_for_refresh(ctx)
+        self.wait_for_fresh_refresh(ctx)
     }
+}
+
+fn answer_from(rx: oneshot::Receiver<Answer>) -> ResponseFuture<Answer> {
+    Box::pin(async move {
+        rx.await
+            .unwrap_or_else(|_| Err(AgentProbesUnavailable("the agent probe cache stopped".into())))
+    })
 }
 
 impl Handler<Stop> for AgentProbeCache {
@@ -194,25 +233,52 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use actix_web::{web, App, HttpResponse, HttpServer};
+    use actix_web::{web, App, HttpResponse};
 
     use super::*;
-    use crate::http::content_md5;
+    use crate::http::server::Shape;
+    use crate::http::{content_md5, serve};
 
     /// A master that serves one agent probe list and counts the requests.
-    #[derive(Clone, Default)]
+    #[derive(Clone)]
     struct FakeMaster {
         list: Arc<Mutex<String>>,
         heads: Arc<AtomicUsize>,
         gets: Arc<AtomicUsize>,
+        /// A `GET` takes its list, says so here, then answers only when the
+        /// gate lets it through.
+        took_list: Arc<tokio::sync::Notify>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Default for FakeMaster {
+        fn default() -> FakeMaster {
+            FakeMaster::gated(tokio::sync::Semaphore::MAX_PERMITS)
+        }
     }
 
     impl FakeMaster {
+        /// A master whose `GET`s wait until `permits` are given (see
+        /// [`FakeMaster::open`]).
+        fn gated(permits: usize) -> FakeMaster {
+            FakeMaster {
+                list: Default::default(),
+                heads: Default::default(),
+                gets: Default::default(),
+                took_list: Default::default(),
+                gate: Arc::new(tokio::sync::Semaphore::new(permits)),
+            }
+        }
+
+        fn open(&self) {
+            self.gate.add_permits(1000);
+        }
+
         fn start(&self) -> (String, actix_web::dev::ServerHandle) {
             let me = self.clone();
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
-            let server = HttpServer::new(move || {
+            let server = serve("fake-master", listener, Shape::RELAY, move || {
                 let (get, head) = (me.clone(), me.clone());
                 App::new()
                     .route(
@@ -222,6 +288,8 @@ mod tests {
                             async move {
                                 me.gets.fetch_add(1, Ordering::SeqCst);
                                 let list = me.list.lock().unwrap().clone();
+                                me.took_list.notify_one();
+                                drop(me.gate.acquire().await.unwrap());
                                 HttpResponse::Ok()
                                     .insert_header(("Content-MD5", content_md5(list.as_bytes())))
                                     .body(list)
@@ -242,11 +310,7 @@ mod tests {
                         }),
                     )
             })
-            .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .unwrap()
-            .run();
+            .unwrap();
             let handle = server.handle();
             actix_rt::spawn(server);
             (url, handle)
@@ -289,11 +353,40 @@ mod tests {
         assert_eq!(second.body, two.as_bytes());
         assert_eq!(master.counts(), (2, 2), "md5 changed: HEAD then GET");
 
-        // The master goes away: the cached list stays.
+        // The master goes away: the refresh says so, the cached list stays.
         server.stop(false).await;
-        let kept = cache.send(RefreshAgentProbes).await.unwrap().unwrap();
-        assert_eq!(kept, second);
+        let failed = cache.send(RefreshAgentProbes).await.unwrap();
+        assert!(failed.is_err(), "{failed:?}");
         assert_eq!(cache.send(GetAgentProbes).await.unwrap().unwrap(), second);
+    }
+
+    #[actix_rt::test]
+    async fn a_refresh_asked_for_during_another_waits_for_one_that_starts_after_it() {
+        let master = FakeMaster::gated(0);
+        let one = r#"[{"uuid":"00000000-0000-0000-0000-000000000001"}]"#;
+        master.set(one);
+        let (url, server) = master.start();
+        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+
+        // A first request starts a refresh; the master takes the old list
+        // and holds its answer.
+        let first = cache.send(GetAgentProbes);
+        master.took_list.notified().await;
+        // The list changes, and a sync is asked for, while that refresh is
+        // still on the wire: it cannot know of the change.
+        let two = r#"[{"uuid":"00000000-0000-0000-0000-000000000002"}]"#;
+        master.set(two);
+        let synced = cache.send(RefreshAgentProbes);
+        master.open();
+
+        assert_eq!(first.await.unwrap().unwrap().body, one.as_bytes());
+        assert_eq!(
+            synced.await.unwrap().unwrap().body,
+            two.as_bytes(),
+            "the sync got the list as it was after it was asked for"
+        );
+        assert_eq!(master.counts(), (1, 2), "a second round: HEAD, then GET");
+        server.stop(false).await;
     }
 
     #[actix_rt::test]
@@ -313,7 +406,7 @@ mod tests {
     async fn a_list_that_does_not_match_its_md5_is_refused() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = HttpServer::new(|| {
+        let server = serve("fake-master", listener, Shape::RELAY, || {
             App::new().route(
                 "/agentprobes",
                 web::get().to(|| async {
@@ -323,11 +416,7 @@ mod tests {
                 }),
             )
         })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
+        .unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
         let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();

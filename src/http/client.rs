@@ -43,7 +43,7 @@ impl MasterClient {
     /// `token`: the bearer token (role `relay`) when the master requires one.
     pub fn new(base_url: &str, token: Option<&str>) -> MasterClient {
         // Idle connections are dropped well before the master's keep-alive
-        // (75 s) closes them, so a request never races a server-side close.
+        // (75 s, `server::Shape::MASTER`) closes them, so a request never races a server-side close.
         let connector = awc::Connector::new().conn_keep_alive(Duration::from_secs(30));
         let mut builder = awc::Client::builder()
             .connector(connector)

@@ -1,6 +1,8 @@
 //! HTTP: the only module that knows the wire formats of the Master API (and
 //! of the relay's admin and agent APIs), on both sides: the servers' routes
 //! and the relay's client for `POST /events` and `GET|HEAD /agentprobes`.
+//! Every server is started by [`serve`] (`server.rs`), which adds the
+//! headers and the log line every response gets.
 //!
 //! Every handler reads its whole body (an unread body makes actix-web close
 //! the connection) through [`read_json`], which bounds its size and turns bad
@@ -13,6 +15,7 @@ pub mod loglevel;
 pub mod master;
 pub mod relay_admin;
 pub mod relay_agent;
+pub mod server;
 #[cfg(target_os = "illumos")]
 pub mod zone_socket;
 
@@ -21,6 +24,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, FieldError};
+pub use server::serve;
 
 /// Largest request body we read (`413 RequestTooLarge` beyond).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;

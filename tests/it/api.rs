@@ -1605,6 +1605,16 @@ fn relay_api_examples() {
         &probes,
         &["content-md5"],
     );
+    let synced = raw(admin, "POST", "/state?action=syncprobes", &[], b"");
+    assert_eq!(synced.status, 202, "{:?}\n{}", synced.body, context());
+    snapshot(
+        "relay_syncprobes",
+        "POST",
+        "/state?action=syncprobes",
+        None,
+        &synced,
+        &[],
+    );
     let event = json!({
         "v": 1, "type": "probe", "user": alice, "probeUuid": probe["uuid"], "clear": false,
         "data": { "message": "cn-7 is down", "value": 1, "details": {} },

@@ -135,11 +135,19 @@ pub fn free_port() -> u16 {
         .expect("cannot bind 127.0.0.1:0")
 }
 
-/// The last `n` lines of a file, for failure messages.
+/// The last `n` lines of a file, for failure messages. A daemon's lines
+/// for requests that succeeded are left out: a test polling the API would
+/// otherwise fill the tail with them.
 pub fn tail_of(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text.lines().filter(|l| !is_success_line(l)).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A daemon's `handled request` line for a request that succeeded.
+fn is_success_line(line: &str) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|l| l["msg"] == "handled request" && l["status"].as_u64().is_some_and(|s| s < 400))
 }
 
 // ---- the amon binary ----

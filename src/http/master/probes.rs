@@ -103,11 +103,69 @@ fn contacts_field(contacts: &[String], known: &HashSet<String>, errors: &mut Vec
     }
 }
 
+/// What a body is for: a new resource (whose uuid the server chose) or
+/// the existing one named in the URL.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    New(Uuid),
+    Existing(Uuid),
+}
+
+impl Target {
+    fn uuid(self) -> Uuid {
+        match self {
+            Target::New(uuid) | Target::Existing(uuid) => uuid,
+        }
+    }
+}
+
+/// The server-owned fields `GET` returns (`uuid`, `user`). Triton's clients
+/// (`putProbe`, `putProbeGroup`, `amon update`) read, modify and write back
+/// the whole object, so a body may repeat them: when they say what the URL
+/// says they are ignored, otherwise refused naming the field. A new
+/// resource has no uuid yet for the body to repeat.
+fn owned_fields(
+    what: &str,
+    target: Target,
+    (owner, login): (Uuid, &str),
+    uuid: Option<&str>,
+    user: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) {
+    match (target, uuid) {
+        (_, None) => {}
+        (Target::New(_), Some(_)) => errors.push(FieldError::invalid(
+            "uuid",
+            format!("uuid is chosen by the server for a new {what}: leave it out"),
+        )),
+        (Target::Existing(existing), Some(given)) => {
+            if Uuid::parse_str(given).ok() != Some(existing) {
+                errors.push(FieldError::invalid(
+                    "uuid",
+                    format!("uuid {given:?} does not match the {what} in the URL ({existing})"),
+                ));
+            }
+        }
+    }
+    if let Some(given) = user {
+        if Uuid::parse_str(given).ok() != Some(owner) && given != login {
+            errors.push(FieldError::invalid(
+                "user",
+                format!("user {given:?} does not match the account in the URL ({owner})"),
+            ));
+        }
+    }
+}
+
 // ---- probes ----
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ProbeBody {
+    /// Server-owned (see [`owned_fields`]).
+    uuid: Option<String>,
+    /// Server-owned (see [`owned_fields`]).
+    user: Option<String>,
     name: Option<String>,
     #[serde(rename = "type")]
     probe_type: Option<String>,
@@ -122,9 +180,23 @@ struct ProbeBody {
     renotify: Option<serde_json::Value>,
 }
 
-/// Turns a body into a probe (with `uuid`) or says every field that is wrong.
-async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody) -> Result<Probe, ApiError> {
+/// Turns a body into a probe of `account` or says every field that is wrong.
+async fn validate_probe(
+    api: &MasterApi,
+    account: &Account,
+    target: Target,
+    body: ProbeBody,
+) -> Result<Probe, ApiError> {
+    let user = account.uuid;
     let mut errors = Vec::new();
+    owned_fields(
+        "probe",
+        target,
+        (account.uuid, &account.login),
+        body.uuid.as_deref(),
+        body.user.as_deref(),
+        &mut errors,
+    );
     let probe_type = match body.probe_type.as_deref() {
         None => {
             errors.push(FieldError::missing("type"));
@@ -179,7 +251,7 @@ async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody
         return Err(ApiError::validation(errors));
     }
     Ok(Probe {
-        uuid,
+        uuid: target.uuid(),
         name: body.name,
         user,
         probe_type: probe_type.unwrap_or(ProbeType::MachineUp),
@@ -244,12 +316,13 @@ pub(super) async fn create_probe(
     let body = read_body(payload, MAX_BODY).await?;
     let account = api.account(&path).await?;
     let body: ProbeBody = decode_json(&body, "probe")?;
-    let probe = validate_probe(&api, account.uuid, Uuid::new_v4(), body).await?;
+    let probe = validate_probe(&api, &account, Target::New(Uuid::new_v4()), body).await?;
     authorize_target(&api, &account, &probe).await?;
     save_probe(&api, probe).await
 }
 
-/// `PUT`: the body replaces the probe (all fields, as on create).
+/// `PUT`: the body replaces the probe (all fields, as on create); it may
+/// repeat `uuid` and `user` as `GET` gave them.
 pub(super) async fn put_probe(
     api: web::Data<MasterApi>,
     path: web::Path<(String, String)>,
@@ -265,7 +338,7 @@ pub(super) async fn put_probe(
         .await?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("no such probe: {uuid}")))?;
     let body: ProbeBody = decode_json(&body, "probe")?;
-    let probe = validate_probe(&api, account.uuid, uuid, body).await?;
+    let probe = validate_probe(&api, &account, Target::Existing(uuid), body).await?;
     authorize_target(&api, &account, &probe).await?;
     if MonitorMoved::between(&old, &probe) {
         // Its faults belong to the old monitor's alarm: close them there.
@@ -324,6 +397,10 @@ pub(super) async fn delete_probe(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupBody {
+    /// Server-owned (see [`owned_fields`]).
+    uuid: Option<String>,
+    /// Server-owned (see [`owned_fields`]).
+    user: Option<String>,
     name: Option<String>,
     contacts: Option<Vec<String>>,
     disabled: Option<bool>,
@@ -331,8 +408,22 @@ struct GroupBody {
     renotify: Option<serde_json::Value>,
 }
 
-async fn validate_group(api: &MasterApi, user: Uuid, uuid: Uuid, body: GroupBody) -> Result<ProbeGroup, ApiError> {
+async fn validate_group(
+    api: &MasterApi,
+    account: &Account,
+    target: Target,
+    body: GroupBody,
+) -> Result<ProbeGroup, ApiError> {
+    let user = account.uuid;
     let mut errors = Vec::new();
+    owned_fields(
+        "probe group",
+        target,
+        (account.uuid, &account.login),
+        body.uuid.as_deref(),
+        body.user.as_deref(),
+        &mut errors,
+    );
     name_field(&body.name, &mut errors);
     let contacts = match body.contacts {
         Some(contacts) => contacts,
@@ -348,7 +439,7 @@ async fn validate_group(api: &MasterApi, user: Uuid, uuid: Uuid, body: GroupBody
         return Err(ApiError::validation(errors));
     }
     Ok(ProbeGroup {
-        uuid,
+        uuid: target.uuid(),
         name: body.name,
         user,
         contacts,
@@ -372,12 +463,12 @@ pub(super) async fn create_group(
     let body = read_body(payload, MAX_BODY).await?;
     let account = api.account(&path).await?;
     let body: GroupBody = decode_json(&body, "probe group")?;
-    let group = validate_group(&api, account.uuid, Uuid::new_v4(), body).await?;
+    let group = validate_group(&api, &account, Target::New(Uuid::new_v4()), body).await?;
     save_group(&api, group).await
 }
 
 /// `PUT`: the body replaces the group (the reference's PUT crashed; ours
-/// works).
+/// works); it may repeat `uuid` and `user` as `GET` gave them.
 pub(super) async fn put_group(
     api: web::Data<MasterApi>,
     path: web::Path<(String, String)>,
@@ -391,7 +482,7 @@ pub(super) async fn put_group(
         return Err(ApiError::ResourceNotFound(format!("no such probe group: {uuid}")));
     }
     let body: GroupBody = decode_json(&body, "probe group")?;
-    let group = validate_group(&api, account.uuid, uuid, body).await?;
+    let group = validate_group(&api, &account, Target::Existing(uuid), body).await?;
     save_group(&api, group).await
 }
 
@@ -586,4 +677,41 @@ pub(super) async fn delete_contact(
     })
     .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields `owned_fields` refuses.
+    fn refused(target: Target, alice: Uuid, uuid: Option<&str>, user: Option<&str>) -> Vec<String> {
+        let mut errors = Vec::new();
+        owned_fields("probe", target, (alice, "alice"), uuid, user, &mut errors);
+        errors.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn server_owned_fields_may_be_repeated_but_not_changed() {
+        let alice = Uuid::new_v4();
+        let probe = Uuid::new_v4();
+        let mine = alice.to_string();
+        let existing = Target::Existing(probe);
+        let none: Vec<String> = Vec::new();
+        assert_eq!(refused(existing, alice, None, None), none);
+        assert_eq!(refused(existing, alice, Some(&probe.to_string()), Some(&mine)), none);
+        let upper = probe.to_string().to_uppercase();
+        assert_eq!(
+            refused(existing, alice, Some(&upper), Some("alice")),
+            none,
+            "any spelling"
+        );
+        let other = Uuid::new_v4().to_string();
+        assert_eq!(refused(existing, alice, Some(&other), None), ["uuid"]);
+        assert_eq!(refused(existing, alice, Some("web7"), Some(&other)), ["uuid", "user"]);
+        assert_eq!(refused(existing, alice, None, Some("bob")), ["user"]);
+        // A create: its own account may be named, a uuid may not.
+        let new = Target::New(Uuid::new_v4());
+        assert_eq!(refused(new, alice, None, Some(&mine)), none);
+        assert_eq!(refused(new, alice, Some(&probe.to_string()), None), ["uuid"]);
+    }
 }
