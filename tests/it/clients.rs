@@ -328,7 +328,14 @@ fn a_probe_or_group_read_with_get_can_be_put_back_as_it_is() {
         "/pub/alice/probegroups",
         Some(&json!({ "name": "web tier", "contacts": ["pager"], "hold": 30, "user": alice["uuid"] })),
     );
+    // Alice's machine, as its relay reports it.
     let machine = Uuid::new_v4();
+    pair.expect(
+        204,
+        "PUT",
+        &format!("/servers/{}/machines", Uuid::new_v4()),
+        Some(&json!([{ "uuid": machine, "alias": "web7", "owner": alice["uuid"] }])),
+    );
     let probe = pair.expect(
         200,
         "POST",
@@ -393,7 +400,9 @@ fn syncprobes_on_the_relay_serves_a_new_probe_to_its_agents_before_the_next_poll
         200,
         "POST",
         "/accounts",
-        Some(&json!({ "login": "alice", "email": "alice@example.com" })),
+        // An operator account (as sdc-amonadm's admin): only it may watch
+        // a compute node.
+        Some(&json!({ "login": "alice", "email": "alice@example.com", "operator": true })),
     );
 
     // The relay caches the list (empty) at its agent's first request, and
