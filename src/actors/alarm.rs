@@ -25,7 +25,9 @@ use crate::clock::Clock;
 use crate::model::{
     AccountBook, Alarm, EpochMs, Fault, FaultSite, MonitorKey, Probe, ProbeEvent, ProbeGroup, ProbeType,
 };
-use crate::notify::{message_id, resolve_contacts, MachineRef, Notification, NotificationKind, ProbeRef};
+use crate::notify::{
+    message_id, resolve_contacts, ContactAddress, MachineRef, Notification, NotificationKind, ProbeRef,
+};
 use crate::rules::{self, AlarmAction, Effect, Relation};
 use crate::store::Store;
 
@@ -332,7 +334,7 @@ impl AlarmActor {
     /// to the notifier. Blocks this actor's mailbox until the store answers,
     /// so the next event sees the saved state.
     fn commit(&mut self, mut alarm: Alarm, due: Vec<(NotificationKind, Fault)>, ctx: &mut Context<Self>) {
-        let notifications = if alarm.suppressed {
+        let mut notifications = if alarm.suppressed {
             Vec::new()
         } else {
             due.iter()
@@ -341,6 +343,13 @@ impl AlarmActor {
         };
         if !notifications.is_empty() {
             alarm.num_notifications += 1;
+        }
+        // A webhook gets the whole alarm, as the API shows it after this
+        // change (the reference's receivers got its public alarm).
+        for n in &mut notifications {
+            if matches!(n.contact, ContactAddress::Webhook(_)) {
+                n.alarm = Some(Box::new(alarm.clone()));
+            }
         }
         let saved = alarm.clone();
         let tickets = std::mem::take(&mut self.tickets);
@@ -431,6 +440,8 @@ impl AlarmActor {
                     event_json: serde_json::to_value(event).unwrap_or_default(),
                     incident: None,
                     digest: Vec::new(),
+                    // Filled in by `commit`, once the alarm is final.
+                    alarm: None,
                 }
             })
             .collect()

@@ -622,6 +622,7 @@ fn build(
                     machines: list,
                 }),
                 digest: Vec::new(),
+                alarm: None,
             }
         })
         .collect()

@@ -134,6 +134,13 @@ pub struct Notification {
     /// For `Digest`: the notifications it stands for, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digest: Vec<Notification>,
+    /// For a webhook contact: the whole alarm as `GET …/alarms/:id` showed
+    /// it right after the change that decided this notification (kept in
+    /// the outbox with it, so a retry an hour later sends the same alarm).
+    /// `None` for email, which renders from the fields above, and for
+    /// server incidents and digests, which are about no one alarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<Box<crate::model::Alarm>>,
 }
 
 /// Turns contact names into addresses: the account's stored contacts, and

@@ -519,6 +519,7 @@ mod tests {
             event_json: serde_json::Value::Null,
             incident: None,
             digest: Vec::new(),
+            alarm: None,
         }
     }
 
