@@ -1012,6 +1012,19 @@ impl Site {
         wait_until(what, || self.context(), check)
     }
 
+    /// Waits until the master knows the relay's compute node (its first
+    /// server event is in `GET /servers`) and returns its uuid and hostname.
+    pub fn wait_for_relay(&self) -> (Uuid, String) {
+        self.wait_until("the relay's server in GET /servers", || {
+            let (_, servers) = self.api.get("/servers");
+            servers.as_array()?.iter().find_map(|s| {
+                let uuid = Uuid::parse_str(s["uuid"].as_str()?).ok()?;
+                let hostname = s["hostname"].as_str()?.to_string();
+                s["lastEvent"].is_string().then_some((uuid, hostname))
+            })
+        })
+    }
+
     /// Creates an account `login` with email `<login>@example.com`.
     pub fn create_account(&self, login: &str) -> Value {
         self.api.create(
