@@ -305,6 +305,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            attributes: Default::default(),
         }
     }
 

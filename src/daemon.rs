@@ -643,6 +643,7 @@ async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Resul
             uuid,
             login: "demo".into(),
             email: settings.demo.email.clone(),
+            attributes: Default::default(),
         };
         store.create_account(account, clock.now_ms()).await?;
     }

@@ -442,6 +442,7 @@ mod tests {
             uuid: uuid::Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            attributes: Default::default(),
         };
         let user = account.uuid;
         let probe = testkit::probe(user);

@@ -205,6 +205,7 @@ mod tests {
                     uuid: mine,
                     login: "alice".into(),
                     email: "a@example.com".into(),
+                    attributes: Default::default(),
                 },
                 0,
             )

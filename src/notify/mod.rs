@@ -143,24 +143,22 @@ pub struct Notification {
     pub alarm: Option<Box<crate::model::Alarm>>,
 }
 
-/// Turns contact names into addresses: the account's stored contacts, and
-/// the implicit `email` (the account's address) unless one is stored under
-/// that name. Unknown names are skipped with a warning (the API refuses them
-/// on probes and groups, so this means a contact deleted since).
-pub fn resolve_contacts(
-    names: &[String],
-    account: &crate::model::Account,
-    contacts: &std::collections::HashMap<String, crate::model::Contact>,
-) -> Vec<(String, ContactAddress)> {
-    use crate::model::{Contact, Medium};
+/// Turns contact names into addresses ([`AccountBook::contact`]: the
+/// account's stored contacts, the implicit `email`, and its attributes ending
+/// in `email` or `webhook`). Unknown names are skipped with a warning (the
+/// API refuses them on probes and groups, so this means a contact deleted
+/// since).
+///
+/// [`AccountBook::contact`]: crate::model::AccountBook::contact
+pub fn resolve_contacts(names: &[String], book: &crate::model::AccountBook) -> Vec<(String, ContactAddress)> {
+    use crate::model::Medium;
     names
         .iter()
         .filter_map(|name| {
-            let contact = match contacts.get(name) {
-                Some(contact) => contact.clone(),
-                None if name == "email" => Contact::default_email(account),
-                None => {
-                    tracing::warn!(contact = %name, account = %account.login, "unknown contact; not notified");
+            let contact = match book.contact(name) {
+                Ok(contact) => contact,
+                Err(why) => {
+                    tracing::warn!(contact = %name, account = %book.account.login, reason = %why, "unknown contact; not notified");
                     return None;
                 }
             };

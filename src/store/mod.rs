@@ -146,10 +146,45 @@ impl Store {
                 return Err(StoreError::Conflict(format!("account {}", account.login)));
             }
             conn.execute(
-                "INSERT INTO accounts (uuid, login, email, created) VALUES (?1, ?2, ?3, ?4)",
-                params![account.uuid.to_string(), account.login, account.email, now],
+                "INSERT INTO accounts (uuid, login, email, created, attributes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    account.uuid.to_string(),
+                    account.login,
+                    account.email,
+                    now,
+                    serde_json::to_string(&account.attributes)?
+                ],
             )?;
             Ok(account)
+        })
+        .await
+    }
+
+    /// Replaces an account's login, email and attributes (its uuid stays).
+    /// `None` if there is no such account; a login another account has is a
+    /// [`StoreError::Conflict`].
+    pub async fn update_account(&self, account: Account) -> Result<Option<Account>, StoreError> {
+        self.call(move |conn| {
+            let taken: Option<String> = conn
+                .query_row(
+                    "SELECT uuid FROM accounts WHERE login = ?1 AND uuid <> ?2",
+                    params![account.login, account.uuid.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("account {}", account.login)));
+            }
+            let changed = conn.execute(
+                "UPDATE accounts SET login = ?2, email = ?3, attributes = ?4 WHERE uuid = ?1",
+                params![
+                    account.uuid.to_string(),
+                    account.login,
+                    account.email,
+                    serde_json::to_string(&account.attributes)?
+                ],
+            )?;
+            Ok((changed > 0).then_some(account))
         })
         .await
     }
@@ -158,7 +193,7 @@ impl Store {
     pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
         self.read(move |conn| {
             conn.query_row(
-                "SELECT uuid, login, email FROM accounts WHERE uuid = ?1 OR login = ?1",
+                "SELECT uuid, login, email, attributes FROM accounts WHERE uuid = ?1 OR login = ?1",
                 params![key],
                 account_row,
             )
@@ -170,7 +205,7 @@ impl Store {
 
     pub async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT uuid, login, email FROM accounts")?;
+            let mut stmt = conn.prepare("SELECT uuid, login, email, attributes FROM accounts")?;
             let rows = stmt.query_map([], account_row)?;
             rows.map(|row| row?).collect()
         })
@@ -804,7 +839,15 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreE
     let uuid: String = r.get(0)?;
     let login: String = r.get(1)?;
     let email: String = r.get(2)?;
-    Ok(stored_uuid("accounts", &uuid, &uuid).map(|uuid| Account { uuid, login, email }))
+    let attributes: String = r.get(3)?;
+    Ok(stored_uuid("accounts", &uuid, &uuid).and_then(|key| {
+        Ok(Account {
+            uuid: key,
+            login,
+            email,
+            attributes: stored("accounts", &uuid, &attributes)?,
+        })
+    }))
 }
 
 /// A uuid column of a stored row, or [`StoreError::Corrupt`] naming the row.
@@ -841,6 +884,7 @@ pub(crate) trait Stored: serde::de::DeserializeOwned {
 impl Stored for Probe {}
 impl Stored for ProbeGroup {}
 impl Stored for Contact {}
+impl Stored for std::collections::BTreeMap<String, String> {}
 impl Stored for MaintenanceWindow {}
 impl Stored for Notification {}
 impl Stored for crate::model::Event {}
@@ -1197,6 +1241,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
+            attributes: [("pagerdutyemail".to_string(), "pd@example.com".to_string())].into(),
         };
         store.create_account(account.clone(), 0).await.unwrap();
         assert_eq!(store.get_account("alice".into()).await.unwrap(), Some(account.clone()));
@@ -1333,7 +1378,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_database_of_release_040829a_is_migrated_to_version_8_with_its_rows() {
+    async fn a_database_of_release_040829a_is_migrated_to_version_9_with_its_rows() {
         let (_dir, path) = fixture_copy("040829a", "amon.sqlite");
         assert_eq!(user_version(&path), 6, "the last release wrote schema version 6");
         let store = Store::open(&path).unwrap();
@@ -1345,6 +1390,15 @@ mod tests {
             .map(|a| a.login)
             .collect();
         assert_eq!(logins.len(), 2, "{logins:?}");
+        assert!(
+            store
+                .all_accounts()
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.attributes.is_empty()),
+            "accounts of before version 9 have no attributes"
+        );
         assert_eq!(store.all_probes().await.unwrap().len(), 3);
         assert_eq!(store.all_groups().await.unwrap().len(), 2);
         assert_eq!(store.all_contacts().await.unwrap().len(), 3);
@@ -1355,7 +1409,7 @@ mod tests {
             "the webhook delivery that kept failing is still pending"
         );
         drop(store);
-        assert_eq!(user_version(&path), 8);
-        assert_eq!(schema::MASTER.len(), 8);
+        assert_eq!(user_version(&path), 9);
+        assert_eq!(schema::MASTER.len(), 9);
     }
 }

@@ -159,6 +159,12 @@ pub const MASTER: &[&str] = &[
     ) WITHOUT ROWID;
     DROP INDEX events_unrouted;
     "#,
+    // 9: an account's extra attributes (the reference's UFDS person had
+    // them; those ending in `email` or `webhook` are contacts), a JSON
+    // object of strings.
+    r#"
+    ALTER TABLE accounts ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the
