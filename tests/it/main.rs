@@ -5,7 +5,8 @@
 //! (every zone format, spool across a master outage and a SIGKILL,
 //! reconciliation, a dying zone source); `gc` retention and garbage
 //! collection on the master; `upgrade` data dirs of the last release
-//! opened by this build, and `amon backup`.
+//! opened by this build, and `amon backup`; `compat` what Triton's own
+//! clients rely on (account attributes as contacts, the webhook body).
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -16,6 +17,7 @@
 mod agent;
 mod api;
 mod cli;
+mod compat;
 mod e2e;
 mod faults;
 mod flood;
