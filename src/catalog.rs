@@ -346,6 +346,7 @@ mod tests {
             login: "alice".into(),
             email: "alice@example.com".into(),
             operator: false,
+            attributes: Default::default(),
         }
     }
 

@@ -631,6 +631,7 @@ async fn set_up_demo(settings: &Settings, store: &Store, clock: &Clock) -> Resul
                 login: "demo".into(),
                 email: settings.demo.email.clone(),
                 operator: true,
+                attributes: Default::default(),
             };
             store.create_account(account, clock.now_ms()).await?;
         }

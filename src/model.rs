@@ -3,6 +3,8 @@
 //! names (camelCase), because these are also what the store keeps as JSON and
 //! what the Master API shows. No I/O here.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,6 +21,12 @@ pub struct Account {
     /// `operators` group); other accounts' only the machines they own.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub operator: bool,
+    /// Extra attributes, as the reference's UFDS person had (e.g.
+    /// `pagerdutyemail`): one whose name ends in `email` or `webhook` is
+    /// also a contact of that medium ([`AttributeUse`]), which is how
+    /// Triton's own clients named contacts.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// One machine a relay reports on a compute node (`PUT
@@ -33,6 +41,47 @@ pub struct MachineReport {
     #[serde(default)]
     pub owner: Option<Uuid>,
 }
+
+impl Account {
+    /// The attribute `name` names as a contact, matched regardless of case
+    /// (UFDS lowercased attribute names, so the reference's `secondaryEmail`
+    /// found the attribute `secondaryemail`).
+    fn attribute(&self, name: &str) -> Option<(&str, &str)> {
+        self.attributes
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+}
+
+/// What an account attribute is good for, by the end of its name (the
+/// reference's rule, case-insensitive): `…email` is an email contact,
+/// `…webhook` a webhook contact, `…phone` was the reference's Twilio call,
+/// which we do not make, and anything else is just an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributeUse {
+    Contact(Medium),
+    Phone,
+    Plain,
+}
+
+impl AttributeUse {
+    pub fn of(name: &str) -> AttributeUse {
+        let name = name.to_ascii_lowercase();
+        if name.ends_with("email") {
+            AttributeUse::Contact(Medium::Email)
+        } else if name.ends_with("webhook") {
+            AttributeUse::Contact(Medium::Webhook)
+        } else if name.ends_with("phone") {
+            AttributeUse::Phone
+        } else {
+            AttributeUse::Plain
+        }
+    }
+}
+
+/// Attribute names an account cannot have: its own fields.
+pub const RESERVED_ATTRIBUTES: [&str; 4] = ["uuid", "login", "email", "attributes"];
 
 /// The probe types we implement. Amon's other types (log-scan, http, …) come
 /// with the agent work.
@@ -129,7 +178,65 @@ impl Contact {
 pub struct AccountBook {
     pub account: Account,
     /// Stored contacts by name (the implicit `email` is not in here).
-    pub contacts: std::collections::HashMap<String, Contact>,
+    pub contacts: HashMap<String, Contact>,
+}
+
+/// Why a name is not a contact of an account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoContact {
+    #[error("no contact and no account attribute is named {name:?}")]
+    Unknown { name: String },
+    #[error("account attribute {attribute:?} is not a contact: only names ending in \"email\" or \"webhook\" are")]
+    Plain { attribute: String },
+    #[error("account attribute {attribute:?} ends in \"phone\": amon makes no phone calls or text messages, so it is not a contact")]
+    Phone { attribute: String },
+}
+
+impl AccountBook {
+    /// The contact `name` stands for: a stored contact of that name first,
+    /// then the implicit `email` (the account's address), then an account
+    /// attribute of that name ending in `email` or `webhook`.
+    pub fn contact(&self, name: &str) -> Result<Contact, NoContact> {
+        if let Some(contact) = self.contacts.get(name) {
+            return Ok(contact.clone());
+        }
+        if name == "email" {
+            return Ok(Contact::default_email(&self.account));
+        }
+        let Some((attribute, address)) = self.account.attribute(name) else {
+            return Err(NoContact::Unknown { name: name.to_string() });
+        };
+        match AttributeUse::of(attribute) {
+            AttributeUse::Contact(medium) => Ok(Contact {
+                name: name.to_string(),
+                medium,
+                address: address.to_string(),
+            }),
+            AttributeUse::Phone => Err(NoContact::Phone {
+                attribute: attribute.to_string(),
+            }),
+            AttributeUse::Plain => Err(NoContact::Plain {
+                attribute: attribute.to_string(),
+            }),
+        }
+    }
+
+    /// Every contact of the account, by name: the stored ones, `email`, and
+    /// the attributes that are contacts (unless a stored contact has their
+    /// name).
+    pub fn all_contacts(&self) -> Vec<Contact> {
+        let mut all: BTreeMap<String, Contact> = BTreeMap::new();
+        all.insert("email".into(), Contact::default_email(&self.account));
+        for name in self.account.attributes.keys() {
+            if let Ok(contact) = self.contact(name) {
+                all.insert(contact.name.clone(), contact);
+            }
+        }
+        for contact in self.contacts.values() {
+            all.insert(contact.name.clone(), contact.clone());
+        }
+        all.into_values().collect()
+    }
 }
 
 /// Which alarm stream an event belongs to (SPEC §5 rule 1): the probe's group
@@ -411,5 +518,89 @@ impl MaintenanceWindow {
             || site.machine.is_some_and(|m| s.machines.contains(&m))
             || site.server.is_some_and(|m| s.servers.contains(&m));
         monitor && machine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(attributes: &[(&str, &str)], stored: &[(&str, Medium, &str)]) -> AccountBook {
+        AccountBook {
+            account: Account {
+                uuid: Uuid::nil(),
+                login: "alice".into(),
+                email: "alice@example.com".into(),
+                operator: false,
+                attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            },
+            contacts: stored
+                .iter()
+                .map(|(name, medium, address)| {
+                    let contact = Contact {
+                        name: name.to_string(),
+                        medium: *medium,
+                        address: address.to_string(),
+                    };
+                    (contact.name.clone(), contact)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_attributes_medium_is_the_end_of_its_name_in_any_case() {
+        assert_eq!(AttributeUse::of("email"), AttributeUse::Contact(Medium::Email));
+        assert_eq!(AttributeUse::of("secondaryEmail"), AttributeUse::Contact(Medium::Email));
+        assert_eq!(AttributeUse::of("PAGERDUTYEMAIL"), AttributeUse::Contact(Medium::Email));
+        assert_eq!(AttributeUse::of("testwebhook"), AttributeUse::Contact(Medium::Webhook));
+        assert_eq!(AttributeUse::of("opsWebHook"), AttributeUse::Contact(Medium::Webhook));
+        assert_eq!(AttributeUse::of("workPhone"), AttributeUse::Phone);
+        assert_eq!(AttributeUse::of("emailer"), AttributeUse::Plain);
+        assert_eq!(AttributeUse::of("cn"), AttributeUse::Plain);
+    }
+
+    #[test]
+    fn a_stored_contact_wins_over_an_attribute_of_its_name() {
+        let book = book(
+            &[
+                ("pagerdutyemail", "pd@example.com"),
+                ("opswebhook", "https://hooks.example.com/a"),
+            ],
+            &[("pagerdutyemail", Medium::Webhook, "https://pd.example.com/hook")],
+        );
+        let pd = book.contact("pagerdutyemail").unwrap();
+        assert_eq!(
+            (pd.medium, pd.address.as_str()),
+            (Medium::Webhook, "https://pd.example.com/hook")
+        );
+        let ops = book.contact("opswebhook").unwrap();
+        assert_eq!(
+            (ops.medium, ops.address.as_str()),
+            (Medium::Webhook, "https://hooks.example.com/a")
+        );
+        assert_eq!(book.contact("email").unwrap().address, "alice@example.com");
+        let names: Vec<String> = book.all_contacts().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["email", "opswebhook", "pagerdutyemail"]);
+        assert_eq!(book.all_contacts()[2].medium, Medium::Webhook, "the stored one");
+    }
+
+    #[test]
+    fn contacts_find_attributes_regardless_of_case_as_ufds_did() {
+        let book = book(&[("secondaryemail", "second@example.com")], &[]);
+        let contact = book.contact("secondaryEmail").unwrap();
+        assert_eq!(contact.name, "secondaryEmail", "named as the probe names it");
+        assert_eq!(contact.address, "second@example.com");
+    }
+
+    #[test]
+    fn phone_and_plain_attributes_are_no_contacts_and_say_why() {
+        let book = book(&[("workPhone", "+1 555 0100"), ("cn", "Alice")], &[]);
+        assert!(matches!(book.contact("workphone"), Err(NoContact::Phone { attribute }) if attribute == "workPhone"));
+        assert!(matches!(book.contact("cn"), Err(NoContact::Plain { .. })));
+        assert!(matches!(book.contact("pager"), Err(NoContact::Unknown { .. })));
+        assert!(book.contact("workphone").unwrap_err().to_string().contains("phone"));
+        let names: Vec<String> = book.all_contacts().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["email"]);
     }
 }

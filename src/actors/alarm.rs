@@ -25,7 +25,9 @@ use crate::clock::Clock;
 use crate::model::{
     AccountBook, Alarm, EpochMs, Fault, FaultSite, MonitorKey, Probe, ProbeEvent, ProbeGroup, ProbeType,
 };
-use crate::notify::{message_id, resolve_contacts, MachineRef, Notification, NotificationKind, ProbeRef};
+use crate::notify::{
+    message_id, resolve_contacts, ContactAddress, MachineRef, Notification, NotificationKind, ProbeRef,
+};
 use crate::rules::{self, AlarmAction, Effect, Relation};
 use crate::store::Store;
 
@@ -332,7 +334,7 @@ impl AlarmActor {
     /// to the notifier. Blocks this actor's mailbox until the store answers,
     /// so the next event sees the saved state.
     fn commit(&mut self, mut alarm: Alarm, due: Vec<(NotificationKind, Fault)>, ctx: &mut Context<Self>) {
-        let notifications = if alarm.suppressed {
+        let mut notifications = if alarm.suppressed {
             Vec::new()
         } else {
             due.iter()
@@ -341,6 +343,13 @@ impl AlarmActor {
         };
         if !notifications.is_empty() {
             alarm.num_notifications += 1;
+        }
+        // A webhook gets the whole alarm, as the API shows it after this
+        // change (the reference's receivers got its public alarm).
+        for n in &mut notifications {
+            if matches!(n.contact, ContactAddress::Webhook(_)) {
+                n.alarm = Some(Box::new(alarm.clone()));
+            }
         }
         let saved = alarm.clone();
         let tickets = std::mem::take(&mut self.tickets);
@@ -388,7 +397,7 @@ impl AlarmActor {
         };
         let event = &fault.event;
         let account = &self.book.account;
-        resolve_contacts(&names, account, &self.book.contacts)
+        resolve_contacts(&names, &self.book)
             .into_iter()
             .map(|(name, address)| {
                 // The first notification of an alarm roots the thread; its id
@@ -431,6 +440,8 @@ impl AlarmActor {
                     event_json: serde_json::to_value(event).unwrap_or_default(),
                     incident: None,
                     digest: Vec::new(),
+                    // Filled in by `commit`, once the alarm is final.
+                    alarm: None,
                 }
             })
             .collect()
@@ -771,13 +782,26 @@ mod tests {
     const HOLD: Duration = Duration::from_secs(60);
 
     fn actor(store: &Store) -> (Addr<AlarmActor>, Arc<Probe>) {
+        actor_with(store, Default::default(), &["email"])
+    }
+
+    /// An actor whose account has `attributes` and whose probe names
+    /// `contacts`.
+    fn actor_with(
+        store: &Store,
+        attributes: std::collections::BTreeMap<String, String>,
+        contacts: &[&str],
+    ) -> (Addr<AlarmActor>, Arc<Probe>) {
         let account = Account {
             uuid: Uuid::new_v4(),
             login: "alice".into(),
             email: "alice@example.com".into(),
             operator: false,
+            attributes,
         };
-        let probe = testkit::probe(account.uuid);
+        let mut probe = (*testkit::probe(account.uuid)).clone();
+        probe.contacts = contacts.iter().map(|c| c.to_string()).collect();
+        let probe = Arc::new(probe);
         let book = Arc::new(AccountBook {
             account,
             contacts: HashMap::new(),
@@ -839,6 +863,52 @@ mod tests {
             kinds(&store).await,
             vec![NotificationKind::Fault, NotificationKind::Clear]
         );
+    }
+
+    #[actix_rt::test]
+    async fn contact_attributes_are_notified_and_a_webhook_gets_the_alarm_as_saved() {
+        tokio::time::pause();
+        testkit::tick();
+        let store = Store::in_memory().unwrap();
+        let attributes = [
+            ("pagerdutyemail".to_string(), "pd@example.com".to_string()),
+            ("opswebhook".to_string(), "https://hooks.example.com/amon".to_string()),
+        ]
+        .into();
+        let (addr, probe) = actor_with(&store, attributes, &["pagerdutyemail", "opswebhook"]);
+        addr.send(event(&probe, 1, false)).await.unwrap();
+        tokio::time::sleep(HOLD).await;
+        settle(&store).await;
+        let mut pending: Vec<Notification> = store
+            .pending_deliveries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.notification)
+            .collect();
+        pending.sort_by(|a, b| a.contact_name.cmp(&b.contact_name));
+        let to: Vec<(&str, &ContactAddress)> = pending.iter().map(|n| (n.contact_name.as_str(), &n.contact)).collect();
+        assert_eq!(
+            to,
+            [
+                (
+                    "opswebhook",
+                    &ContactAddress::Webhook("https://hooks.example.com/amon".into())
+                ),
+                ("pagerdutyemail", &ContactAddress::Email("pd@example.com".into())),
+            ]
+        );
+        let saved = match store.get_alarm(probe.user, 1).await.unwrap() {
+            crate::store::AlarmLookup::Found(alarm) => alarm,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(saved.num_notifications, 1);
+        assert_eq!(
+            pending[0].alarm.as_deref(),
+            Some(&saved),
+            "the alarm as committed with it"
+        );
+        assert_eq!(pending[1].alarm, None, "email renders from its own fields");
     }
 
     #[actix_rt::test]

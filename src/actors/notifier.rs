@@ -216,6 +216,7 @@ impl NotifierPool {
             event_json: serde_json::Value::Null,
             incident: None,
             digest: held.iter().map(|(n, _)| n.clone()).collect(),
+            alarm: None,
         };
         let held_ids: Vec<Uuid> = held.iter().map(|(n, _)| n.id).collect();
         let store = self.env.store.clone();

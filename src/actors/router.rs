@@ -17,6 +17,7 @@
 //! alarm actors: beyond it, `POST /events` answers `503` and the relays
 //! retry later, so no mailbox on the way grows without bound.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use super::shard::{shard_of, AlarmShard, BookChanged, Resume, ShardEvents, Tell}
 use super::supervisor::{Lifeline, Named, Stop};
 pub use crate::catalog::Watcher;
 use crate::catalog::{Catalog, Dropped, SharedCatalog, Target};
-use crate::model::{Account, Contact, Event, MonitorKey, Probe, ProbeGroup};
+use crate::model::{Account, Contact, Event, MonitorKey, Probe, ProbeEvent, ProbeGroup};
 use crate::progress::{Progress, Retry};
 
 /// How many committed events may wait to be applied. Shared by the Master
@@ -166,7 +167,43 @@ pub struct EventRouter {
     mark: i64,
     writing_mark: bool,
     next_mark: Option<i64>,
+    /// Compute nodes' hostnames, for faults on machines without an alias.
+    server_names: ServerNames,
     lifeline: Lifeline,
+}
+
+/// The hostnames relays report for their compute nodes (server events, and
+/// the `servers` table at start). A fault whose event has no `agentAlias`
+/// (a zone or VM without an alias) gets its compute node's hostname, as the
+/// reference's relay stamped it, so the alarm, emails and webhooks name a
+/// place rather than only a uuid.
+#[derive(Debug, Default)]
+struct ServerNames(HashMap<uuid::Uuid, String>);
+
+impl ServerNames {
+    fn learn(&mut self, server: uuid::Uuid, hostname: Option<&str>) {
+        let Some(hostname) = hostname.map(str::trim).filter(|h| !h.is_empty()) else {
+            return;
+        };
+        if self.0.get(&server).map(String::as_str) != Some(hostname) {
+            self.0.insert(server, hostname.to_string());
+        }
+    }
+
+    /// Fills a missing `agentAlias` with the hostname of the event's agent
+    /// (the compute node, for a machine's event) or else of its relay.
+    fn name_agent(&self, event: &mut ProbeEvent) {
+        if event.agent_alias.as_deref().is_some_and(|a| !a.trim().is_empty()) {
+            return;
+        }
+        let hostname = [event.agent, event.relay]
+            .into_iter()
+            .flatten()
+            .find_map(|server| self.0.get(&server));
+        if let Some(hostname) = hostname {
+            event.agent_alias = Some(hostname.clone());
+        }
+    }
 }
 
 impl EventRouter {
@@ -187,6 +224,7 @@ impl EventRouter {
             mark: 0,
             writing_mark: false,
             next_mark: None,
+            server_names: ServerNames::default(),
             lifeline,
         }
     }
@@ -257,7 +295,8 @@ impl EventRouter {
                         tracing::warn!(event = %event.uuid(), "event for a probe of an unknown account dropped")
                     }
                 }
-                for target in targets.drain(..) {
+                for mut target in targets.drain(..) {
+                    self.server_names.name_agent(&mut target.event);
                     per_shard[shard_of(target.key, self.shards.len())].push((*seq, target));
                 }
                 match event {
@@ -269,11 +308,14 @@ impl EventRouter {
                         up: m.up,
                         time: m.time,
                     }),
-                    Event::Server(s) => sightings.push(Sighting::Server {
-                        server: s.server,
-                        hostname: s.hostname.clone(),
-                        kind: s.event,
-                    }),
+                    Event::Server(s) => {
+                        self.server_names.learn(s.server, s.hostname.as_deref());
+                        sightings.push(Sighting::Server {
+                            server: s.server,
+                            hostname: s.hostname.clone(),
+                            kind: s.event,
+                        })
+                    }
                     Event::Probe(_) => {}
                 }
             }
@@ -408,17 +450,21 @@ impl Actor for EventRouter {
                 let open = store.monitors_with_open_alarms().await?;
                 let mark = store.route_mark().await?;
                 let replay = store.events_after(mark).await?;
+                let servers = store.servers().await?;
                 let mut catalog = Catalog::load(accounts, contacts, groups, probes);
                 for (machine, owner) in owners {
                     catalog.set_owner(machine, Some(owner));
                 }
-                Ok::<_, crate::store::StoreError>((catalog, open, mark, replay))
+                Ok::<_, crate::store::StoreError>((catalog, open, mark, replay, servers))
             }
             .into_actor(self)
             .map(|result, act, ctx| match result {
-                Ok((catalog, open, mark, replay)) => {
+                Ok((catalog, open, mark, replay, servers)) => {
                     let (accounts, probes) = (catalog.accounts(), catalog.probes());
                     *act.catalog_mut() = catalog;
+                    for (server, hostname, ..) in servers {
+                        act.server_names.learn(server, hostname.as_deref());
+                    }
                     act.mark = mark;
                     act.routed_upto = replay.last().map_or(mark, |e| e.0);
                     act.backlog.reset(replay.len());
@@ -665,5 +711,48 @@ mod tests {
         assert!(!backlog.try_reserve(1));
         backlog.release(100);
         assert!(backlog.is_empty(), "releasing too much never wraps");
+    }
+
+    fn event(agent: Option<uuid::Uuid>, relay: Option<uuid::Uuid>, alias: Option<&str>) -> ProbeEvent {
+        serde_json::from_value(serde_json::json!({
+            "v": 1, "user": uuid::Uuid::nil(), "probeUuid": uuid::Uuid::nil(), "clear": false,
+            "data": {"message": "down"}, "uuid": uuid::Uuid::nil(), "time": 1,
+            "agent": agent, "relay": relay, "agentAlias": alias,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_fault_without_an_alias_is_named_by_its_compute_nodes_hostname() {
+        let (cn7, relay) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let mut names = ServerNames::default();
+        names.learn(cn7, Some("cn-7"));
+        names.learn(relay, None);
+        let alias = |names: &ServerNames, mut e: ProbeEvent| {
+            names.name_agent(&mut e);
+            e.agent_alias
+        };
+        assert_eq!(
+            alias(&names, event(Some(cn7), Some(relay), None)).as_deref(),
+            Some("cn-7")
+        );
+        assert_eq!(alias(&names, event(Some(cn7), None, Some(""))).as_deref(), Some("cn-7"));
+        assert_eq!(
+            alias(&names, event(Some(cn7), Some(relay), Some("web7"))).as_deref(),
+            Some("web7"),
+            "a machine's own alias wins"
+        );
+        assert_eq!(
+            alias(&names, event(Some(uuid::Uuid::new_v4()), Some(cn7), None)).as_deref(),
+            Some("cn-7"),
+            "an agent in a zone: its relay's hostname"
+        );
+        assert_eq!(alias(&names, event(Some(relay), None, None)), None, "no hostname known");
+        names.learn(cn7, Some("cn-7b"));
+        assert_eq!(
+            alias(&names, event(Some(cn7), None, None)).as_deref(),
+            Some("cn-7b"),
+            "renamed"
+        );
     }
 }

@@ -550,7 +550,7 @@ fn build(
             None => &w.probe.contacts,
         };
         let account = &w.book.account;
-        for (contact, address) in resolve_contacts(names, account, &w.book.contacts) {
+        for (contact, address) in resolve_contacts(names, &w.book) {
             let entry = per_contact
                 .entry((account.uuid, contact))
                 .or_insert_with(|| (account.clone(), address, Vec::new()));
@@ -622,6 +622,7 @@ fn build(
                     machines: list,
                 }),
                 digest: Vec::new(),
+                alarm: None,
             }
         })
         .collect()

@@ -443,6 +443,7 @@ mod tests {
             login: "alice".into(),
             email: "alice@example.com".into(),
             operator: false,
+            attributes: Default::default(),
         };
         let user = account.uuid;
         let probe = testkit::probe(user);

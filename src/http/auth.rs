@@ -206,6 +206,7 @@ mod tests {
                     login: "alice".into(),
                     email: "a@example.com".into(),
                     operator: false,
+                    attributes: Default::default(),
                 },
                 0,
             )

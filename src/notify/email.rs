@@ -690,6 +690,7 @@ mod tests {
             }),
             incident: None,
             digest: Vec::new(),
+            alarm: None,
         }
     }
 

@@ -134,26 +134,31 @@ pub struct Notification {
     /// For `Digest`: the notifications it stands for, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub digest: Vec<Notification>,
+    /// For a webhook contact: the whole alarm as `GET …/alarms/:id` showed
+    /// it right after the change that decided this notification (kept in
+    /// the outbox with it, so a retry an hour later sends the same alarm).
+    /// `None` for email, which renders from the fields above, and for
+    /// server incidents and digests, which are about no one alarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<Box<crate::model::Alarm>>,
 }
 
-/// Turns contact names into addresses: the account's stored contacts, and
-/// the implicit `email` (the account's address) unless one is stored under
-/// that name. Unknown names are skipped with a warning (the API refuses them
-/// on probes and groups, so this means a contact deleted since).
-pub fn resolve_contacts(
-    names: &[String],
-    account: &crate::model::Account,
-    contacts: &std::collections::HashMap<String, crate::model::Contact>,
-) -> Vec<(String, ContactAddress)> {
-    use crate::model::{Contact, Medium};
+/// Turns contact names into addresses ([`AccountBook::contact`]: the
+/// account's stored contacts, the implicit `email`, and its attributes ending
+/// in `email` or `webhook`). Unknown names are skipped with a warning (the
+/// API refuses them on probes and groups, so this means a contact deleted
+/// since).
+///
+/// [`AccountBook::contact`]: crate::model::AccountBook::contact
+pub fn resolve_contacts(names: &[String], book: &crate::model::AccountBook) -> Vec<(String, ContactAddress)> {
+    use crate::model::Medium;
     names
         .iter()
         .filter_map(|name| {
-            let contact = match contacts.get(name) {
-                Some(contact) => contact.clone(),
-                None if name == "email" => Contact::default_email(account),
-                None => {
-                    tracing::warn!(contact = %name, account = %account.login, "unknown contact; not notified");
+            let contact = match book.contact(name) {
+                Ok(contact) => contact,
+                Err(why) => {
+                    tracing::warn!(contact = %name, account = %book.account.login, reason = %why, "unknown contact; not notified");
                     return None;
                 }
             };

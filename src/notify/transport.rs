@@ -767,16 +767,19 @@ fn webhook_origin_text(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
-/// The JSON a webhook receives. Amon's shape (`alarm`, `message`, `time` of
-/// sending in ms, `datacenter`, the full `event`), plus what this rebuild
-/// knows beyond it: the notification `id` (stable across retries, so a
-/// receiver can drop a duplicate), its `kind`, the server `incident` for
-/// flood-guard messages and the held notifications of a `digest`.
+/// The JSON a webhook receives. Amon's shape: the whole `alarm` (as `GET
+/// …/alarms/:id` shows it, kept with the notification since it was
+/// decided), the event's `message`, the `time` of sending in ms, the
+/// `datacenter` and the full `event`; plus what this rebuild knows beyond
+/// it: the notification `id` (stable across retries, so a receiver can drop
+/// a duplicate), its `kind`, the server `incident` for flood-guard messages
+/// (which are about no one alarm: `alarm` and `event` are `null`) and the
+/// held notifications of a `digest`, each with its alarm.
 pub fn webhook_body(n: &Notification, now_ms: EpochMs) -> serde_json::Value {
     let mut body = serde_json::json!({
         "id": n.id,
         "kind": n.kind,
-        "alarm": webhook_alarm(n),
+        "alarm": n.alarm,
         "message": n.message,
         "time": now_ms,
         "datacenter": n.datacenter,
@@ -792,24 +795,15 @@ pub fn webhook_body(n: &Notification, now_ms: EpochMs) -> serde_json::Value {
             .map(|held| {
                 serde_json::json!({
                     "kind": held.kind,
-                    "alarm": webhook_alarm(held),
+                    "alarm": held.alarm,
                     "message": held.message,
                     "time": held.event_time,
+                    "event": held.event_json,
                 })
             })
             .collect();
     }
     body
-}
-
-/// The alarm as Amon's public alarm names it (the parts a notification has).
-fn webhook_alarm(n: &Notification) -> serde_json::Value {
-    serde_json::json!({
-        "user": n.account_uuid,
-        "id": n.alarm_id,
-        "closed": n.alarm_closed,
-        "faultCount": n.alarm_fault_count,
-    })
 }
 
 fn classify_send_error(err: &awc::error::SendRequestError, target: &str) -> DeliveryError {
@@ -898,7 +892,32 @@ pub(crate) mod tests {
             event_json: serde_json::json!({"type": "machine", "up": false}),
             incident: None,
             digest: Vec::new(),
+            alarm: None,
         }
+    }
+
+    /// Jill's alarm 3 as the store keeps it: web0's machine-up fault,
+    /// notified once.
+    pub(crate) fn alarm() -> crate::model::Alarm {
+        let n = notification();
+        let machine = n.machine.as_ref().unwrap().uuid;
+        let event = serde_json::json!({
+            "v": 1, "user": n.account_uuid, "probeUuid": n.probe.uuid, "clear": false,
+            "data": {"message": n.message, "value": null,
+                     "details": {"machine": machine, "oldState": "running", "newState": "stopped"}},
+            "machine": machine, "uuid": "0b8d3f4c-6a1e-4f2b-9c7d-5e3a1b2c4d5e", "time": n.event_time,
+            "agent": "44454c4c-4800-1034-804a-b2c04f354d31", "agentAlias": "web0",
+            "relay": "44454c4c-4800-1034-804a-b2c04f354d31",
+        });
+        serde_json::from_value(serde_json::json!({
+            "user": n.account_uuid, "id": n.alarm_id, "probe": n.probe.uuid,
+            "closed": false, "suppressed": false, "timeOpened": n.event_time + 12,
+            "timeClosed": null, "timeLastEvent": n.event_time, "numEvents": 1,
+            "faults": [{"type": "probe", "probe": n.probe.uuid, "event": event,
+                        "timeFaulted": n.event_time + 12, "notified": true, "folded": false}],
+            "maintFaults": [], "numNotifications": 1,
+        }))
+        .unwrap()
     }
 
     /// The headers of an RFC 5322 message, unfolded, as (name, value) pairs.
@@ -1407,6 +1426,9 @@ pub(crate) mod tests {
         let mut n = notification();
         n.contact_name = "ops-hook".to_owned();
         n.contact = ContactAddress::Webhook(url);
+        let alarm = alarm();
+        n.event_json = serde_json::to_value(&alarm.faults[0].event).unwrap();
+        n.alarm = Some(Box::new(alarm));
         n
     }
 
@@ -1448,23 +1470,9 @@ pub(crate) mod tests {
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert!(request.header("user-agent").unwrap().starts_with("amon/"));
         let body = request.json();
-        assert_eq!(
-            body,
-            serde_json::json!({
-                "id": "6f1c2a8e-8d4b-4c55-9f1e-2b7a51c0d001",
-                "kind": "fault",
-                "alarm": {
-                    "user": "930896af-bf8c-48d4-885c-6573a94b1853",
-                    "id": 3,
-                    "closed": false,
-                    "faultCount": 1,
-                },
-                "message": "Machine \"b0e4a9d6-3c1f-4e8a-9d2b-7f5e6a1c2d3e\" has gone down.",
-                "time": SENT,
-                "datacenter": "coal",
-                "event": {"type": "machine", "up": false},
-            })
-        );
+        // The alarm exactly as the Master API serialises it, not a summary.
+        assert_eq!(body["alarm"], serde_json::to_value(alarm()).unwrap());
+        insta::assert_json_snapshot!("webhook_fault", body);
     }
 
     #[actix_rt::test]
@@ -1559,34 +1567,46 @@ pub(crate) mod tests {
 
     #[test]
     fn webhook_body_carries_incidents_and_digests() {
-        let mut held = notification();
+        let url = "https://hooks.example.com/amon".to_owned();
+        let event = serde_json::to_value(&alarm().faults[0].event).unwrap();
+        let mut closed = alarm();
+        closed.id = 4;
+        closed.closed = true;
+        closed.faults.clear();
+        let mut held = webhook(url.clone());
         held.alarm_id = 4;
         held.alarm_closed = true;
         held.alarm_fault_count = 0;
         held.kind = NotificationKind::Clear;
         held.message = "Machine web0 is up.".to_owned();
-        let mut digest = notification();
+        held.alarm = Some(Box::new(closed.clone()));
+        let mut digest = webhook(url.clone());
         digest.kind = NotificationKind::Digest;
         digest.message = "2 notifications held by the rate limit".to_owned();
-        digest.digest = vec![notification(), held];
+        digest.alarm = None;
+        digest.event_json = serde_json::Value::Null;
+        digest.digest = vec![webhook(url), held];
         let body = webhook_body(&digest, 1_714_533_200_000);
         assert_eq!(body["kind"], "digest");
         assert_eq!(body["time"], 1_714_533_200_000i64);
+        assert_eq!(body["alarm"], serde_json::Value::Null, "a digest is about no one alarm");
         assert!(body.get("incident").is_none(), "{body}");
         assert_eq!(
             body["digest"],
             serde_json::json!([
                 {
                     "kind": "fault",
-                    "alarm": {"user": "930896af-bf8c-48d4-885c-6573a94b1853", "id": 3, "closed": false, "faultCount": 1},
+                    "alarm": alarm(),
                     "message": "Machine \"b0e4a9d6-3c1f-4e8a-9d2b-7f5e6a1c2d3e\" has gone down.",
                     "time": 1_714_533_165_000i64,
+                    "event": event,
                 },
                 {
                     "kind": "clear",
-                    "alarm": {"user": "930896af-bf8c-48d4-885c-6573a94b1853", "id": 4, "closed": true, "faultCount": 0},
+                    "alarm": closed,
                     "message": "Machine web0 is up.",
                     "time": 1_714_533_165_000i64,
+                    "event": event,
                 },
             ])
         );
@@ -1594,6 +1614,7 @@ pub(crate) mod tests {
         let mut down = notification();
         down.kind = NotificationKind::ServerDown;
         down.alarm_id = 0;
+        down.event_json = serde_json::Value::Null;
         let server: Uuid = "44454c4c-4800-1034-804a-b2c04f354d31".parse().unwrap();
         down.incident = Some(Incident {
             id: Uuid::new_v5(&server, b"incident"),
@@ -1614,6 +1635,12 @@ pub(crate) mod tests {
         assert_eq!(body["incident"]["hostname"], "cn-7");
         assert_eq!(body["incident"]["reason"], "heartbeat_lost");
         assert_eq!(body["incident"]["machines"][0]["alias"], "web0");
-        assert_eq!(body["alarm"]["id"], 0);
+        assert_eq!(
+            body["alarm"],
+            serde_json::Value::Null,
+            "an incident is about no one alarm"
+        );
+        assert_eq!(body["event"], serde_json::Value::Null);
+        assert_eq!(body["datacenter"], "coal");
     }
 }

@@ -521,6 +521,7 @@ mod tests {
             event_json: serde_json::Value::Null,
             incident: None,
             digest: Vec::new(),
+            alarm: None,
         }
     }
 

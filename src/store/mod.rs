@@ -151,13 +151,14 @@ impl Store {
                 return Err(StoreError::Conflict(format!("account {}", account.login)));
             }
             conn.execute(
-                "INSERT INTO accounts (uuid, login, email, created, operator) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO accounts (uuid, login, email, created, operator, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     account.uuid.to_string(),
                     account.login,
                     account.email,
                     now,
-                    account.operator
+                    account.operator,
+                    serde_json::to_string(&account.attributes)?
                 ],
             )?;
             Ok(account)
@@ -177,11 +178,42 @@ impl Store {
         .await
     }
 
+    /// Replaces an account's login, email, attributes and operator flag (its
+    /// uuid stays).
+    /// `None` if there is no such account; a login another account has is a
+    /// [`StoreError::Conflict`].
+    pub async fn update_account(&self, account: Account) -> Result<Option<Account>, StoreError> {
+        self.call(move |conn| {
+            let taken: Option<String> = conn
+                .query_row(
+                    "SELECT uuid FROM accounts WHERE login = ?1 AND uuid <> ?2",
+                    params![account.login, account.uuid.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("account {}", account.login)));
+            }
+            let changed = conn.execute(
+                "UPDATE accounts SET login = ?2, email = ?3, attributes = ?4, operator = ?5 WHERE uuid = ?1",
+                params![
+                    account.uuid.to_string(),
+                    account.login,
+                    account.email,
+                    serde_json::to_string(&account.attributes)?,
+                    account.operator
+                ],
+            )?;
+            Ok((changed > 0).then_some(account))
+        })
+        .await
+    }
+
     /// Finds an account by uuid or login.
     pub async fn get_account(&self, key: String) -> Result<Option<Account>, StoreError> {
         self.read(move |conn| {
             conn.query_row(
-                "SELECT uuid, login, email, operator FROM accounts WHERE uuid = ?1 OR login = ?1",
+                "SELECT uuid, login, email, operator, attributes FROM accounts WHERE uuid = ?1 OR login = ?1",
                 params![key],
                 account_row,
             )
@@ -193,7 +225,7 @@ impl Store {
 
     pub async fn all_accounts(&self) -> Result<Vec<Account>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT uuid, login, email, operator FROM accounts")?;
+            let mut stmt = conn.prepare("SELECT uuid, login, email, operator, attributes FROM accounts")?;
             let rows = stmt.query_map([], account_row)?;
             rows.map(|row| row?).collect()
         })
@@ -828,11 +860,15 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreE
     let login: String = r.get(1)?;
     let email: String = r.get(2)?;
     let operator: bool = r.get(3)?;
-    Ok(stored_uuid("accounts", &uuid, &uuid).map(|uuid| Account {
-        uuid,
-        login,
-        email,
-        operator,
+    let attributes: String = r.get(4)?;
+    Ok(stored_uuid("accounts", &uuid, &uuid).and_then(|key| {
+        Ok(Account {
+            uuid: key,
+            login,
+            email,
+            operator,
+            attributes: stored("accounts", &uuid, &attributes)?,
+        })
     }))
 }
 
@@ -870,6 +906,7 @@ pub(crate) trait Stored: serde::de::DeserializeOwned {
 impl Stored for Probe {}
 impl Stored for ProbeGroup {}
 impl Stored for Contact {}
+impl Stored for std::collections::BTreeMap<String, String> {}
 impl Stored for MaintenanceWindow {}
 impl Stored for Notification {}
 impl Stored for crate::model::Event {}
@@ -1229,6 +1266,7 @@ mod tests {
             login: "alice".into(),
             email: "alice@example.com".into(),
             operator: false,
+            attributes: [("pagerdutyemail".to_string(), "pd@example.com".to_string())].into(),
         };
         store.create_account(account.clone(), 0).await.unwrap();
         assert_eq!(store.get_account("alice".into()).await.unwrap(), Some(account.clone()));
@@ -1377,6 +1415,15 @@ mod tests {
             .map(|a| a.login)
             .collect();
         assert_eq!(logins.len(), 2, "{logins:?}");
+        assert!(
+            store
+                .all_accounts()
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.attributes.is_empty()),
+            "accounts of before version 9 have no attributes"
+        );
         assert_eq!(store.all_probes().await.unwrap().len(), 3);
         assert_eq!(store.all_groups().await.unwrap().len(), 2);
         assert_eq!(store.all_contacts().await.unwrap().len(), 3);

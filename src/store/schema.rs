@@ -176,6 +176,12 @@ pub const MASTER: &[&str] = &[
     CREATE INDEX inventory_by_owner ON inventory(owner);
     ALTER TABLE accounts ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 10: an account's extra attributes (the reference's UFDS person had
+    // them; those ending in `email` or `webhook` are contacts), a JSON
+    // object of strings.
+    r#"
+    ALTER TABLE accounts ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the

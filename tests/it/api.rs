@@ -951,6 +951,12 @@ fn tokens_are_required_and_roles_are_enforced() {
             "/accounts".to_string(),
             json!({ "login": "eve", "email": "eve@example.com", "operator": true }),
         ),
+        // Not even its own attributes: accounts are the operator's.
+        (
+            "PUT",
+            "/accounts/alice".to_string(),
+            json!({ "login": "alice", "email": "alice@example.com", "attributes": { "opsemail": "o@example.com" } }),
+        ),
     ] {
         assert_error(
             &as_(alice_token, method, &path, &body),
@@ -1219,9 +1225,24 @@ fn api_examples() {
         "accounts_create",
         "POST",
         "/accounts",
-        Some(json!({ "login": "alice", "email": "alice@example.com", "uuid": alice })),
+        Some(json!({
+            "login": "alice", "email": "alice@example.com", "uuid": alice,
+            "attributes": { "pagerdutyemail": "alice-pd@example.com" },
+        })),
     );
     ok(&r, 200);
+    ok(
+        &ex.show(
+            "account_put",
+            "PUT",
+            "/accounts/alice",
+            Some(json!({
+                "login": "alice", "email": "alice@example.com",
+                "attributes": { "pagerdutyemail": "alice-pd@example.com", "workPhone": "+1 555 0100" },
+            })),
+        ),
+        200,
+    );
     ok(&ex.show("account_get", "GET", "/pub/alice", None), 200);
     ok(
         &ex.show(

@@ -30,6 +30,10 @@ fn zone_down_then_up(layout: Layout) {
     site.create_machine_up_probe("alice", zone, "web0 up");
     site.create_machine_up_probe("alice", marker, "marker up");
 
+    // A zone without an alias is named by its compute node's hostname,
+    // once the master has heard it from the relay.
+    let (_, hostname) = site.wait_for_relay();
+
     // A baseline so the watcher knows the zone runs. It is an "up" with no
     // open alarm, which the master drops.
     site.zones.append(&current_zoneevent(zone, "ready", "running"));
@@ -51,7 +55,7 @@ fn zone_down_then_up(layout: Layout) {
         fault.subject
     );
     assert!(
-        fault.body.starts_with(&format!("Machine {zone} is down.")),
+        fault.body.starts_with(&format!("Machine {hostname} ({zone}) is down.")),
         "fault body:\n{}",
         fault.body
     );
@@ -71,7 +75,9 @@ fn zone_down_then_up(layout: Layout) {
     );
     assert_eq!(clear.in_reply_to.as_deref(), Some(fault.message_id.as_str()));
     assert!(
-        clear.body.starts_with(&format!("Machine {zone} is back up.")),
+        clear
+            .body
+            .starts_with(&format!("Machine {hostname} ({zone}) is back up.")),
         "clear body:\n{}",
         clear.body
     );

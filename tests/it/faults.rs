@@ -7,7 +7,7 @@
 //! message (one Message-ID) until it takes it; a 554 dead-letters it. The
 //! receivers are small servers in this test, answering as they are told.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,81 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{now_ms, tail_of, wait_until, Amon, AmonConfig, Api, Mode};
-
-/// How the receiver answers its next request.
-#[derive(Debug, Clone, Copy)]
-enum Answer {
-    Status(u16),
-    /// Reads the request and closes the connection without a word.
-    Hangup,
-    /// Reads the request and says nothing until the client gives up (the
-    /// connection is held past the master's 10 s webhook timeout).
-    Stall,
-}
-
-/// What the receiver got: each request's notification id and its answer.
-type Heard = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A webhook receiver answering `script` in order, then 200 forever.
-fn receiver(script: Vec<Answer>) -> (String, Heard) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let heard: Heard = Arc::default();
-    let log = heard.clone();
-    std::thread::spawn(move || {
-        let mut script = script.into_iter();
-        for stream in listener.incoming().flatten() {
-            // One request per connection is enough: answers close it.
-            let answer = script.next().unwrap_or(Answer::Status(200));
-            if let Some(id) = read_request(&stream) {
-                log.lock().unwrap().push((id, format!("{answer:?}")));
-            }
-            let mut stream = stream;
-            match answer {
-                Answer::Status(code) => {
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                }
-                Answer::Hangup => {}
-                // Held open (not answered) on a thread of its own, so the
-                // next connection is served meanwhile; the client closes it.
-                Answer::Stall => {
-                    std::thread::spawn(move || {
-                        let mut sink = [0u8; 64];
-                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                    });
-                }
-            }
-        }
-    });
-    (url, heard)
-}
-
-/// Reads one request; returns the `id` of the notification it carries.
-fn read_request(stream: &TcpStream) -> Option<String> {
-    let mut reader = BufReader::new(stream);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let json: Value = serde_json::from_slice(&body).ok()?;
-    json["id"].as_str().map(String::from)
-}
+use crate::harness::{now_ms, tail_of, wait_until, webhook_receiver as receiver, Amon, AmonConfig, Answer, Api, Mode};
 
 /// A master with a 1 s hold, alice with the webhook contact `hook` at `url`
 /// and a probe on `machine` that notifies it.
@@ -133,17 +59,6 @@ fn down(api: &Api, machine: Uuid) {
     assert_eq!(status, 202, "{body}");
 }
 
-trait StatusAndJson {
-    fn status_and_json(self) -> (u16, Value);
-}
-
-impl StatusAndJson for crate::harness::Response {
-    fn status_and_json(self) -> (u16, Value) {
-        let json = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
-        (self.status, json)
-    }
-}
-
 #[test]
 fn a_webhook_answering_5xx_or_hanging_up_gets_the_notification_again_until_it_takes_it_once() {
     let dir = tempfile::Builder::new()
@@ -163,7 +78,7 @@ fn a_webhook_answering_5xx_or_hanging_up_gets_the_notification_again_until_it_ta
             (heard.len() >= 4).then_some(heard)
         },
     );
-    let ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
+    let ids: Vec<&Value> = got.iter().map(|(body, _)| &body["id"]).collect();
     assert!(
         ids.iter().all(|id| *id == ids[0]),
         "the same notification each time: {got:?}"
@@ -535,7 +450,7 @@ fn a_webhook_that_never_answers_times_out_and_gets_the_notification_again() {
             (heard.len() >= 2).then_some(heard)
         },
     );
-    assert_eq!(got[0].0, got[1].0, "the same notification: {got:?}");
+    assert_eq!(got[0].0["id"], got[1].0["id"], "the same notification: {got:?}");
     assert_eq!(got[1].1, "Status(200)");
     let retried = amon.log_messages("delivery failed; will retry");
     assert_eq!(retried.len(), 1, "one timeout\n{}", tail_of(&log, 30));

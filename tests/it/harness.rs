@@ -427,6 +427,12 @@ impl Response {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not json ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
+
+    /// The status and the body as JSON (`null` when it is not).
+    pub fn status_and_json(self) -> (u16, Value) {
+        let json = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
+        (self.status, json)
+    }
 }
 
 /// A complete HTTP/1.1 response (identity or chunked body).
@@ -766,6 +772,82 @@ pub fn legacy_zoneevent_at(zone: Uuid, old: &str, new: &str, zoneid: i32, since_
     )
 }
 
+// ---- a webhook receiver ----
+
+/// How the webhook receiver answers its next request.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    Status(u16),
+    /// Reads the request and closes the connection without a word.
+    Hangup,
+    /// Reads the request and says nothing until the client gives up (the
+    /// connection is held past the master's 10 s webhook timeout).
+    Stall,
+}
+
+/// What the receiver got: each request's JSON body and its answer.
+pub type Heard = Arc<Mutex<Vec<(Value, String)>>>;
+
+/// A webhook receiver at the returned URL, answering `script` in order,
+/// then 200 forever.
+pub fn webhook_receiver(script: Vec<Answer>) -> (String, Heard) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let heard: Heard = Arc::default();
+    let log = heard.clone();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for stream in listener.incoming().flatten() {
+            // One request per connection is enough: answers close it.
+            let answer = script.next().unwrap_or(Answer::Status(200));
+            if let Some(body) = read_webhook(&stream) {
+                log.lock().unwrap().push((body, format!("{answer:?}")));
+            }
+            let mut stream = stream;
+            match answer {
+                Answer::Status(code) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                Answer::Hangup => {}
+                // Held open (not answered) on a thread of its own, so the
+                // next connection is served meanwhile; the client closes it.
+                Answer::Stall => {
+                    std::thread::spawn(move || {
+                        let mut sink = [0u8; 64];
+                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    });
+                }
+            }
+        }
+    });
+    (url, heard)
+}
+
+/// Reads one request; returns its JSON body.
+fn read_webhook(stream: &TcpStream) -> Option<Value> {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
 // ---- a whole site ----
 
 /// How the site runs: one process, or a master and a relay.
@@ -1018,6 +1100,19 @@ impl Site {
     /// [`wait_until`] with this site's logs and mail as the context.
     pub fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
         wait_until(what, || self.context(), check)
+    }
+
+    /// Waits until the master knows the relay's compute node (its first
+    /// server event is in `GET /servers`) and returns its uuid and hostname.
+    pub fn wait_for_relay(&self) -> (Uuid, String) {
+        self.wait_until("the relay's server in GET /servers", || {
+            let (_, servers) = self.api.get("/servers");
+            servers.as_array()?.iter().find_map(|s| {
+                let uuid = Uuid::parse_str(s["uuid"].as_str()?).ok()?;
+                let hostname = s["hostname"].as_str()?.to_string();
+                s["lastEvent"].is_string().then_some((uuid, hostname))
+            })
+        })
     }
 
     /// Creates an operator account `login` with email `<login>@example.com`:

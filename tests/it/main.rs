@@ -5,9 +5,10 @@
 //! (every zone format, spool across a master outage and a SIGKILL,
 //! reconciliation, a dying zone source); `gc` retention and garbage
 //! collection on the master; `upgrade` data dirs of the last release
-//! opened by this build, and `amon backup`; `clients` what Triton's own
-//! clients rely on (response headers, read-modify-write `PUT`, the relay's
-//! `syncprobes`).
+//! opened by this build, and `amon backup`; `clients` and `compat` what
+//! Triton's own clients rely on (response headers, read-modify-write `PUT`,
+//! the relay's `syncprobes`, account attributes as contacts, the webhook
+//! body); `tenancy` who may watch which machine.
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -19,6 +20,7 @@ mod agent;
 mod api;
 mod cli;
 mod clients;
+mod compat;
 mod e2e;
 mod faults;
 mod flood;

@@ -110,6 +110,11 @@ fn a_master_data_dir_of_release_040829a_opens_with_everything_in_it() {
 
     // Accounts, contacts, groups, probes.
     assert_eq!(get_ok(&api, "/pub/alice")["uuid"], ALICE);
+    assert_eq!(
+        get_ok(&api, "/pub/alice")["attributes"],
+        json!({}),
+        "no attributes before 9"
+    );
     assert_eq!(get_ok(&api, "/pub/bob")["uuid"], BOB);
     let contacts = list(&api, "/pub/alice/contacts");
     // `email` is the account's implicit contact, listed with the stored ones.

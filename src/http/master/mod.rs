@@ -7,8 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{content_md5, decode_json, not_found, read_body, read_json, ApiError, FieldError, MAX_BODY};
-use crate::actors::router::{AccountChanged, EventRouter, RouteEvents};
+use super::{content_md5, decode_json, not_found, read_body, ApiError, FieldError, MAX_BODY};
+use crate::actors::router::{EventRouter, RouteEvents};
 use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
@@ -36,6 +36,7 @@ pub struct MasterApi {
 }
 
 /// Mounts the Master API on an actix-web app.
+mod accounts;
 mod alarms;
 mod maintenances;
 mod probes;
@@ -49,7 +50,8 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/alarms", web::get().to(list_all_alarms))
             .route("/servers", web::get().to(list_servers))
             .route("/servers/{server}/machines", web::put().to(put_server_machines))
-            .route("/accounts", web::post().to(create_account))
+            .route("/accounts", web::post().to(accounts::create_account))
+            .route("/accounts/{account}", web::put().to(accounts::put_account))
             .route("/events", web::post().to(post_events))
             .route("/loglevel", web::get().to(crate::http::loglevel::get_loglevel))
             .route("/loglevel", web::put().to(crate::http::loglevel::put_loglevel))
@@ -58,7 +60,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
             // headers (Content-Length included, as RFC 9110 requires) and
             // leaves out the body.
             .route("/agentprobes", web::head().to(list_agent_probes))
-            .route("/pub/{account}", web::get().to(get_account))
+            .route("/pub/{account}", web::get().to(accounts::get_account))
             .route("/pub/{account}/machines", web::get().to(list_account_machines))
             .route("/pub/{account}/probes", web::get().to(probes::list_probes))
             .route("/pub/{account}/probes", web::post().to(probes::create_probe))
@@ -184,68 +186,6 @@ impl MasterApi {
             .await?
             .ok_or_else(|| ApiError::ResourceNotFound(format!("no such account: {key:?}")))
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewAccount {
-    login: Option<String>,
-    email: Option<String>,
-    uuid: Option<Uuid>,
-    /// An operator account's probes may watch any machine and compute nodes.
-    #[serde(default)]
-    operator: bool,
-}
-
-fn valid_login(login: &str) -> bool {
-    !login.is_empty()
-        && login.len() <= 64
-        && login.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && Uuid::parse_str(login).is_err()
-}
-
-async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let body: NewAccount = read_json(payload, MAX_BODY, "account").await?;
-    let mut errors = Vec::new();
-    match body.login.as_deref() {
-        None => errors.push(FieldError::missing("login")),
-        Some(login) if !valid_login(login) => errors.push(FieldError::invalid(
-            "login",
-            "login must be 1-64 characters of letters, digits, '_', '.', '-' and not a uuid",
-        )),
-        _ => {}
-    }
-    match body.email.as_deref() {
-        None => errors.push(FieldError::missing("email")),
-        Some(email) if !email.contains('@') => errors.push(FieldError::invalid("email", "email must contain '@'")),
-        _ => {}
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let account = Account {
-        uuid: body.uuid.unwrap_or_else(Uuid::new_v4),
-        login: body.login.unwrap_or_default(),
-        email: body.email.unwrap_or_default(),
-        operator: body.operator,
-    };
-    let account = api
-        .store
-        .create_account(account, api.clock.now_ms())
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(what) => ApiError::InvalidArgument(format!("{what} already exists")),
-            other => other.into(),
-        })?;
-    api.router()?
-        .send(AccountChanged(account.clone()))
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
-    Ok(HttpResponse::Ok().json(account))
-}
-
-async fn get_account(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(api.account(&path).await?))
 }
 
 #[derive(Deserialize)]

@@ -6,8 +6,6 @@
 //! Deleting a probe or group closes its open alarms (silently) rather than
 //! orphaning them; a deleted group's probes become ungrouped.
 
-use std::collections::HashSet;
-
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -15,20 +13,49 @@ use uuid::Uuid;
 use super::MasterApi;
 use crate::actors::router::{ContactsChanged, GroupChanged, GroupDeleted, ProbeChanged, ProbeDeleted};
 use crate::http::{decode_json, drain, read_body, ApiError, FieldError, MAX_BODY};
-use crate::model::{Account, Contact, Medium, Probe, ProbeGroup, ProbeType};
+use crate::model::{Account, AccountBook, Contact, Medium, NoContact, Probe, ProbeGroup, ProbeType};
 
 impl MasterApi {
-    /// Names a probe or group may use as contacts: the stored ones and `email`.
-    async fn contact_names(&self, user: Uuid) -> Result<HashSet<String>, ApiError> {
-        let mut names: HashSet<String> = self
+    /// What a probe or group of `user` may name as contacts: the account's
+    /// book (stored contacts, `email`, contact attributes).
+    async fn contact_book(&self, user: Uuid) -> Result<AccountBook, ApiError> {
+        let account = self
             .store
-            .list_contacts(user)
+            .get_account(user.to_string())
+            .await?
+            .ok_or_else(|| ApiError::ResourceNotFound(format!("no such account: {user}")))?;
+        let contacts = self.store.list_contacts(user).await?;
+        Ok(AccountBook {
+            account,
+            contacts: contacts.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        })
+    }
+
+    /// The contacts the account's probes and groups name that `book` would
+    /// not have, each with who names it (`("ops", "probe <uuid>")`): a
+    /// change to contacts or attributes must leave this empty.
+    pub(super) async fn contacts_lost(&self, book: &AccountBook) -> Result<Vec<(String, String)>, ApiError> {
+        let user = book.account.uuid;
+        let named = self
+            .store
+            .list_probes(user)
             .await?
             .into_iter()
-            .map(|c| c.name)
-            .collect();
-        names.insert("email".into());
-        Ok(names)
+            .map(|p| (format!("probe {}", p.uuid), p.contacts))
+            .chain(
+                self.store
+                    .list_groups(user)
+                    .await?
+                    .into_iter()
+                    .map(|g| (format!("probe group {}", g.uuid), g.contacts)),
+            );
+        let mut lost = Vec::new();
+        for (who, contacts) in named {
+            for name in contacts.iter().filter(|name| book.contact(name).is_err()) {
+                lost.push((name.clone(), who.clone()));
+            }
+        }
+        Ok(lost)
     }
 
     async fn tell_router<M>(&self, msg: M) -> Result<(), ApiError>
@@ -92,13 +119,22 @@ fn name_field(name: &Option<String>, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn contacts_field(contacts: &[String], known: &HashSet<String>, errors: &mut Vec<FieldError>) {
+fn contacts_field(contacts: &[String], book: &AccountBook, errors: &mut Vec<FieldError>) {
+    let login = &book.account.login;
     for contact in contacts {
-        if !known.contains(contact) {
-            errors.push(FieldError::invalid(
+        match book.contact(contact) {
+            Ok(_) => {}
+            Err(NoContact::Unknown { .. }) => errors.push(FieldError::invalid(
                 "contacts",
-                format!("unknown contact {contact:?}: create it with PUT /pub/:account/contacts/{contact}"),
-            ));
+                format!(
+                    "unknown contact {contact:?}: create it with PUT /pub/{login}/contacts/{contact}, \
+                     or name an account attribute ending in \"email\" or \"webhook\" (PUT /accounts/{login})"
+                ),
+            )),
+            Err(why) => errors.push(FieldError::invalid(
+                "contacts",
+                format!("{why}: create a contact {contact:?} with PUT /pub/{login}/contacts/{contact}"),
+            )),
         }
     }
 }
@@ -238,7 +274,7 @@ async fn validate_probe(
     let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
     let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
     let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
-    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
+    contacts_field(&contacts, &api.contact_book(user).await?, &mut errors);
     if let Some(group) = group {
         if api.store.get_group(user, group).await?.is_none() {
             errors.push(FieldError::invalid(
@@ -432,7 +468,7 @@ async fn validate_group(
             Vec::new()
         }
     };
-    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
+    contacts_field(&contacts, &api.contact_book(user).await?, &mut errors);
     let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
     let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
     if !errors.is_empty() {
@@ -536,17 +572,38 @@ struct ContactBody {
     address: Option<String>,
 }
 
-fn valid_contact_name(name: &str) -> bool {
+pub(super) fn valid_contact_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// Every contact of an account, the implicit `email` included.
-async fn all_contacts(api: &MasterApi, account: &Account) -> Result<Vec<Contact>, ApiError> {
-    let mut contacts = api.store.list_contacts(account.uuid).await?;
-    if !contacts.iter().any(|c| c.name == "email") {
-        contacts.insert(0, Contact::default_email(account));
+/// The contacts an address of `medium` must be: an email address (as the
+/// mailer will parse it) or an `http://`/`https://` URL. `None` when it is
+/// one; else why not. Shared by contacts and contact attributes.
+pub(super) fn address_error(medium: Medium, address: &str) -> Option<String> {
+    let address = address.trim();
+    match medium {
+        _ if address.is_empty() => Some("an address is required".into()),
+        Medium::Email if address.parse::<lettre::Address>().is_err() => {
+            Some(format!("{address:?} is not an email address"))
+        }
+        Medium::Webhook => {
+            let rest = address
+                .strip_prefix("http://")
+                .or_else(|| address.strip_prefix("https://"));
+            let host = rest.map(|r| &r[..r.find(['/', '?', '#']).unwrap_or(r.len())]);
+            match host {
+                Some(host) if !host.is_empty() && !address.contains(char::is_whitespace) => None,
+                _ => Some(format!("{address:?} is not an http:// or https:// url")),
+            }
+        }
+        Medium::Email => None,
     }
-    Ok(contacts)
+}
+
+/// Every contact of an account: the stored ones, the implicit `email`, and
+/// the account's attributes that are contacts, by name.
+async fn all_contacts(api: &MasterApi, user: Uuid) -> Result<Vec<Contact>, ApiError> {
+    Ok(api.contact_book(user).await?.all_contacts())
 }
 
 pub(super) async fn list_contacts(
@@ -554,7 +611,7 @@ pub(super) async fn list_contacts(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let account = api.account(&path).await?;
-    Ok(HttpResponse::Ok().json(all_contacts(&api, &account).await?))
+    Ok(HttpResponse::Ok().json(all_contacts(&api, account.uuid).await?))
 }
 
 pub(super) async fn get_contact(
@@ -563,7 +620,7 @@ pub(super) async fn get_contact(
 ) -> Result<HttpResponse, ApiError> {
     let (account, name) = path.into_inner();
     let account = api.account(&account).await?;
-    all_contacts(&api, &account)
+    all_contacts(&api, account.uuid)
         .await?
         .into_iter()
         .find(|c| c.name == name)
@@ -607,13 +664,12 @@ pub(super) async fn put_contact(
     let address = body.address.unwrap_or_default().trim().to_string();
     match medium {
         _ if address.is_empty() => errors.push(FieldError::missing("address")),
-        Some(Medium::Email) if !address.contains('@') || address.contains(char::is_whitespace) => errors.push(
-            FieldError::invalid("address", format!("{address:?} is not an email address")),
-        ),
-        Some(Medium::Webhook) if !(address.starts_with("http://") || address.starts_with("https://")) => errors.push(
-            FieldError::invalid("address", format!("{address:?} is not an http:// or https:// url")),
-        ),
-        _ => {}
+        Some(medium) => {
+            if let Some(why) = address_error(medium, &address) {
+                errors.push(FieldError::invalid("address", why));
+            }
+        }
+        None => {}
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -634,7 +690,9 @@ pub(super) async fn put_contact(
 }
 
 /// `DELETE`: 204. A contact still named by a probe or group cannot go
-/// (`422`, naming them); deleting `email` restores the account's address.
+/// (`422`, naming them), unless the name stays a contact without it (the
+/// implicit `email`, or an account attribute of that name); deleting
+/// `email` restores the account's address.
 pub(super) async fn delete_contact(
     api: web::Data<MasterApi>,
     path: web::Path<(String, String)>,
@@ -643,33 +701,31 @@ pub(super) async fn delete_contact(
     drain(payload).await?;
     let (account, name) = path.into_inner();
     let account = api.account(&account).await?;
-    if name != "email" {
-        let users: Vec<String> = api
-            .store
-            .list_probes(account.uuid)
-            .await?
-            .into_iter()
-            .filter(|p| p.contacts.contains(&name))
-            .map(|p| format!("probe {}", p.uuid))
-            .chain(
-                api.store
-                    .list_groups(account.uuid)
-                    .await?
-                    .into_iter()
-                    .filter(|g| g.contacts.contains(&name))
-                    .map(|g| format!("probe group {}", g.uuid)),
-            )
-            .collect();
-        if !users.is_empty() {
-            return Err(ApiError::validation(vec![FieldError::invalid(
-                "name",
-                format!("contact {name:?} is used by {}", users.join(", ")),
-            )]));
+    let mut book = api.contact_book(account.uuid).await?;
+    if book.contacts.remove(&name).is_none() {
+        let why = match book.contact(&name) {
+            Ok(_) if name == "email" => None,
+            Ok(_) => Some(format!(
+                "contact {name:?} is the account's attribute {name:?}: change it with PUT /accounts/{}",
+                account.login
+            )),
+            Err(_) => Some(format!("no such contact: {name:?}")),
+        };
+        if let Some(why) = why {
+            return Err(ApiError::ResourceNotFound(why));
         }
     }
-    if !api.store.delete_contact(account.uuid, name.clone()).await? && name != "email" {
-        return Err(ApiError::ResourceNotFound(format!("no such contact: {name:?}")));
+    let lost = api.contacts_lost(&book).await?;
+    if !lost.is_empty() {
+        return Err(ApiError::validation(vec![FieldError::invalid(
+            "name",
+            format!(
+                "contact {name:?} is used by {}",
+                lost.into_iter().map(|(_, who)| who).collect::<Vec<_>>().join(", ")
+            ),
+        )]));
     }
+    api.store.delete_contact(account.uuid, name.clone()).await?;
     let contacts = api.store.list_contacts(account.uuid).await?;
     api.tell_router(ContactsChanged {
         user: account.uuid,
