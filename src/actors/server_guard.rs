@@ -36,6 +36,7 @@ use super::notifier::{Deliver, NotifierPool};
 use super::router::{EventRouter, ProbesOn};
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::clock::Clock;
+use crate::http::shapes::{IncidentView, ServerView};
 use crate::model::{EpochMs, ServerEventKind};
 use crate::notify::{
     message_id, resolve_contacts, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification,
@@ -89,20 +90,6 @@ pub struct Observe(pub Vec<Sighting>);
 pub struct Fold {
     pub server: Uuid,
     pub monitor: Addr<AlarmActor>,
-}
-
-/// An open incident, as `GET /servers` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IncidentView {
-    pub id: Uuid,
-    pub server: Uuid,
-    pub hostname: Option<String>,
-    pub reason: IncidentReason,
-    pub opened: EpochMs,
-    pub announced: bool,
-    pub returned: Option<EpochMs>,
-    pub machines_down: usize,
 }
 
 struct MachineInfo {
@@ -731,18 +718,6 @@ impl Handler<Fold> for ServerGuard {
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<ServerView>")]
 pub struct GetServers;
-
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServerView {
-    pub uuid: Uuid,
-    pub hostname: Option<String>,
-    /// Master time of the last event from its relay, if it runs one.
-    pub last_seen: Option<EpochMs>,
-    pub machines: usize,
-    pub machines_down: usize,
-    pub incident: Option<IncidentView>,
-}
 
 impl Handler<GetServers> for ServerGuard {
     type Result = Vec<ServerView>;

@@ -13,6 +13,7 @@ pub mod loglevel;
 pub mod master;
 pub mod relay_admin;
 pub mod relay_agent;
+pub mod shapes;
 #[cfg(target_os = "illumos")]
 pub mod zone_socket;
 
