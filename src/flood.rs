@@ -209,10 +209,11 @@ impl<F: PartialEq> Flood<F> {
         &self.settings
     }
 
-    /// A machine known before a restart (from the store).
+    /// A machine known before a restart (from the store). It counts for its
+    /// server like a machine seen now, so that seeing it again moves it
+    /// rather than taking it off counts it was never on.
     pub fn remember(&mut self, machine: Uuid, server: Uuid, alias: Option<String>, up: bool) {
-        self.servers.entry(server).or_default();
-        self.machines.insert(machine, MachineInfo { server, alias, up });
+        self.record_machine(machine, server, alias, up);
     }
 
     fn down_count(&self, server: Uuid) -> usize {
@@ -1027,6 +1028,28 @@ mod tests {
         assert_eq!(count(a), (1, 0));
         assert_eq!(count(b), (1, 0));
         assert!(views.windows(2).all(|w| w[0].uuid < w[1].uuid), "sorted by uuid");
+    }
+
+    #[test]
+    fn machines_known_before_a_restart_count_for_their_server() {
+        let mut f = flood();
+        let server = Uuid::new_v4();
+        let machines = uuids(6);
+        for (i, m) in machines.iter().enumerate() {
+            f.remember(*m, server, None, i != 0);
+        }
+        let count = |f: &Flood<&'static str>| {
+            let v = &f.views()[0];
+            (v.machines, v.machines_down)
+        };
+        assert_eq!(count(&f), (6, 1));
+        // Seen again after the restart: moved, not counted twice.
+        assert_eq!(machine(&mut f, machines[0], server, true, T0), None);
+        assert_eq!(machine(&mut f, machines[1], server, false, T0), None);
+        assert_eq!(count(&f), (6, 1));
+        // Half of the 6 known going down is a burst.
+        assert_eq!(machine(&mut f, machines[2], server, false, T0 + SECOND), None);
+        opened(machine(&mut f, machines[3], server, false, T0 + SECOND));
     }
 
     // ---- one share per contact ----
