@@ -1078,14 +1078,7 @@ mod tests {
     }
 
     fn probe(user: Uuid, contacts: &[&str], group: Option<Uuid>) -> Arc<Probe> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "uuid": Uuid::new_v4(), "user": user, "type": "machine-up", "name": "up",
-                "agent": null, "machine": null, "contacts": contacts, "group": group,
-                "groupEvents": true, "disabled": false,
-            }))
-            .unwrap(),
-        )
+        crate::actors::testkit::machine_probe(user, None, contacts, group)
     }
 
     fn group(user: Uuid, contacts: &[&str]) -> Arc<ProbeGroup> {

@@ -400,3 +400,308 @@ impl Handler<Stop> for ServerGuard {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The guard as an actor, in paused time, with a real router (for
+    //! `ProbesOn`) and a real alarm actor: its timers announce an incident
+    //! one hold after it opened and settle it one hold after the server
+    //! returned, the summary goes before the releases, and a folded fault
+    //! still open then is notified. Notifications are read from the outbox
+    //! (no notifier pool runs).
+    //!
+    //! Paused time runs ahead while the store thread works (see
+    //! [`testkit::tick`]), so "not before" is checked on the times the guard
+    //! stamped (an incident's `opened`, `returned`, an outbox row's
+    //! `created`), and the only precise waits are plain sleeps with no store
+    //! call between the events they separate.
+
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::actors::alarm::{AlarmEnv, MonitorEvent};
+    use crate::actors::router::Backlog;
+    use crate::actors::testkit::{self, until};
+    use crate::catalog::Catalog;
+    use crate::model::{Account, AccountBook, MonitorKey, Probe, ProbeEvent, ServerEventKind};
+    use crate::store::PendingDelivery;
+
+    const HOLD: Duration = Duration::from_secs(60);
+    const HOLD_MS: EpochMs = 60_000;
+
+    /// A relay not heard from for this long has lost its heartbeats. The
+    /// tests' relays never heartbeat on their own: the tests that are not
+    /// about it use a day.
+    const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn settings(heartbeat_timeout: Duration) -> GuardSettings {
+        GuardSettings {
+            hold: HOLD,
+            burst_count: 5,
+            burst_percent: 50,
+            heartbeat_timeout,
+            burst_window: Duration::from_secs(10),
+        }
+    }
+
+    /// A master's flood guard, router and one machine's alarm actor.
+    struct Rig {
+        store: Store,
+        clock: Clock,
+        guard: Addr<ServerGuard>,
+        alarm: Addr<AlarmActor>,
+        probe: Arc<Probe>,
+        server: Uuid,
+        machine: Uuid,
+    }
+
+    impl Rig {
+        async fn start() -> Rig {
+            Rig::start_with(settings(Duration::from_secs(24 * 3600))).await
+        }
+
+        async fn start_with(settings: GuardSettings) -> Rig {
+            let store = Store::in_memory().unwrap();
+            let account = Account {
+                uuid: Uuid::new_v4(),
+                login: "alice".into(),
+                email: "alice@example.com".into(),
+            };
+            let (server, machine) = (Uuid::new_v4(), Uuid::new_v4());
+            let probe = testkit::machine_probe(account.uuid, Some(machine), &["email"], None);
+            store.create_account(account.clone(), testkit::START_MS).await.unwrap();
+            store.put_probe((*probe).clone()).await.unwrap();
+
+            let guard_name = Named::<ServerGuard>::new();
+            let alarm_env = Arc::new(AlarmEnv {
+                guard: guard_name.clone(),
+                burst_window: settings.burst_window,
+                ..Arc::into_inner(testkit::env(&store, HOLD, Duration::from_secs(3600))).unwrap()
+            });
+            // The router loads the account and the probe from the store. It
+            // routes nothing here: one shard, never started.
+            let catalog = Arc::new(RwLock::new(Catalog::default()));
+            let router = EventRouter::new(
+                alarm_env.clone(),
+                catalog,
+                vec![Named::new()],
+                Arc::new(Backlog::new(1024)),
+                Lifeline::detached(),
+            )
+            .start();
+            let router_name = Named::new();
+            router_name.set(router);
+            let guard = ServerGuard::new(
+                Arc::new(GuardEnv {
+                    maintenance: alarm_env.maintenance.clone(),
+                    settings,
+                    store: store.clone(),
+                    clock: alarm_env.clock.clone(),
+                    router: router_name,
+                    notifier: Named::new(),
+                    datacenter: "test".into(),
+                    master_url: "http://127.0.0.1".into(),
+                }),
+                Lifeline::detached(),
+            )
+            .start();
+            guard_name.set(guard.clone());
+            let book = Arc::new(AccountBook {
+                account,
+                contacts: HashMap::new(),
+            });
+            let clock = alarm_env.clock.clone();
+            let alarm = AlarmActor::new(MonitorKey::of(&probe), book, alarm_env, Lifeline::detached())
+                .with_members(vec![probe.clone()], None)
+                .start();
+            Rig {
+                store,
+                clock,
+                guard,
+                alarm,
+                probe,
+                server,
+                machine,
+            }
+        }
+
+        /// The server's relay says `kind`.
+        async fn relay(&self, kind: ServerEventKind) {
+            let sighting = Sighting::Server {
+                server: self.server,
+                hostname: Some("cn-7".into()),
+                kind,
+            };
+            self.guard.send(Observe(vec![sighting])).await.unwrap();
+        }
+
+        /// The machine goes down (or, with `up`, comes back), as the router
+        /// shows it to the guard and to its probe's alarm actor.
+        async fn machine(&self, seq: i64, up: bool) {
+            let sighting = Sighting::Machine {
+                machine: self.machine,
+                server: self.server,
+                relay: self.server,
+                alias: Some("web0".into()),
+                up,
+                time: self.clock.now_ms(),
+            };
+            self.guard.send(Observe(vec![sighting])).await.unwrap();
+            let event = ProbeEvent {
+                machine: Some(self.machine),
+                agent: Some(self.server),
+                time: self.clock.now_ms(),
+                ..testkit::probe_event(&self.probe, up)
+            };
+            let event = MonitorEvent {
+                probe: self.probe.clone(),
+                group: None,
+                event,
+                seq,
+                ticket: None,
+            };
+            self.alarm.send(event).await.unwrap();
+        }
+
+        /// What waits in the outbox, oldest first.
+        async fn outbox(&self) -> Vec<PendingDelivery> {
+            let mut pending = self.store.pending_deliveries().await.unwrap();
+            pending.sort_by_key(|p| p.created);
+            pending
+        }
+
+        async fn kinds(&self) -> Vec<NotificationKind> {
+            self.outbox().await.into_iter().map(|p| p.notification.kind).collect()
+        }
+
+        /// Waits `at_least`, then until the outbox holds `kinds`, in that
+        /// order.
+        async fn until_outbox(&self, at_least: Duration, kinds: &[NotificationKind]) -> Vec<PendingDelivery> {
+            tokio::time::sleep(at_least).await;
+            until(&format!("the outbox holds {kinds:?}"), || async {
+                self.kinds().await == kinds
+            })
+            .await;
+            self.outbox().await
+        }
+
+        /// Whether the machine's fault is folded into the incident.
+        async fn folded(&self) -> bool {
+            let alarms = self.store.list_alarms(self.probe.user).await.unwrap();
+            alarms.iter().flat_map(|a| &a.faults).any(|f| f.folded && !f.notified)
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_machine_still_down_a_hold_after_its_server_returned_gets_its_alarm_after_the_summary() {
+        use NotificationKind::{Fault, ServerBack, ServerDown};
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        rig.machine(1, false).await;
+        // The fault's hold runs out inside the incident: folded, not told.
+        let outbox = rig.until_outbox(HOLD, &[ServerDown]).await;
+        until("the fault is folded", || rig.folded()).await;
+        let down = &outbox[0];
+        let incident = down.notification.incident.clone().expect("an incident message");
+        assert!(
+            down.created - incident.opened >= HOLD_MS,
+            "announced one hold after it opened"
+        );
+        assert_eq!(incident.hostname.as_deref(), Some("cn-7"));
+        assert_eq!(incident.returned, None);
+        let machines: Vec<(Uuid, bool)> = incident.machines.iter().map(|m| (m.uuid, m.down)).collect();
+        assert_eq!(machines, vec![(rig.machine, true)]);
+        assert_eq!(down.notification.contact_name, "email");
+        assert_eq!(down.notification.alarm_fault_count, 1);
+
+        // Back; the machine is not: the summary a hold later, threaded
+        // under the announcement, then the machine's own alarm.
+        rig.relay(ServerEventKind::Started).await;
+        let outbox = rig.until_outbox(HOLD, &[ServerDown, ServerBack, Fault]).await;
+        let back = &outbox[1];
+        let summary = back.notification.incident.clone().unwrap();
+        let returned = summary.returned.expect("the summary says when it returned");
+        assert!(
+            back.created - returned >= HOLD_MS,
+            "summed up one hold after the return"
+        );
+        assert_eq!(summary.id, incident.id);
+        assert_eq!(
+            back.notification.thread_root,
+            Some(message_id(down.notification.id, "test"))
+        );
+        assert!(outbox[2].created >= back.created);
+        assert_eq!(
+            outbox[2].notification.machine.as_ref().map(|m| m.uuid),
+            Some(rig.machine)
+        );
+        let views = rig.guard.send(GetServers).await.unwrap();
+        assert!(views[0].incident.is_none(), "settled: {views:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_machine_back_before_the_incident_settles_gets_no_alarm() {
+        use NotificationKind::{ServerBack, ServerDown};
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        rig.machine(1, false).await;
+        rig.until_outbox(HOLD, &[ServerDown]).await;
+        until("the fault is folded", || rig.folded()).await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(2, true).await;
+        rig.until_outbox(HOLD, &[ServerDown, ServerBack]).await;
+        // The release went out right after the summary: a fault still open
+        // would have been told by now.
+        tokio::time::sleep(HOLD).await;
+        assert_eq!(rig.kinds().await, vec![ServerDown, ServerBack]);
+    }
+
+    #[actix_rt::test]
+    async fn a_server_back_within_the_hold_tells_nobody() {
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(1, false).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        // Nothing but time between the shutdown and the start.
+        tokio::time::sleep(HOLD / 4).await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(2, true).await;
+        tokio::time::sleep(HOLD * 3).await;
+        let views = rig.guard.send(GetServers).await.unwrap();
+        assert!(views[0].incident.is_none(), "settled: {views:?}");
+        assert_eq!(rig.kinds().await, vec![], "a reboot sends nothing");
+    }
+
+    #[actix_rt::test]
+    async fn a_relay_silent_past_the_heartbeat_timeout_is_announced_a_hold_later() {
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start_with(settings(HEARTBEAT_TIMEOUT)).await;
+        let heard = rig.clock.now_ms();
+        rig.relay(ServerEventKind::Heartbeat).await;
+        // The server's machine, running: a silent server takes it along.
+        rig.machine(1, true).await;
+        let outbox = rig
+            .until_outbox(HEARTBEAT_TIMEOUT + HOLD, &[NotificationKind::ServerDown])
+            .await;
+        let down = &outbox[0];
+        let incident = down.notification.incident.clone().unwrap();
+        assert_eq!(incident.reason, crate::notify::IncidentReason::HeartbeatLost);
+        assert!(incident.opened - heard > HEARTBEAT_TIMEOUT.as_millis() as EpochMs);
+        assert!(down.created - incident.opened >= HOLD_MS);
+        let machines: Vec<(Uuid, bool)> = incident.machines.iter().map(|m| (m.uuid, m.down)).collect();
+        assert_eq!(
+            machines,
+            vec![(rig.machine, false)],
+            "listed, though not seen going down"
+        );
+    }
+}
