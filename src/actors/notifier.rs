@@ -454,7 +454,7 @@ impl Handler<Attempt> for Notifier {
 mod tests {
     use super::*;
     use crate::notify::fake_webhook::{FakeWebhook, Posted};
-    use crate::notify::transport::tests::webhook;
+    use crate::notify::transport::tests::{notification, webhook};
 
     fn env(mail: &std::path::Path) -> Arc<NotifierEnv> {
         Arc::new(NotifierEnv {
@@ -539,6 +539,48 @@ mod tests {
         stopped.await.unwrap();
         let pending = env.store.pending_deliveries().await.unwrap();
         assert!(pending.is_empty(), "{} delivered but still pending", pending.len());
+    }
+
+    #[actix_rt::test]
+    async fn beyond_its_rate_limit_a_contact_gets_the_rest_in_one_digest() {
+        tokio::time::pause();
+        crate::actors::testkit::tick();
+        let mail = tempfile::tempdir().unwrap();
+        let env = Arc::new(NotifierEnv {
+            clock: Clock::tokio(crate::actors::testkit::START_MS),
+            rate_limit: Some(RateLimit {
+                messages: 2,
+                window: Duration::from_secs(60),
+            }),
+            ..Arc::into_inner(env(mail.path())).unwrap()
+        });
+        // Five emails to jill, never tried: the pool takes them from the
+        // outbox when it starts, through her rate limit.
+        let batch: Vec<Notification> = (0..5)
+            .map(|_| Notification {
+                id: Uuid::new_v4(),
+                ..notification()
+            })
+            .collect();
+        env.store.enqueue(batch.clone(), 0).await.unwrap();
+        let _pool = NotifierPool::new(env.clone(), 2, Lifeline::detached()).start();
+        // Her next token is back 30 s after the first two went.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        crate::actors::testkit::until("every notification is delivered or digested", || async {
+            env.store.pending_deliveries().await.unwrap().is_empty()
+        })
+        .await;
+        let mut files: Vec<String> = std::fs::read_dir(mail.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".eml"))
+            .collect();
+        let sent: Vec<String> = batch.iter().map(|n| format!("{}.eml", n.id)).collect();
+        files.retain(|name| !sent[..2].contains(name));
+        assert_eq!(files.len(), 1, "the first two, then one digest: {files:?}");
+        assert!(!sent[2..].contains(&files[0]), "the rest went in the digest only");
+        let digest = std::fs::read_to_string(mail.path().join(&files[0])).unwrap();
+        assert!(digest.contains("3 more notifications for jill"), "{digest}");
     }
 
     #[actix_rt::test]
