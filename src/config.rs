@@ -12,9 +12,14 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::notify::limit::RateLimit;
-use crate::notify::transport::{Secret, SmtpCredentials, SmtpUrl};
 use crate::zones::sim::SimConfig;
 use crate::zones::LineFormat;
+
+mod secret;
+mod smtp;
+
+pub use secret::Secret;
+pub use smtp::{SmtpCredentials, SmtpSecurity, SmtpUrl, SmtpUrlError};
 
 /// The exit status SMF reads as "configuration error, do not restart".
 pub const EXIT_CONFIG: i32 = 96;

@@ -11,7 +11,8 @@
 //! - [`notify`]: what a notification says and how it is delivered.
 //! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure;
 //!   [`catalog`]: which monitors an event concerns, pure; [`progress`]: the
-//!   router's watermark over routed batches, pure.
+//!   router's watermark over routed batches, pure; [`flood`]: the flood
+//!   guard's server incidents, pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod flood;
 #[cfg(test)]
 mod fuzz_json;
 pub mod http;

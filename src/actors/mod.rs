@@ -21,6 +21,6 @@ pub mod server_guard;
 pub mod shard;
 pub mod supervisor;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 pub mod zone_source;
 pub mod zone_watcher;

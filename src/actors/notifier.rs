@@ -18,7 +18,6 @@
 //! arbiter instead (`NotifierPool::new(..).start()`), since a paused clock
 //! belongs to one runtime.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use uuid::Uuid;
 use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::model::EpochMs;
-use crate::notify::limit::{RateLimit, TokenBucket};
+use crate::notify::limit::{Admission, DigestDue, Limiter, RateLimit};
 use crate::notify::transport::{DeliveryError, Mailer, Webhooks};
 use crate::notify::{ContactAddress, Notification, NotificationKind};
 use crate::store::{DeliveryOutcome, Store};
@@ -65,13 +64,9 @@ pub struct NotifierPool {
     env: Arc<NotifierEnv>,
     workers: Vec<Addr<Notifier>>,
     size: usize,
-    /// Rate-limit buckets of contacts that sent recently (full ones are
-    /// dropped).
-    buckets: HashMap<String, TokenBucket>,
-    /// Notifications held by the rate limit, per contact, oldest first.
-    held: HashMap<String, Vec<(Notification, EpochMs)>>,
-    /// Contacts whose digest is scheduled.
-    digests_due: HashSet<String>,
+    /// The contacts' rate limits and what they hold (with each
+    /// notification's outbox time); `None`: no rate limit.
+    limiter: Option<Limiter<(Notification, EpochMs)>>,
     /// The webhook client of this arbiter, which every worker (started on
     /// the same arbiter) shares, so a receiver's connections are reused.
     webhooks: Webhooks,
@@ -102,13 +97,11 @@ impl NotifierPool {
     /// built on that arbiter (it builds the webhook client there).
     pub fn new(env: Arc<NotifierEnv>, size: usize, lifeline: Lifeline) -> NotifierPool {
         NotifierPool {
-            env,
             workers: Vec::new(),
             size: size.max(1),
-            buckets: HashMap::new(),
-            held: HashMap::new(),
-            digests_due: HashSet::new(),
+            limiter: env.rate_limit.map(Limiter::new),
             webhooks: Webhooks::new(),
+            env,
             lifeline,
         }
     }
@@ -148,52 +141,54 @@ impl NotifierPool {
 
     /// A notification's first try: through the contact's rate limit.
     fn dispatch(&mut self, notification: Notification, attempts: u32, created: EpochMs, ctx: &mut Context<Self>) {
-        let Some(limit) = self.env.rate_limit else {
+        // A digest already spent its token; a retry spent one on its first try.
+        let Some(limiter) = self
+            .limiter
+            .as_mut()
+            .filter(|_| notification.kind != NotificationKind::Digest)
+        else {
             return self.attempt(notification, attempts, created);
         };
-        // A digest already spent its token; a retry spent one on its first try.
-        if notification.kind == NotificationKind::Digest {
-            return self.attempt(notification, attempts, created);
-        }
         let now = tokio::time::Instant::now();
         let key = contact_key(&notification);
-        let bucket = self
-            .buckets
-            .entry(key.clone())
-            .or_insert_with(|| TokenBucket::new(limit, now));
-        if bucket.try_take(now) {
-            return self.attempt(notification, attempts, created);
+        let (id, contact) = (notification.id, notification.contact_name.clone());
+        match limiter.admit(&key, (notification, created), now) {
+            Admission::Send((notification, created)) => self.attempt(notification, attempts, created),
+            Admission::Held { digest_at } => {
+                metrics::counter!("amon_notifications_held_total").increment(1);
+                tracing::info!(notification = %id, %contact, "rate limit reached; held for the digest");
+                if let Some(at) = digest_at {
+                    self.schedule_digest(key, at, now, ctx);
+                }
+            }
         }
-        metrics::counter!("amon_notifications_held_total").increment(1);
-        tracing::info!(notification = %notification.id, contact = %notification.contact_name, "rate limit reached; held for the digest");
-        self.held.entry(key.clone()).or_default().push((notification, created));
-        if self.digests_due.insert(key.clone()) {
-            let at = bucket.next_token(now);
-            ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
-                act.send_digest(key, ctx)
-            });
-        }
+    }
+
+    /// The contact's digest goes at `at` (its next token).
+    fn schedule_digest(
+        &mut self,
+        key: String,
+        at: tokio::time::Instant,
+        now: tokio::time::Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
+            act.send_digest(key, ctx)
+        });
     }
 
     /// A token is back: everything held for the contact goes as one message.
     fn send_digest(&mut self, key: String, ctx: &mut Context<Self>) {
-        self.digests_due.remove(&key);
-        let Some(held) = self.held.remove(&key).filter(|h| !h.is_empty()) else {
+        let Some(limiter) = self.limiter.as_mut() else {
             return;
         };
         let now = tokio::time::Instant::now();
-        if let Some(bucket) = self.buckets.get_mut(&key) {
-            if !bucket.try_take(now) {
-                // Not yet (the clock rounded): try again at the next token.
-                let at = bucket.next_token(now);
-                self.held.insert(key.clone(), held);
-                self.digests_due.insert(key.clone());
-                ctx.run_later(at.saturating_duration_since(now), move |act, ctx| {
-                    act.send_digest(key, ctx)
-                });
-                return;
-            }
-        }
+        let held = match limiter.digest_due(&key, now) {
+            DigestDue::Nothing => return,
+            // Not yet (the clock rounded): try again at the next token.
+            DigestDue::NotYet(at) => return self.schedule_digest(key, at, now, ctx),
+            DigestDue::Send(held) => held,
+        };
         let first = &held[0].0;
         let created = self.env.clock.now_ms();
         let digest = Notification {
@@ -241,10 +236,9 @@ impl NotifierPool {
 
     /// Forgets buckets that are full again, so idle contacts cost nothing.
     fn forget_full_buckets(&mut self) {
-        let now = tokio::time::Instant::now();
-        let held = &self.held;
-        self.buckets
-            .retain(|key, bucket| held.contains_key(key) || !bucket.is_full(now));
+        if let Some(limiter) = self.limiter.as_mut() {
+            limiter.forget_full(tokio::time::Instant::now());
+        }
     }
 }
 
@@ -461,7 +455,7 @@ impl Handler<Attempt> for Notifier {
 mod tests {
     use super::*;
     use crate::notify::fake_webhook::{FakeWebhook, Posted};
-    use crate::notify::transport::tests::webhook;
+    use crate::notify::transport::tests::{notification, webhook};
 
     fn env(mail: &std::path::Path) -> Arc<NotifierEnv> {
         Arc::new(NotifierEnv {
@@ -546,6 +540,48 @@ mod tests {
         stopped.await.unwrap();
         let pending = env.store.pending_deliveries().await.unwrap();
         assert!(pending.is_empty(), "{} delivered but still pending", pending.len());
+    }
+
+    #[actix_rt::test]
+    async fn beyond_its_rate_limit_a_contact_gets_the_rest_in_one_digest() {
+        tokio::time::pause();
+        crate::actors::testkit::tick();
+        let mail = tempfile::tempdir().unwrap();
+        let env = Arc::new(NotifierEnv {
+            clock: Clock::tokio(crate::actors::testkit::START_MS),
+            rate_limit: Some(RateLimit {
+                messages: 2,
+                window: Duration::from_secs(60),
+            }),
+            ..Arc::into_inner(env(mail.path())).unwrap()
+        });
+        // Five emails to jill, never tried: the pool takes them from the
+        // outbox when it starts, through her rate limit.
+        let batch: Vec<Notification> = (0..5)
+            .map(|_| Notification {
+                id: Uuid::new_v4(),
+                ..notification()
+            })
+            .collect();
+        env.store.enqueue(batch.clone(), 0).await.unwrap();
+        let _pool = NotifierPool::new(env.clone(), 2, Lifeline::detached()).start();
+        // Her next token is back 30 s after the first two went.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        crate::actors::testkit::until("every notification is delivered or digested", || async {
+            env.store.pending_deliveries().await.unwrap().is_empty()
+        })
+        .await;
+        let mut files: Vec<String> = std::fs::read_dir(mail.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".eml"))
+            .collect();
+        let sent: Vec<String> = batch.iter().map(|n| format!("{}.eml", n.id)).collect();
+        files.retain(|name| !sent[..2].contains(name));
+        assert_eq!(files.len(), 1, "the first two, then one digest: {files:?}");
+        assert!(!sent[2..].contains(&files[0]), "the rest went in the digest only");
+        let digest = std::fs::read_to_string(mail.path().join(&files[0])).unwrap();
+        assert!(digest.contains("3 more notifications for jill"), "{digest}");
     }
 
     #[actix_rt::test]

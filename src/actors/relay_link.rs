@@ -29,6 +29,7 @@ use super::janitor::sweep;
 use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::http::client::{MasterClient, SendError};
+use crate::http::shapes::LinkState;
 use crate::model::{Event, MachineReport, ServerEvent, ServerEventKind};
 use crate::store::{RelayStore, ZoneRecord};
 
@@ -57,17 +58,6 @@ const INVENTORY_RETRY: Duration = Duration::from_secs(5);
 #[derive(Debug, Message)]
 #[rtype(result = "LinkState")]
 pub struct GetLinkState;
-
-#[derive(Debug, Clone, serde::Serialize, MessageResponse)]
-#[serde(rename_all = "camelCase")]
-pub struct LinkState {
-    /// Events written to the spool and not yet acknowledged by the master.
-    pub spool_depth: usize,
-    pub master_reachable: bool,
-    pub sent: u64,
-    pub dropped: u64,
-    pub dead_lettered: u64,
-}
 
 /// How long events may wait to be spooled and batched with others. Short:
 /// under load, batches form anyway from what arrives while the previous
@@ -433,16 +423,16 @@ impl Handler<ReportInventory> for RelayLink {
 }
 
 impl Handler<GetLinkState> for RelayLink {
-    type Result = LinkState;
+    type Result = MessageResult<GetLinkState>;
 
-    fn handle(&mut self, _: GetLinkState, _ctx: &mut Context<Self>) -> LinkState {
-        LinkState {
+    fn handle(&mut self, _: GetLinkState, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(LinkState {
             spool_depth: self.spool_depth() + self.incoming.len(),
             master_reachable: self.reachable,
             sent: self.sent,
             dropped: self.dropped,
             dead_lettered: self.dead_lettered,
-        }
+        })
     }
 }
 

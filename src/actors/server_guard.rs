@@ -19,12 +19,17 @@
 //! hears of it, and only machines still down a hold after its return get
 //! ordinary alarm emails.
 //!
+//! The decisions are [`crate::flood`]'s, a pure module; this actor carries
+//! them out: the announce and settle timers, the heartbeat check every
+//! second, the router's `ProbesOn` for who watches the machines, the outbox
+//! and the notifier pool, the releases, and the machines table.
+//!
 //! Incidents live in memory: a master restart forgets open incidents. Their
 //! folded faults are then re-held by their alarm actors and notified one by
 //! one after the hold if still open — more email than the incident would
 //! have sent, never less. Persisting incidents is future work.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,47 +40,14 @@ use super::alarm::{AlarmActor, ReleaseFolded};
 use super::notifier::{Deliver, NotifierPool};
 use super::router::{EventRouter, ProbesOn};
 use super::supervisor::{Lifeline, Named, Stop};
+use crate::catalog::Watcher;
 use crate::clock::Clock;
-use crate::model::{EpochMs, ServerEventKind};
-use crate::notify::{
-    message_id, resolve_contacts, ContactAddress, Incident, IncidentMachine, IncidentReason, MachineRef, Notification,
-    NotificationKind, ProbeRef,
-};
+use crate::flood::{self, Decision, Flood, IncidentDraft, MachineSnapshot, Message, Roots};
+pub use crate::flood::{GuardSettings, Sighting};
+use crate::http::shapes::ServerView;
+use crate::model::EpochMs;
+use crate::notify::{message_id, Incident, MachineRef, Notification, NotificationKind, ProbeRef};
 use crate::store::{MachineRecord, Store};
-
-/// The flood guard's thresholds (`[notify]` keys).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GuardSettings {
-    pub hold: Duration,
-    /// This many machines down within the burst window make an incident.
-    pub burst_count: usize,
-    /// Or this percentage of the server's running machines (at least two).
-    pub burst_percent: u32,
-    /// No heartbeat for this long makes an incident.
-    pub heartbeat_timeout: Duration,
-    /// Machines going down within this window make a burst; it does not
-    /// depend on the hold (a `hold = 0` still detects a server going down).
-    pub burst_window: Duration,
-}
-
-/// What the router saw, reduced to what the guard needs.
-#[derive(Debug, Clone)]
-pub enum Sighting {
-    Machine {
-        machine: Uuid,
-        server: Uuid,
-        /// The relay that reported it: any event proves its relay alive.
-        relay: Uuid,
-        alias: Option<String>,
-        up: bool,
-        time: EpochMs,
-    },
-    Server {
-        server: Uuid,
-        hostname: Option<String>,
-        kind: ServerEventKind,
-    },
-}
 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -89,59 +61,6 @@ pub struct Observe(pub Vec<Sighting>);
 pub struct Fold {
     pub server: Uuid,
     pub monitor: Addr<AlarmActor>,
-}
-
-/// An open incident, as `GET /servers` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IncidentView {
-    pub id: Uuid,
-    pub server: Uuid,
-    pub hostname: Option<String>,
-    pub reason: IncidentReason,
-    pub opened: EpochMs,
-    pub announced: bool,
-    pub returned: Option<EpochMs>,
-    pub machines_down: usize,
-}
-
-struct MachineInfo {
-    server: Uuid,
-    alias: Option<String>,
-    up: bool,
-}
-
-struct OpenIncident {
-    id: Uuid,
-    reason: IncidentReason,
-    opened: EpochMs,
-    announced: bool,
-    returned: Option<EpochMs>,
-    /// Machines listed in the announcement (for the summary).
-    listed: Vec<Uuid>,
-    /// Contacts announced to: (account, contact name) → root notification id.
-    roots: HashMap<(Uuid, String), Uuid>,
-    /// Alarm actors holding folded faults for this server.
-    folded: Vec<Addr<AlarmActor>>,
-}
-
-#[derive(Default)]
-struct ServerInfo {
-    hostname: Option<String>,
-    /// Master time of the last event from this server's relay; only servers
-    /// that run a relay (they have sent a server event) can lose heartbeats
-    /// — a simulated server never sends any.
-    last_seen: Option<EpochMs>,
-    has_relay: bool,
-    /// Machines known on this server, and how many of them are down: kept
-    /// as counts so each event costs O(1), whatever the server's size.
-    total: usize,
-    down: usize,
-    /// Machine downs within the burst window, in order (time, machine)…
-    recent_downs: VecDeque<(EpochMs, Uuid)>,
-    /// …and those of them still down (machine → when it went down).
-    recent_down: HashMap<Uuid, EpochMs>,
-    incident: Option<OpenIncident>,
 }
 
 pub struct GuardEnv {
@@ -158,21 +77,20 @@ pub struct GuardEnv {
 
 pub struct ServerGuard {
     env: Arc<GuardEnv>,
-    machines: HashMap<Uuid, MachineInfo>,
+    /// Servers, their machines and incidents: what decides.
+    flood: Flood<Addr<AlarmActor>>,
     /// Machines changed since the last write to the store (written once a
     /// second, the latest state of each: a burst costs one small commit).
     unsaved: HashMap<Uuid, MachineRecord>,
-    servers: HashMap<Uuid, ServerInfo>,
     lifeline: Lifeline,
 }
 
 impl ServerGuard {
     pub fn new(env: Arc<GuardEnv>, lifeline: Lifeline) -> ServerGuard {
         ServerGuard {
+            flood: Flood::new(env.settings.clone()),
             env,
-            machines: HashMap::new(),
             unsaved: HashMap::new(),
-            servers: HashMap::new(),
             lifeline,
         }
     }
@@ -181,249 +99,49 @@ impl ServerGuard {
         self.env.clock.now_ms()
     }
 
-    fn burst_window_ms(&self) -> EpochMs {
-        self.env.settings.burst_window.as_millis() as EpochMs
-    }
-
-    /// How long after opening an incident is announced: one hold, and never
-    /// before the burst window has passed, so a burst lists every machine
-    /// that went down within it (machine-down faults wait as long).
-    fn announce_after(&self) -> Duration {
-        self.env.settings.hold.max(self.env.settings.burst_window)
-    }
-
-    fn down_count(&self, server: Uuid) -> usize {
-        self.servers.get(&server).map_or(0, |s| s.down)
-    }
-
-    fn running_count(&self, server: Uuid) -> usize {
-        self.servers.get(&server).map_or(0, |s| s.total - s.down)
-    }
-
-    /// Records a machine's server and state, keeping the servers' counts.
-    fn record_machine(&mut self, machine: Uuid, server: Uuid, alias: Option<String>, up: bool) {
-        if let Some(old) = self.machines.get(&machine) {
-            let (old_server, old_up) = (old.server, old.up);
-            let info = self.servers.entry(old_server).or_default();
-            info.total -= 1;
-            if !old_up {
-                info.down -= 1;
-            }
-            if old_server != server || up {
-                info.recent_down.remove(&machine);
-            }
-        }
-        let entry = self.machines.entry(machine).or_insert(MachineInfo {
-            server,
-            alias: None,
-            up,
-        });
-        entry.server = server;
-        entry.up = up;
-        if alias.is_some() {
-            entry.alias = alias;
-        }
-        let info = self.servers.entry(server).or_default();
-        info.total += 1;
-        if !up {
-            info.down += 1;
-        }
-    }
-
-    /// Whether `downs` machines down (that went down within the burst window) are a
-    /// burst for a server with `running` machines up now. The percentage
-    /// counts only once we know at least `burst_count` machines of the
-    /// server: with fewer, two crashes would look like half a server.
-    fn is_burst(&self, downs: usize, running: usize) -> bool {
-        let s = &self.env.settings;
-        let known = running + downs;
-        downs >= s.burst_count
-            || (known >= s.burst_count && downs >= 2 && downs * 100 >= s.burst_percent as usize * known)
-    }
-
-    fn sight(&mut self, sighting: Sighting, ctx: &mut Context<Self>) {
-        let now = self.now();
-        match sighting {
-            Sighting::Machine {
-                machine,
+    /// Starts the timer a decision asks for.
+    fn carry_out(&mut self, decision: Decision, ctx: &mut Context<Self>) {
+        match decision {
+            Decision::Opened {
                 server,
-                relay,
-                alias,
-                up,
-                time: _,
-            } => {
-                self.servers.entry(relay).or_default().last_seen = Some(now);
-                self.record_machine(machine, server, alias, up);
-                if up {
-                    self.maybe_burst_over(server, ctx);
-                    return;
-                }
-                let window = self.burst_window_ms();
-                let running = self.running_count(server);
-                let info = self.servers.entry(server).or_default();
-                info.recent_downs.push_back((now, machine));
-                info.recent_down.insert(machine, now);
-                while let Some(&(t, m)) = info.recent_downs.front() {
-                    if now - t <= window {
-                        break;
-                    }
-                    info.recent_downs.pop_front();
-                    if info.recent_down.get(&m) == Some(&t) {
-                        info.recent_down.remove(&m);
-                    }
-                }
-                let quiet = info.incident.is_none();
-                let downs = info.recent_down.len();
-                if quiet && self.is_burst(downs, running) {
-                    self.open(server, IncidentReason::Burst, ctx);
-                }
-            }
-            Sighting::Server { server, hostname, kind } => {
-                let info = self.servers.entry(server).or_default();
-                info.last_seen = Some(now);
-                info.has_relay = true;
-                if hostname.is_some() {
-                    info.hostname = hostname;
-                }
-                match kind {
-                    ServerEventKind::ShuttingDown => {
-                        if info.incident.is_none() {
-                            self.open(server, IncidentReason::Shutdown, ctx);
-                        }
-                    }
-                    ServerEventKind::Started | ServerEventKind::Heartbeat => {
-                        let back = info
-                            .incident
-                            .as_ref()
-                            .is_some_and(|i| i.returned.is_none() && i.reason != IncidentReason::Burst);
-                        if back {
-                            self.returned(server, ctx);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// A burst incident ends when fewer machines than the threshold are
-    /// still down on its server.
-    fn maybe_burst_over(&mut self, server: Uuid, ctx: &mut Context<Self>) {
-        let down = self.down_count(server);
-        let running = self.running_count(server);
-        let Some(info) = self.servers.get(&server) else { return };
-        let burst_open = info
-            .incident
-            .as_ref()
-            .is_some_and(|i| i.reason == IncidentReason::Burst && i.returned.is_none());
-        if burst_open && !self.is_burst(down, running) {
-            self.returned(server, ctx);
-        }
-    }
-
-    fn open(&mut self, server: Uuid, reason: IncidentReason, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let id = Uuid::new_v4();
-        let info = self.servers.entry(server).or_default();
-        info.incident = Some(OpenIncident {
-            id,
-            reason,
-            opened: now,
-            announced: false,
-            returned: None,
-            listed: Vec::new(),
-            roots: HashMap::new(),
-            folded: Vec::new(),
-        });
-        tracing::warn!(%server, hostname = info.hostname.as_deref().unwrap_or(""), ?reason, incident = %id, "server incident opened");
-        metrics::counter!("amon_server_incidents_total").increment(1);
-        // Announce one hold (at least one burst window) later, with every
-        // machine that went down by then; a server back before that was a
-        // reboot, and nobody hears of it.
-        ctx.run_later(self.announce_after(), move |act, ctx| act.announce(server, id, ctx));
-    }
-
-    fn returned(&mut self, server: Uuid, ctx: &mut Context<Self>) {
-        let now = self.now();
-        let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) else {
-            return;
-        };
-        incident.returned = Some(now);
-        let id = incident.id;
-        tracing::info!(%server, incident = %id, announced = incident.announced, "server returned");
-        ctx.run_later(self.env.settings.hold, move |act, ctx| act.settle(server, id, ctx));
-    }
-
-    fn announce(&mut self, server: Uuid, id: Uuid, ctx: &mut Context<Self>) {
-        let hostname = self.servers.get(&server).and_then(|s| s.hostname.clone());
-        let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) else {
-            return;
-        };
-        if incident.id != id || incident.returned.is_some() {
-            return;
-        }
-        incident.announced = true;
-        let reason = incident.reason;
-        let opened = incident.opened;
-        // A silent or shut-down server takes all its machines with it (its
-        // relay may stop before it can report them going down); a burst
-        // concerns those seen going down.
-        let listed: Vec<Uuid> = self
-            .machines
-            .iter()
-            .filter(|(_, m)| m.server == server && (reason != IncidentReason::Burst || !m.up))
-            .map(|(uuid, _)| *uuid)
-            .collect();
-        if let Some(incident) = self.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) {
-            incident.listed = listed.clone();
-        }
-        let view = IncidentDraft {
-            id,
-            server,
-            hostname,
-            reason,
-            opened,
-            returned: None,
-        };
-        self.notify_contacts(server, view, listed, NotificationKind::ServerDown, None, ctx);
-    }
-
-    fn settle(&mut self, server: Uuid, id: Uuid, ctx: &mut Context<Self>) {
-        let hostname = self.servers.get(&server).and_then(|s| s.hostname.clone());
-        let Some(info) = self.servers.get_mut(&server) else {
-            return;
-        };
-        if info.incident.as_ref().is_none_or(|i| i.id != id) {
-            return;
-        }
-        let Some(incident) = info.incident.take() else { return };
-        info.recent_downs.clear();
-        info.recent_down.clear();
-        if incident.announced {
-            let view = IncidentDraft {
-                id,
-                server,
+                incident,
+                reason,
                 hostname,
-                reason: incident.reason,
-                opened: incident.opened,
-                returned: incident.returned,
-            };
-            // Exactly the machines of the announcement, so each contact's
-            // summary threads under (and counts like) its down message;
-            // machines that went down later get their own alarms.
-            let listed = incident.listed.clone();
-            self.notify_contacts(
+            } => {
+                tracing::warn!(%server, hostname = hostname.as_deref().unwrap_or(""), ?reason, %incident, "server incident opened");
+                metrics::counter!("amon_server_incidents_total").increment(1);
+                let after = self.flood.settings().announce_after();
+                ctx.run_later(after, move |act, ctx| act.announce(server, incident, ctx));
+            }
+            Decision::Returned {
                 server,
-                view,
-                listed,
-                NotificationKind::ServerBack,
-                Some(incident.roots.clone()),
-                ctx,
-            );
+                incident,
+                announced,
+            } => {
+                tracing::info!(%server, %incident, announced, "server returned");
+                let hold = self.flood.settings().hold;
+                ctx.run_later(hold, move |act, ctx| act.settle(server, incident, ctx));
+            }
         }
-        tracing::info!(%server, incident = %id, folded = incident.folded.len(), "server incident closed");
+    }
+
+    fn announce(&mut self, server: Uuid, incident: Uuid, ctx: &mut Context<Self>) {
+        if let Some(message) = self.flood.announce(server, incident) {
+            self.notify_contacts(message, NotificationKind::ServerDown, None, ctx);
+        }
+    }
+
+    fn settle(&mut self, server: Uuid, incident: Uuid, ctx: &mut Context<Self>) {
+        let Some(settled) = self.flood.settle(server, incident) else {
+            return;
+        };
+        if let Some((message, roots)) = settled.summary {
+            self.notify_contacts(message, NotificationKind::ServerBack, Some(roots), ctx);
+        }
+        tracing::info!(%server, %incident, folded = settled.folded.len(), "server incident closed");
         // After the summary: alarms for machines still down are notified.
         // The guard's own mailbox orders this after the summary is queued.
-        let folded = incident.folded;
+        let folded = settled.folded;
         ctx.run_later(Duration::ZERO, move |_act, _ctx| {
             for monitor in folded {
                 monitor.do_send(ReleaseFolded { server });
@@ -436,30 +154,27 @@ impl ServerGuard {
     /// (the open incident's are used otherwise).
     fn notify_contacts(
         &mut self,
-        server: Uuid,
-        draft: IncidentDraft,
-        machines: Vec<Uuid>,
+        message: Message,
         kind: NotificationKind,
-        roots: Option<HashMap<(Uuid, String), Uuid>>,
+        roots: Option<Roots>,
         ctx: &mut Context<Self>,
     ) {
+        let server = message.draft.server;
         let Some(router) = self.env.router.get() else {
             tracing::error!(%server, "event router not running; incident notification lost");
             return;
         };
         let env = self.env.clone();
-        let snapshot: HashMap<Uuid, (Option<String>, bool)> = machines
-            .iter()
-            .filter_map(|m| self.machines.get(m).map(|info| (*m, (info.alias.clone(), !info.up))))
-            .collect();
+        let snapshot = self.flood.snapshot(&message.machines);
+        let Message { draft, machines } = message;
         ctx.wait(
             async move { router.send(ProbesOn(machines)).await.unwrap_or_default() }
                 .into_actor(self)
                 .map(move |watchers, act, ctx| {
                     let notifications = match roots {
                         Some(mut roots) => build(&env, &draft, kind, watchers, &snapshot, &mut roots),
-                        None => match act.servers.get_mut(&server).and_then(|i| i.incident.as_mut()) {
-                            Some(incident) => build(&env, &draft, kind, watchers, &snapshot, &mut incident.roots),
+                        None => match act.flood.roots_mut(server) {
+                            Some(roots) => build(&env, &draft, kind, watchers, &snapshot, roots),
                             None => build(&env, &draft, kind, watchers, &snapshot, &mut HashMap::new()),
                         },
                     };
@@ -493,103 +208,37 @@ impl ServerGuard {
 
     fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
         let now = self.now();
-        let timeout = self.env.settings.heartbeat_timeout.as_millis() as EpochMs;
-        let silent: Vec<Uuid> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.has_relay && s.incident.is_none() && s.last_seen.is_some_and(|t| now - t > timeout))
-            .map(|(uuid, _)| *uuid)
-            .collect();
-        for server in silent {
-            self.open(server, IncidentReason::HeartbeatLost, ctx);
+        for decision in self.flood.silent_servers(now) {
+            self.carry_out(decision, ctx);
         }
     }
 }
 
-/// The incident fields common to every contact's notification.
-struct IncidentDraft {
-    id: Uuid,
-    server: Uuid,
-    hostname: Option<String>,
-    reason: IncidentReason,
-    opened: EpochMs,
-    returned: Option<EpochMs>,
-}
-
 /// One notification per (account, contact) among the probes watching the
-/// machines. `roots` remembers each contact's first (ServerDown) message so
-/// the summary threads under it.
+/// machines ([`flood::shares`]). `roots` remembers each contact's first
+/// (ServerDown) message so the summary threads under it.
 fn build(
     env: &GuardEnv,
     draft: &IncidentDraft,
     kind: NotificationKind,
-    watchers: Vec<super::router::Watcher>,
-    machines: &HashMap<Uuid, (Option<String>, bool)>,
-    roots: &mut HashMap<(Uuid, String), Uuid>,
+    watchers: Vec<Watcher>,
+    machines: &MachineSnapshot,
+    roots: &mut Roots,
 ) -> Vec<Notification> {
-    // (account uuid, contact) → (account, address, machines)
-    let mut per_contact: BTreeMap<(Uuid, String), (crate::model::Account, ContactAddress, Vec<IncidentMachine>)> =
-        BTreeMap::new();
-    for w in watchers {
-        let Some((alias, down)) = machines.get(&w.machine) else {
-            continue;
-        };
-        let site = crate::model::FaultSite {
-            user: w.book.account.uuid,
-            probe: w.probe.uuid,
-            group: w.probe.group,
-            machine: Some(w.machine),
-            server: Some(draft.server),
-        };
-        if env.maintenance.covers(&site, env.clock.now_ms()) {
-            continue; // under maintenance: nobody is told
-        }
-        // A group's contacts replace its probes' (Amon's rule).
-        let names = match &w.group {
-            Some(group) => &group.contacts,
-            None => &w.probe.contacts,
-        };
-        let account = &w.book.account;
-        for (contact, address) in resolve_contacts(names, &w.book) {
-            let entry = per_contact
-                .entry((account.uuid, contact))
-                .or_insert_with(|| (account.clone(), address, Vec::new()));
-            entry.2.push(IncidentMachine {
-                uuid: w.machine,
-                alias: alias.clone(),
-                probe: ProbeRef {
-                    uuid: w.probe.uuid,
-                    name: w.probe.name.clone(),
-                    probe_type: w.probe.probe_type.as_str().to_string(),
-                    group: w.probe.group,
-                },
-                down: *down,
-            });
-        }
-    }
-    per_contact
+    let covered = |site: &crate::model::FaultSite| env.maintenance.covers(site, env.clock.now_ms());
+    flood::shares(kind, draft.server, watchers, machines, roots, covered)
         .into_iter()
-        .map(|((account_uuid, contact_name), (account, address, list))| {
-            let key = (account_uuid, contact_name.clone());
-            let (id, thread_root) = match (kind, roots.get(&key)) {
-                (NotificationKind::ServerBack, Some(root)) => {
-                    (Uuid::new_v4(), Some(message_id(*root, &env.datacenter)))
-                }
-                _ => {
-                    let id = Uuid::new_v4();
-                    roots.insert(key, id);
-                    (id, None)
-                }
-            };
+        .map(|share| {
+            let list = share.machines;
             let first = list.first().cloned();
             Notification {
-                id,
+                id: share.id,
                 kind,
-                contact_name,
-                contact: address,
+                contact_name: share.contact_name,
+                contact: share.contact,
                 datacenter: env.datacenter.clone(),
-                account_uuid,
-                account_login: account.login.clone(),
+                account_uuid: share.account.uuid,
+                account_login: share.account.login.clone(),
                 alarm_id: 0,
                 alarm_closed: false,
                 alarm_fault_count: list.iter().filter(|m| m.down).count(),
@@ -609,7 +258,7 @@ fn build(
                     _ => format!("Server {} is down.", draft.server),
                 },
                 event_time: draft.returned.unwrap_or(draft.opened),
-                thread_root,
+                thread_root: share.thread_root.map(|root| message_id(root, &env.datacenter)),
                 master_url: env.master_url.clone(),
                 event_json: serde_json::Value::Null,
                 incident: Some(Incident {
@@ -645,15 +294,7 @@ impl Actor for ServerGuard {
                 .map(|result, act, _ctx| match result {
                     Ok(machines) => {
                         for m in machines {
-                            act.servers.entry(m.server).or_default();
-                            act.machines.insert(
-                                m.uuid,
-                                MachineInfo {
-                                    server: m.server,
-                                    alias: m.alias,
-                                    up: m.up,
-                                },
-                            );
+                            act.flood.remember(m.uuid, m.server, m.alias, m.up);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot load machines; the guard starts blind"),
@@ -688,7 +329,10 @@ impl Handler<Observe> for ServerGuard {
             }
         }
         for sighting in msg.0 {
-            self.sight(sighting, ctx);
+            let now = self.now();
+            if let Some(decision) = self.flood.sight(sighting, now) {
+                self.carry_out(decision, ctx);
+            }
         }
     }
 }
@@ -716,15 +360,7 @@ impl Handler<Fold> for ServerGuard {
     type Result = bool;
 
     fn handle(&mut self, msg: Fold, _ctx: &mut Context<Self>) -> bool {
-        match self.servers.get_mut(&msg.server).and_then(|s| s.incident.as_mut()) {
-            Some(incident) => {
-                if !incident.folded.contains(&msg.monitor) {
-                    incident.folded.push(msg.monitor);
-                }
-                true
-            }
-            None => false,
-        }
+        self.flood.fold(msg.server, msg.monitor)
     }
 }
 
@@ -733,45 +369,11 @@ impl Handler<Fold> for ServerGuard {
 #[rtype(result = "Vec<ServerView>")]
 pub struct GetServers;
 
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServerView {
-    pub uuid: Uuid,
-    pub hostname: Option<String>,
-    /// Master time of the last event from its relay, if it runs one.
-    pub last_seen: Option<EpochMs>,
-    pub machines: usize,
-    pub machines_down: usize,
-    pub incident: Option<IncidentView>,
-}
-
 impl Handler<GetServers> for ServerGuard {
     type Result = Vec<ServerView>;
 
     fn handle(&mut self, _: GetServers, _ctx: &mut Context<Self>) -> Vec<ServerView> {
-        let mut views: Vec<ServerView> = self
-            .servers
-            .iter()
-            .map(|(uuid, info)| ServerView {
-                uuid: *uuid,
-                hostname: info.hostname.clone(),
-                last_seen: info.last_seen,
-                machines: info.total,
-                machines_down: self.down_count(*uuid),
-                incident: info.incident.as_ref().map(|i| IncidentView {
-                    id: i.id,
-                    server: *uuid,
-                    hostname: info.hostname.clone(),
-                    reason: i.reason,
-                    opened: i.opened,
-                    announced: i.announced,
-                    returned: i.returned,
-                    machines_down: self.down_count(*uuid),
-                }),
-            })
-            .collect();
-        views.sort_by_key(|v| v.uuid);
-        views
+        self.flood.views()
     }
 }
 
@@ -797,5 +399,314 @@ impl Handler<Stop> for ServerGuard {
                 ctx.stop();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The guard as an actor, in paused time, with a real router (for
+    //! `ProbesOn`) and a real alarm actor: its timers announce an incident
+    //! one hold after it opened and settle it one hold after the server
+    //! returned, the summary goes before the releases, and a folded fault
+    //! still open then is notified. Notifications are read from the outbox
+    //! (no notifier pool runs).
+    //!
+    //! Paused time runs ahead while the store thread works (see
+    //! [`testkit::tick`]), so "not before" is checked on the times the guard
+    //! stamped (an incident's `opened`, `returned`, an outbox row's
+    //! `created`), and the only precise waits are plain sleeps with no store
+    //! call between the events they separate.
+
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::actors::alarm::{AlarmEnv, MonitorEvent};
+    use crate::actors::router::Backlog;
+    use crate::actors::testkit::{self, until};
+    use crate::catalog::Catalog;
+    use crate::model::{Account, AccountBook, MonitorKey, Probe, ProbeEvent, ServerEventKind};
+    use crate::store::PendingDelivery;
+
+    const HOLD: Duration = Duration::from_secs(60);
+    const HOLD_MS: EpochMs = 60_000;
+
+    /// A relay not heard from for this long has lost its heartbeats. The
+    /// tests' relays never heartbeat on their own: the tests that are not
+    /// about it use a day.
+    const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn settings(heartbeat_timeout: Duration) -> GuardSettings {
+        GuardSettings {
+            hold: HOLD,
+            burst_count: 5,
+            burst_percent: 50,
+            heartbeat_timeout,
+            burst_window: Duration::from_secs(10),
+        }
+    }
+
+    /// A master's flood guard, router and one machine's alarm actor.
+    struct Rig {
+        store: Store,
+        clock: Clock,
+        guard: Addr<ServerGuard>,
+        alarm: Addr<AlarmActor>,
+        probe: Arc<Probe>,
+        server: Uuid,
+        machine: Uuid,
+    }
+
+    impl Rig {
+        async fn start() -> Rig {
+            Rig::start_with(settings(Duration::from_secs(24 * 3600))).await
+        }
+
+        async fn start_with(settings: GuardSettings) -> Rig {
+            let store = Store::in_memory().unwrap();
+            // An operator account: its probe watches the machine without a
+            // relay's report of who owns it.
+            let account = Account {
+                uuid: Uuid::new_v4(),
+                login: "alice".into(),
+                email: "alice@example.com".into(),
+                operator: true,
+                attributes: Default::default(),
+            };
+            let (server, machine) = (Uuid::new_v4(), Uuid::new_v4());
+            let probe = testkit::machine_probe(account.uuid, Some(machine), &["email"], None);
+            store.create_account(account.clone(), testkit::START_MS).await.unwrap();
+            store.put_probe((*probe).clone()).await.unwrap();
+
+            let guard_name = Named::<ServerGuard>::new();
+            let alarm_env = Arc::new(AlarmEnv {
+                guard: guard_name.clone(),
+                burst_window: settings.burst_window,
+                ..Arc::into_inner(testkit::env(&store, HOLD, Duration::from_secs(3600))).unwrap()
+            });
+            // The router loads the account and the probe from the store. It
+            // routes nothing here: one shard, never started.
+            let catalog = Arc::new(RwLock::new(Catalog::default()));
+            let router = EventRouter::new(
+                alarm_env.clone(),
+                catalog,
+                vec![Named::new()],
+                Arc::new(Backlog::new(1024)),
+                Lifeline::detached(),
+            )
+            .start();
+            let router_name = Named::new();
+            router_name.set(router);
+            let guard = ServerGuard::new(
+                Arc::new(GuardEnv {
+                    maintenance: alarm_env.maintenance.clone(),
+                    settings,
+                    store: store.clone(),
+                    clock: alarm_env.clock.clone(),
+                    router: router_name,
+                    notifier: Named::new(),
+                    datacenter: "test".into(),
+                    master_url: "http://127.0.0.1".into(),
+                }),
+                Lifeline::detached(),
+            )
+            .start();
+            guard_name.set(guard.clone());
+            let book = Arc::new(AccountBook {
+                account,
+                contacts: HashMap::new(),
+            });
+            let clock = alarm_env.clock.clone();
+            let alarm = AlarmActor::new(MonitorKey::of(&probe), book, alarm_env, Lifeline::detached())
+                .with_members(vec![probe.clone()], None)
+                .start();
+            Rig {
+                store,
+                clock,
+                guard,
+                alarm,
+                probe,
+                server,
+                machine,
+            }
+        }
+
+        /// The server's relay says `kind`.
+        async fn relay(&self, kind: ServerEventKind) {
+            let sighting = Sighting::Server {
+                server: self.server,
+                hostname: Some("cn-7".into()),
+                kind,
+            };
+            self.guard.send(Observe(vec![sighting])).await.unwrap();
+        }
+
+        /// The machine goes down (or, with `up`, comes back), as the router
+        /// shows it to the guard and to its probe's alarm actor.
+        async fn machine(&self, seq: i64, up: bool) {
+            let sighting = Sighting::Machine {
+                machine: self.machine,
+                server: self.server,
+                relay: self.server,
+                alias: Some("web0".into()),
+                up,
+                time: self.clock.now_ms(),
+            };
+            self.guard.send(Observe(vec![sighting])).await.unwrap();
+            let event = ProbeEvent {
+                machine: Some(self.machine),
+                agent: Some(self.server),
+                time: self.clock.now_ms(),
+                ..testkit::probe_event(&self.probe, up)
+            };
+            let event = MonitorEvent {
+                probe: self.probe.clone(),
+                group: None,
+                event,
+                seq,
+                ticket: None,
+            };
+            self.alarm.send(event).await.unwrap();
+        }
+
+        /// What waits in the outbox, oldest first.
+        async fn outbox(&self) -> Vec<PendingDelivery> {
+            let mut pending = self.store.pending_deliveries().await.unwrap();
+            pending.sort_by_key(|p| p.created);
+            pending
+        }
+
+        async fn kinds(&self) -> Vec<NotificationKind> {
+            self.outbox().await.into_iter().map(|p| p.notification.kind).collect()
+        }
+
+        /// Waits `at_least`, then until the outbox holds `kinds`, in that
+        /// order.
+        async fn until_outbox(&self, at_least: Duration, kinds: &[NotificationKind]) -> Vec<PendingDelivery> {
+            tokio::time::sleep(at_least).await;
+            until(&format!("the outbox holds {kinds:?}"), || async {
+                self.kinds().await == kinds
+            })
+            .await;
+            self.outbox().await
+        }
+
+        /// Whether the machine's fault is folded into the incident.
+        async fn folded(&self) -> bool {
+            let alarms = self.store.list_alarms(self.probe.user).await.unwrap();
+            alarms.iter().flat_map(|a| &a.faults).any(|f| f.folded && !f.notified)
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_machine_still_down_a_hold_after_its_server_returned_gets_its_alarm_after_the_summary() {
+        use NotificationKind::{Fault, ServerBack, ServerDown};
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        rig.machine(1, false).await;
+        // The fault's hold runs out inside the incident: folded, not told.
+        let outbox = rig.until_outbox(HOLD, &[ServerDown]).await;
+        until("the fault is folded", || rig.folded()).await;
+        let down = &outbox[0];
+        let incident = down.notification.incident.clone().expect("an incident message");
+        assert!(
+            down.created - incident.opened >= HOLD_MS,
+            "announced one hold after it opened"
+        );
+        assert_eq!(incident.hostname.as_deref(), Some("cn-7"));
+        assert_eq!(incident.returned, None);
+        let machines: Vec<(Uuid, bool)> = incident.machines.iter().map(|m| (m.uuid, m.down)).collect();
+        assert_eq!(machines, vec![(rig.machine, true)]);
+        assert_eq!(down.notification.contact_name, "email");
+        assert_eq!(down.notification.alarm_fault_count, 1);
+
+        // Back; the machine is not: the summary a hold later, threaded
+        // under the announcement, then the machine's own alarm.
+        rig.relay(ServerEventKind::Started).await;
+        let outbox = rig.until_outbox(HOLD, &[ServerDown, ServerBack, Fault]).await;
+        let back = &outbox[1];
+        let summary = back.notification.incident.clone().unwrap();
+        let returned = summary.returned.expect("the summary says when it returned");
+        assert!(
+            back.created - returned >= HOLD_MS,
+            "summed up one hold after the return"
+        );
+        assert_eq!(summary.id, incident.id);
+        assert_eq!(
+            back.notification.thread_root,
+            Some(message_id(down.notification.id, "test"))
+        );
+        assert!(outbox[2].created >= back.created);
+        assert_eq!(
+            outbox[2].notification.machine.as_ref().map(|m| m.uuid),
+            Some(rig.machine)
+        );
+        let views = rig.guard.send(GetServers).await.unwrap();
+        assert!(views[0].incident.is_none(), "settled: {views:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_machine_back_before_the_incident_settles_gets_no_alarm() {
+        use NotificationKind::{ServerBack, ServerDown};
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        rig.machine(1, false).await;
+        rig.until_outbox(HOLD, &[ServerDown]).await;
+        until("the fault is folded", || rig.folded()).await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(2, true).await;
+        rig.until_outbox(HOLD, &[ServerDown, ServerBack]).await;
+        // The release went out right after the summary: a fault still open
+        // would have been told by now.
+        tokio::time::sleep(HOLD).await;
+        assert_eq!(rig.kinds().await, vec![ServerDown, ServerBack]);
+    }
+
+    #[actix_rt::test]
+    async fn a_server_back_within_the_hold_tells_nobody() {
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start().await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(1, false).await;
+        rig.relay(ServerEventKind::ShuttingDown).await;
+        // Nothing but time between the shutdown and the start.
+        tokio::time::sleep(HOLD / 4).await;
+        rig.relay(ServerEventKind::Started).await;
+        rig.machine(2, true).await;
+        tokio::time::sleep(HOLD * 3).await;
+        let views = rig.guard.send(GetServers).await.unwrap();
+        assert!(views[0].incident.is_none(), "settled: {views:?}");
+        assert_eq!(rig.kinds().await, vec![], "a reboot sends nothing");
+    }
+
+    #[actix_rt::test]
+    async fn a_relay_silent_past_the_heartbeat_timeout_is_announced_a_hold_later() {
+        tokio::time::pause();
+        testkit::tick();
+        let rig = Rig::start_with(settings(HEARTBEAT_TIMEOUT)).await;
+        let heard = rig.clock.now_ms();
+        rig.relay(ServerEventKind::Heartbeat).await;
+        // The server's machine, running: a silent server takes it along.
+        rig.machine(1, true).await;
+        let outbox = rig
+            .until_outbox(HEARTBEAT_TIMEOUT + HOLD, &[NotificationKind::ServerDown])
+            .await;
+        let down = &outbox[0];
+        let incident = down.notification.incident.clone().unwrap();
+        assert_eq!(incident.reason, crate::notify::IncidentReason::HeartbeatLost);
+        assert!(incident.opened - heard > HEARTBEAT_TIMEOUT.as_millis() as EpochMs);
+        assert!(down.created - incident.opened >= HOLD_MS);
+        let machines: Vec<(Uuid, bool)> = incident.machines.iter().map(|m| (m.uuid, m.down)).collect();
+        assert_eq!(
+            machines,
+            vec![(rig.machine, false)],
+            "listed, though not seen going down"
+        );
     }
 }

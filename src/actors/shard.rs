@@ -392,7 +392,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::actors::testkit;
+    use crate::actors::testkit::{self, until};
     use crate::catalog::Catalog;
     use crate::model::{Account, Alarm, Probe};
     use crate::store::Store;
@@ -416,21 +416,6 @@ mod tests {
 
     async fn alarms(store: &Store, user: uuid::Uuid) -> Vec<Alarm> {
         store.list_alarms(user).await.unwrap()
-    }
-
-    /// Waits (in paused time) until `check` holds.
-    async fn until<F, Fut>(what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        for _ in 0..1000 {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("never happened: {what}");
     }
 
     #[actix_rt::test]

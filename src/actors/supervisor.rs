@@ -18,6 +18,8 @@ use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use tokio::time::Instant;
 
+use crate::http::shapes::ChildStatus;
+
 /// How often a child may crash before its supervisor gives up, and how long
 /// to wait before each restart.
 #[derive(Debug, Clone, PartialEq)]
@@ -513,13 +515,6 @@ impl Handler<ChildExited> for Supervisor {
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<ChildStatus>")]
 pub struct GetChildren;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ChildStatus {
-    pub name: String,
-    pub running: bool,
-    pub restarts: u64,
-}
 
 impl Handler<GetChildren> for Supervisor {
     type Result = Vec<ChildStatus>;

@@ -1,6 +1,8 @@
-//! What the alarm actor's and the shard's paused-time tests share: an
+//! What the paused-time tests of the alarm actor, the shard and the flood
+//! guard share (and the flood guard's unit tests, its probes): an
 //! alarm environment on an in-memory store, a machine-up probe, its probe
-//! events, and the ticker that keeps paused time from leaping.
+//! events, the ticker that keeps paused time from leaping, and a wait
+//! for a condition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +38,16 @@ pub fn env(store: &Store, hold: Duration, idle_after: Duration) -> Arc<AlarmEnv>
 
 /// An ungrouped machine-up probe of `user`, mailing its account.
 pub fn probe(user: Uuid) -> Arc<Probe> {
+    machine_probe(user, None, &["email"], None)
+}
+
+/// A machine-up probe of `user` on `machine`, telling `contacts`, in
+/// `group` if one is given.
+pub fn machine_probe(user: Uuid, machine: Option<Uuid>, contacts: &[&str], group: Option<Uuid>) -> Arc<Probe> {
     Arc::new(
         serde_json::from_value(serde_json::json!({
             "uuid": Uuid::new_v4(), "user": user, "type": "machine-up", "name": null,
-            "agent": null, "machine": null, "contacts": ["email"], "group": null,
+            "agent": null, "machine": machine, "contacts": contacts, "group": group,
             "groupEvents": true, "disabled": false,
         }))
         .unwrap(),
@@ -65,6 +73,21 @@ pub fn probe_event(probe: &Probe, clear: bool) -> ProbeEvent {
         agent_alias: None,
         relay: None,
     }
+}
+
+/// Waits (in paused time) until `check` holds.
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
 }
 
 /// Paused time jumps to the next timer whenever the runtime waits, also

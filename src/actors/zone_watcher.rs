@@ -16,6 +16,7 @@ use super::supervisor::{
     ChildExited, ExitReason, Lifeline, Named, RestartDecision, RestartPolicy, RestartTracker, Stop,
 };
 use crate::clock::Clock;
+use crate::http::shapes::DispatcherState;
 use crate::model::{Event, MachineEvent};
 use crate::store::{RelayStore, ZoneRecord};
 use crate::zones::inventory::Inventory;
@@ -201,16 +202,6 @@ pub struct ZoneEvents {
 #[rtype(result = "DispatcherState")]
 pub struct GetDispatcherState {
     pub states: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DispatcherState {
-    pub zones: usize,
-    pub watcher_restarts: u64,
-    /// machine uuid → state name, when asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub states: Option<std::collections::BTreeMap<Uuid, String>>,
 }
 
 struct Slot {

@@ -16,6 +16,7 @@ pub mod master;
 pub mod relay_admin;
 pub mod relay_agent;
 pub mod server;
+pub mod shapes;
 #[cfg(target_os = "illumos")]
 pub mod zone_socket;
 

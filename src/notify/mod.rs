@@ -1,15 +1,18 @@
 //! Notifications: what we tell a contact, rendered for a human, and how it is
-//! delivered (SMTP via lettre, `.eml` files, later webhooks).
+//! delivered (SMTP via lettre, `.eml` files, webhooks).
 //!
 //! This module owns the text of every email and the delivery transports. It
 //! does not decide *whether* to notify (that is the alarm actor's job) and does
 //! not keep the outbox (that is the store's).
 
 pub mod email;
+mod eml;
 #[cfg(test)]
 pub(crate) mod fake_webhook;
 pub mod limit;
+pub mod smtp;
 pub mod transport;
+pub mod webhook;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
