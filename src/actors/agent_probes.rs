@@ -249,6 +249,8 @@ mod tests {
         /// gate lets it through.
         took_list: Arc<tokio::sync::Notify>,
         gate: Arc<tokio::sync::Semaphore>,
+        /// Answers every request 503 (a master that is down).
+        down: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Default for FakeMaster {
@@ -267,6 +269,7 @@ mod tests {
                 gets: Default::default(),
                 took_list: Default::default(),
                 gate: Arc::new(tokio::sync::Semaphore::new(permits)),
+                down: Default::default(),
             }
         }
 
@@ -286,6 +289,9 @@ mod tests {
                         web::get().to(move || {
                             let me = get.clone();
                             async move {
+                                if me.down.load(Ordering::SeqCst) {
+                                    return HttpResponse::ServiceUnavailable().finish();
+                                }
                                 me.gets.fetch_add(1, Ordering::SeqCst);
                                 let list = me.list.lock().unwrap().clone();
                                 me.took_list.notify_one();
@@ -301,6 +307,9 @@ mod tests {
                         web::head().to(move || {
                             let me = head.clone();
                             async move {
+                                if me.down.load(Ordering::SeqCst) {
+                                    return HttpResponse::ServiceUnavailable().finish();
+                                }
                                 me.heads.fetch_add(1, Ordering::SeqCst);
                                 let list = me.list.lock().unwrap().clone();
                                 HttpResponse::Ok()
@@ -333,7 +342,7 @@ mod tests {
         let master = FakeMaster::default();
         let one = r#"[{"uuid":"00000000-0000-0000-0000-000000000001"}]"#;
         master.set(one);
-        let (url, server) = master.start();
+        let (url, _server) = master.start();
         let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
 
         let first = cache.send(GetAgentProbes).await.unwrap().unwrap();
@@ -353,8 +362,10 @@ mod tests {
         assert_eq!(second.body, two.as_bytes());
         assert_eq!(master.counts(), (2, 2), "md5 changed: HEAD then GET");
 
-        // The master goes away: the refresh says so, the cached list stays.
-        server.stop(false).await;
+        // The master fails: the refresh says so, the cached list stays. (A
+        // stopped server would race: a kept-alive connection may still be
+        // answered while it closes.)
+        master.down.store(true, Ordering::SeqCst);
         let failed = cache.send(RefreshAgentProbes).await.unwrap();
         assert!(failed.is_err(), "{failed:?}");
         assert_eq!(cache.send(GetAgentProbes).await.unwrap().unwrap(), second);

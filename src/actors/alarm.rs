@@ -843,7 +843,6 @@ mod tests {
     #[actix_rt::test]
     async fn a_fault_open_after_its_hold_is_notified_once_and_its_clear_too() {
         tokio::time::pause();
-        testkit::tick();
         let store = Store::in_memory().unwrap();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();
@@ -872,7 +871,6 @@ mod tests {
     #[actix_rt::test]
     async fn contact_attributes_are_notified_and_a_webhook_gets_the_alarm_as_saved() {
         tokio::time::pause();
-        testkit::tick();
         let store = Store::in_memory().unwrap();
         let attributes = [
             ("pagerdutyemail".to_string(), "pd@example.com".to_string()),
@@ -918,7 +916,6 @@ mod tests {
     #[actix_rt::test]
     async fn a_reboot_inside_the_hold_tells_nobody() {
         tokio::time::pause();
-        testkit::tick();
         let store = Store::in_memory().unwrap();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();

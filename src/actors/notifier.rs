@@ -545,7 +545,6 @@ mod tests {
     #[actix_rt::test]
     async fn beyond_its_rate_limit_a_contact_gets_the_rest_in_one_digest() {
         tokio::time::pause();
-        crate::actors::testkit::tick();
         let mail = tempfile::tempdir().unwrap();
         let env = Arc::new(NotifierEnv {
             clock: Clock::tokio(crate::actors::testkit::START_MS),

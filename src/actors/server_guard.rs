@@ -411,11 +411,11 @@ mod tests {
     //! still open then is notified. Notifications are read from the outbox
     //! (no notifier pool runs).
     //!
-    //! Paused time runs ahead while the store thread works (see
-    //! [`testkit::tick`]), so "not before" is checked on the times the guard
-    //! stamped (an incident's `opened`, `returned`, an outbox row's
-    //! `created`), and the only precise waits are plain sleeps with no store
-    //! call between the events they separate.
+    //! Paused time stands still while the store thread works (in unit
+    //! tests the store's answers are awaited on a blocking task, which stops
+    //! tokio's auto-advance); "not before" is still checked on the times the
+    //! guard stamped (an incident's `opened`, `returned`, an outbox row's
+    //! `created`).
 
     use std::sync::RwLock;
 
@@ -601,7 +601,6 @@ mod tests {
     async fn a_machine_still_down_a_hold_after_its_server_returned_gets_its_alarm_after_the_summary() {
         use NotificationKind::{Fault, ServerBack, ServerDown};
         tokio::time::pause();
-        testkit::tick();
         let rig = Rig::start().await;
         rig.relay(ServerEventKind::Started).await;
         rig.relay(ServerEventKind::ShuttingDown).await;
@@ -651,7 +650,6 @@ mod tests {
     async fn a_machine_back_before_the_incident_settles_gets_no_alarm() {
         use NotificationKind::{ServerBack, ServerDown};
         tokio::time::pause();
-        testkit::tick();
         let rig = Rig::start().await;
         rig.relay(ServerEventKind::Started).await;
         rig.relay(ServerEventKind::ShuttingDown).await;
@@ -670,7 +668,6 @@ mod tests {
     #[actix_rt::test]
     async fn a_server_back_within_the_hold_tells_nobody() {
         tokio::time::pause();
-        testkit::tick();
         let rig = Rig::start().await;
         rig.relay(ServerEventKind::Started).await;
         rig.machine(1, false).await;
@@ -688,7 +685,6 @@ mod tests {
     #[actix_rt::test]
     async fn a_relay_silent_past_the_heartbeat_timeout_is_announced_a_hold_later() {
         tokio::time::pause();
-        testkit::tick();
         let rig = Rig::start_with(settings(HEARTBEAT_TIMEOUT)).await;
         let heard = rig.clock.now_ms();
         rig.relay(ServerEventKind::Heartbeat).await;

@@ -89,15 +89,3 @@ where
     }
     panic!("never happened: {what}");
 }
-
-/// Paused time jumps to the next timer whenever the runtime waits, also
-/// for the store thread's answers: a ticker keeps those jumps to 10 ms, so
-/// a wait never runs through a hold or an idle timer.
-pub fn tick() {
-    actix_rt::spawn(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            tick.tick().await;
-        }
-    });
-}
