@@ -14,6 +14,9 @@ use crate::harness::{tail_of, wait_until, Amon, AmonConfig, Api, ExecZones, Mode
 
 const OPERATOR_TOKEN: &str = "operator-token-0123456789";
 const RELAY_TOKEN: &str = "relay-token-0123456789abc";
+const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
+/// Bob's account, which `BOB_TOKEN` may act for.
+const BOB: &str = "b0b00000-0000-4000-8000-00000000000b";
 
 /// What `Server` says.
 const SERVER: &str = concat!("amon/", env!("CARGO_PKG_VERSION"));
@@ -45,7 +48,8 @@ impl Pair {
             &format!(
                 "[auth]\nopen = false\n\n\
                  [[auth.tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\nrole = \"operator\"\n\n\
-                 [[auth.tokens]]\ntoken = \"{RELAY_TOKEN}\"\nrole = \"relay\"\n"
+                 [[auth.tokens]]\ntoken = \"{RELAY_TOKEN}\"\nrole = \"relay\"\n\n\
+                 [[auth.tokens]]\ntoken = \"{BOB_TOKEN}\"\nrole = \"account:{BOB}\"\n"
             ),
         );
         std::fs::write(path("master.toml"), text).expect("write master.toml");
@@ -455,4 +459,76 @@ fn syncprobes_on_the_relay_serves_a_new_probe_to_its_agents_before_the_next_poll
         error["message"].as_str().is_some_and(|m| m.contains("reboot")),
         "{error}"
     );
+}
+
+/// Tenancy with the tokens Triton's cloudapi would hold for an account
+/// (issue #11, acceptance 2): bob's own token cannot put a probe on alice's
+/// machine nor on a compute node, and is told nothing about either; his own
+/// machine works.
+#[test]
+fn an_account_token_cannot_watch_another_accounts_machine_or_a_compute_node() {
+    let pair = Pair::start();
+    let alice = pair.expect(
+        200,
+        "POST",
+        "/accounts",
+        Some(&json!({ "login": "alice", "email": "alice@example.com" })),
+    );
+    pair.expect(
+        200,
+        "POST",
+        "/accounts",
+        Some(&json!({ "login": "bob", "email": "bob@example.com", "uuid": BOB })),
+    );
+    let (server, web, db) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    pair.expect(
+        204,
+        "PUT",
+        &format!("/servers/{server}/machines"),
+        Some(&json!([
+            { "uuid": web, "alias": "web0", "owner": alice["uuid"] },
+            { "uuid": db, "alias": "db0", "owner": BOB },
+        ])),
+    );
+    let bearer = format!("Bearer {BOB_TOKEN}");
+    let as_bob = |method: &str, path: &str, body: Option<Value>| {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        raw(
+            pair.master.api().addr,
+            method,
+            path,
+            &[("Authorization", &bearer)],
+            body.as_bytes(),
+        )
+    };
+    let probe_on = |machine: Uuid| json!({ "type": "machine-up", "machine": machine, "name": "up" });
+
+    for (what, machine) in [("alice's machine", web), ("the compute node", server)] {
+        let refused = as_bob("POST", "/pub/bob/probes", Some(probe_on(machine)));
+        assert_eq!(refused.status, 422, "bob's probe on {what}: {:?}", refused.json());
+        assert_eq!(field_named(&refused.json()), vec!["machine"], "{what}");
+        let text = refused.json().to_string();
+        assert!(
+            !text.contains("alice") && !text.contains(alice["uuid"].as_str().unwrap()),
+            "{text}"
+        );
+    }
+    let mine = as_bob("GET", "/pub/bob/machines", None);
+    assert_eq!(mine.status, 200);
+    let listed: Vec<String> = mine
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["uuid"].as_str().map(String::from))
+        .collect();
+    assert_eq!(listed, vec![db.to_string()], "bob sees only his machine");
+    let own = as_bob("POST", "/pub/bob/probes", Some(probe_on(db)));
+    assert_eq!(own.status, 200, "{:?}", own.json());
+    // Nor may his token report machines (a relay's job) or read alice's.
+    assert_eq!(
+        as_bob("PUT", &format!("/servers/{server}/machines"), Some(json!([]))).status,
+        403
+    );
+    assert_eq!(as_bob("GET", "/pub/alice/machines", None).status, 403);
 }
