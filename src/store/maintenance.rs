@@ -80,6 +80,6 @@ impl Store {
     }
 }
 
-fn window_owner(user: Option<Uuid>) -> String {
+pub(super) fn window_owner(user: Option<Uuid>) -> String {
     user.map(|u| u.to_string()).unwrap_or_else(|| "operator".into())
 }

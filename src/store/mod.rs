@@ -21,6 +21,8 @@ mod outbox;
 mod probes;
 mod relay;
 mod schema;
+#[cfg(test)]
+mod schema_fixtures;
 mod servers;
 
 use std::path::Path;
@@ -281,9 +283,10 @@ mod tests {
         (dir, path)
     }
 
-    fn user_version(path: &Path) -> i64 {
+    pub(super) fn user_version(path: &Path) -> usize {
         let conn = Connection::open(path).unwrap();
-        conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap()
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap() as usize
     }
 
     #[actix_rt::test]
@@ -318,6 +321,6 @@ mod tests {
             "the webhook delivery that kept failing is still pending"
         );
         drop(store);
-        assert_eq!(user_version(&path), MASTER_SCHEMA_VERSION as i64);
+        assert_eq!(user_version(&path), MASTER_SCHEMA_VERSION);
     }
 }
