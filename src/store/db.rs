@@ -362,7 +362,7 @@ fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
     }
 }
 
-fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (index, sql) in migrations.iter().enumerate().skip(current) {
         let version = index + 1;

@@ -103,6 +103,19 @@ impl Store {
         .await
     }
 
+    /// How many events of each type (`machine`, `probe`, `server`) are
+    /// stored (for `amon_events_stored`), from the counts `commit_events`
+    /// keeps, not by counting the events. Whatever deletes events lowers
+    /// these counts in the same commit (`gc_events` does).
+    pub async fn events_stored_by_type(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     /// The last event a monitor applied (`None`: none recorded).
     pub async fn monitor_mark(&self, monitor: MonitorKey) -> Result<Option<i64>, StoreError> {
         self.call(move |conn| {
@@ -164,5 +177,176 @@ pub(super) fn event_type(event: &Event) -> &'static str {
         Event::Machine(_) => "machine",
         Event::Probe(_) => "probe",
         Event::Server(_) => "server",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use uuid::Uuid;
+
+    use super::super::tests::{machine_event, probe_event, server_event};
+    use super::super::{schema, Db};
+    use super::*;
+    use crate::model::MonitorKey;
+
+    fn counts(machine: u64, probe: u64, server: u64) -> Vec<(String, u64)> {
+        vec![
+            ("machine".to_owned(), machine),
+            ("probe".to_owned(), probe),
+            ("server".to_owned(), server),
+        ]
+    }
+    #[test]
+    fn an_events_type_is_the_type_its_json_says() {
+        for event in [
+            machine_event(Uuid::nil()),
+            probe_event(Uuid::nil()),
+            server_event(Uuid::nil()),
+        ] {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["type"], event_type(&event), "{json}");
+        }
+    }
+
+    #[actix_rt::test]
+    async fn stored_events_are_counted_by_type_and_second_copies_are_not() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(0, 0, 0));
+        let machines: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let mut batch: Vec<Event> = machines.iter().map(|m| machine_event(*m)).collect();
+        batch.push(server_event(Uuid::new_v4()));
+        store.commit_events(batch, 1, |c| c).await.unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
+
+        let again = vec![
+            machine_event(machines[0]),
+            probe_event(Uuid::new_v4()),
+            machine_event(Uuid::new_v4()),
+        ];
+        store.commit_events(again, 2, |c| c).await.unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(4, 1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn event_counts_are_backfilled_from_events_stored_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.sqlite");
+        {
+            // A database as schema version 6 left it.
+            drop(Db::open(&path, &schema::MASTER[..6]).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            for event in [
+                machine_event(Uuid::new_v4()),
+                machine_event(Uuid::new_v4()),
+                server_event(Uuid::new_v4()),
+            ] {
+                conn.execute(
+                    "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        event.uuid().as_bytes(),
+                        event.time(),
+                        1,
+                        serde_json::to_string(&event).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(2, 0, 1));
+        store
+            .commit_events(vec![machine_event(Uuid::new_v4())], 2, |c| c)
+            .await
+            .unwrap();
+        assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
+    }
+
+    #[actix_rt::test]
+    async fn a_second_copy_of_an_event_uuid_is_dropped() {
+        let store = Store::in_memory().unwrap();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let first = store.commit_events(vec![machine_event(a)], 1, |c| c).await.unwrap();
+        assert_eq!(first.fresh.len(), 1);
+        let second = store
+            .commit_events(vec![machine_event(a), machine_event(b)], 2, |c| c)
+            .await
+            .unwrap();
+        assert_eq!(second.fresh.iter().map(|(_, e)| e.uuid()).collect::<Vec<_>>(), vec![b]);
+        assert!(second.fresh[0].0 > first.fresh[0].0, "sequence numbers grow");
+        let third = store.commit_events(vec![machine_event(b)], 3, |c| c).await.unwrap();
+        assert!(third.fresh.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn events_after_the_route_mark_are_replayed_in_order() {
+        let store = Store::in_memory().unwrap();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let committed = store
+            .commit_events(vec![machine_event(b), machine_event(a), machine_event(c)], 1, |c| c)
+            .await
+            .unwrap();
+        assert_eq!(store.route_mark().await.unwrap(), 0);
+        let after: Vec<Uuid> = store
+            .events_after(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.uuid())
+            .collect();
+        assert_eq!(after, vec![b, a, c], "arrival order");
+        store.set_route_mark(committed.fresh[1].0).await.unwrap();
+        let mark = store.route_mark().await.unwrap();
+        let after: Vec<Uuid> = store
+            .events_after(mark)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.uuid())
+            .collect();
+        assert_eq!(after, vec![c]);
+        store.set_route_mark(0).await.unwrap();
+        assert_eq!(store.route_mark().await.unwrap(), mark, "the mark never goes back");
+    }
+
+    #[actix_rt::test]
+    async fn callbacks_see_commits_in_sequence_order() {
+        let store = Store::in_memory().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let commits = (0..50).map(|_| {
+            let seen = seen.clone();
+            let store = store.clone();
+            async move {
+                store
+                    .commit_events(
+                        vec![machine_event(Uuid::new_v4()), machine_event(Uuid::new_v4())],
+                        1,
+                        move |c| seen.lock().unwrap().extend(c.fresh.iter().map(|(seq, _)| *seq)),
+                    )
+                    .await
+                    .unwrap()
+            }
+        });
+        futures_util::future::join_all(commits).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 100);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_monitor_mark_is_written_with_its_alarm_and_never_goes_back() {
+        let store = Store::in_memory().unwrap();
+        let key = MonitorKey::Probe {
+            user: Uuid::new_v4(),
+            probe: Uuid::new_v4(),
+        };
+        assert_eq!(store.monitor_mark(key).await.unwrap(), None);
+        let alarm = crate::rules::new_alarm(key, 1, 0);
+        store.save_alarm(alarm.clone(), Vec::new(), 0, Some(7)).await.unwrap();
+        assert_eq!(store.monitor_mark(key).await.unwrap(), Some(7));
+        store.save_alarm(alarm.clone(), Vec::new(), 0, Some(5)).await.unwrap();
+        store.save_alarm(alarm, Vec::new(), 0, None).await.unwrap();
+        assert_eq!(store.monitor_mark(key).await.unwrap(), Some(7));
     }
 }
