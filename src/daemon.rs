@@ -8,7 +8,7 @@
 //! │   ├── notifier pool ── notifiers (one per worker)
 //! │   ├── maintenance keeper
 //! │   ├── server guard (flood guard)
-//! │   ├── event router ── alarm actors (one per monitor)
+//! │   ├── event router ── alarm shards (one per core) ── alarm actors (one per monitor)
 //! │   ├── janitor                 (deletes what is past its retention)
 //! │   └── master http
 //! └── relay                       (relay, standalone)

@@ -1,8 +1,8 @@
 //! What the paused-time tests of the alarm actor, the shard and the flood
 //! guard share (and the flood guard's unit tests, its probes): an
 //! alarm environment on an in-memory store, a machine-up probe, its probe
-//! events, the ticker that keeps paused time from leaping, and a wait
-//! for a condition.
+//! events, and a wait for a condition. (Paused time stands still while the
+//! store works: see `answer` in `src/store/db.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;

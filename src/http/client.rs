@@ -159,7 +159,6 @@ impl MasterClient {
     }
 }
 
-/// A non-success status: 5xx is worth retrying, anything else is not.
 /// Sorts a refusal: 5xx, and the refusals a fix elsewhere will lift —
 /// 401/403 (our token is missing or wrong: an operator will fix the config),
 /// 408, 429 — are worth retrying; any other 4xx is about these bytes.
