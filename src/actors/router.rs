@@ -161,6 +161,10 @@ pub struct EventRouter {
     backlog: Arc<Backlog>,
     /// The highest sequence number handed to the shards.
     routed_upto: i64,
+    /// The highest sequence number whose owners were learnt: a batch
+    /// routed again is not learnt from again, since an inventory report
+    /// since then may have replaced what it said.
+    owners_upto: i64,
     /// Batches not yet past the watermark (`crate::progress`).
     progress: Progress,
     /// The watermark as stored (or being stored), and one waiting to be.
@@ -220,6 +224,7 @@ impl EventRouter {
             shards,
             backlog,
             routed_upto: 0,
+            owners_upto: 0,
             progress: Progress::default(),
             mark: 0,
             writing_mark: false,
@@ -243,16 +248,21 @@ impl EventRouter {
     /// relay reports its inventory every little while; an event can be
     /// first). What changed is recorded in the inventory.
     fn learn_owners(&mut self, events: &[(i64, Event)], ctx: &mut Context<Self>) {
+        let upto = self.owners_upto;
+        if let Some((last, _)) = events.last() {
+            self.owners_upto = upto.max(*last);
+        }
+        let events: Vec<&Event> = events.iter().filter(|(seq, _)| *seq > upto).map(|(_, e)| e).collect();
         if !events
             .iter()
-            .any(|(_, e)| matches!(e, Event::Machine(m) if m.owner.is_some()))
+            .any(|e| matches!(e, Event::Machine(m) if m.owner.is_some()))
         {
             return;
         }
         let mut learned = Vec::new();
         {
             let mut catalog = self.catalog_mut();
-            for (_, event) in events {
+            for event in events {
                 if let Event::Machine(m) = event {
                     if catalog.learn_owner(m) {
                         learned.push((m.machine, m.server, m.owner.unwrap_or_default(), m.alias.clone()));
@@ -1319,5 +1329,61 @@ mod tests {
         assert_eq!(counts(&store, &a).await, [(5, false)]);
         assert!(master.backlog.is_empty());
         assert!(master.backlog.try_reserve(8));
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_routed_again_does_not_bring_back_an_owner_the_inventory_has_replaced() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
+        let root = testkit::account("root", true);
+        let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
+        let on = |user: uuid::Uuid| testkit::machine_probe(user, Some(web0), &["email"], None);
+        let alices = in_shard(0, 2, || on(alice.uuid));
+        let bobs = in_shard(0, 2, || on(bob.uuid));
+        let roots = in_shard(1, 2, || on(root.uuid));
+        define(&store, &[&alice, &bob, &root], &[], &[&alices, &bobs, &roots]).await;
+        let master = Master::new(&store, 2, 1000);
+        master.start_shard(0);
+        let router = master.start_router();
+        master.ready().await;
+
+        // An event naming Alice as web0's owner; the operator's shard is
+        // down, so its batch will be routed again.
+        assert_eq!(
+            master.post(vec![machine(web0, server, false, Some(alice.uuid))]).await,
+            [1]
+        );
+        until("Alice's monitor applies it", || async {
+            mark_of(&store, &alices).await == Some(1)
+        })
+        .await;
+        // Then the relay reports web0 as Bob's.
+        let changes = store
+            .replace_server_machines(server, vec![owned(web0, bob.uuid)], testkit::START_MS)
+            .await
+            .unwrap();
+        router.send(OwnersChanged(changes)).await.unwrap();
+
+        master.start_shard(1);
+        master.applied_upto(1).await;
+        let owner = store.inventory_machine(web0).await.unwrap().and_then(|m| m.owner);
+        assert_eq!(owner, Some(bob.uuid), "the older event's owner is not recorded again");
+        let watching: Vec<uuid::Uuid> = router
+            .send(ProbesOn(vec![web0]))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.probe.user)
+            .collect();
+        assert!(!watching.contains(&alice.uuid), "{watching:?}");
+        assert_eq!(master.post(vec![machine(web0, server, false, None)]).await, [2]);
+        master.applied_upto(2).await;
+        assert_eq!(
+            counts(&store, &alices).await,
+            [(1, false)],
+            "web0 is none of Alice's now"
+        );
+        assert_eq!(mark_of(&store, &bobs).await, Some(2));
     }
 }
