@@ -161,6 +161,10 @@ pub struct EventRouter {
     backlog: Arc<Backlog>,
     /// The highest sequence number handed to the shards.
     routed_upto: i64,
+    /// The highest sequence number whose owners were learnt: a batch
+    /// routed again is not learnt from again, since an inventory report
+    /// since then may have replaced what it said.
+    owners_upto: i64,
     /// Batches not yet past the watermark (`crate::progress`).
     progress: Progress,
     /// The watermark as stored (or being stored), and one waiting to be.
@@ -220,6 +224,7 @@ impl EventRouter {
             shards,
             backlog,
             routed_upto: 0,
+            owners_upto: 0,
             progress: Progress::default(),
             mark: 0,
             writing_mark: false,
@@ -243,16 +248,21 @@ impl EventRouter {
     /// relay reports its inventory every little while; an event can be
     /// first). What changed is recorded in the inventory.
     fn learn_owners(&mut self, events: &[(i64, Event)], ctx: &mut Context<Self>) {
+        let upto = self.owners_upto;
+        if let Some((last, _)) = events.last() {
+            self.owners_upto = upto.max(*last);
+        }
+        let events: Vec<&Event> = events.iter().filter(|(seq, _)| *seq > upto).map(|(_, e)| e).collect();
         if !events
             .iter()
-            .any(|(_, e)| matches!(e, Event::Machine(m) if m.owner.is_some()))
+            .any(|e| matches!(e, Event::Machine(m) if m.owner.is_some()))
         {
             return;
         }
         let mut learned = Vec::new();
         {
             let mut catalog = self.catalog_mut();
-            for (_, event) in events {
+            for event in events {
                 if let Event::Machine(m) = event {
                     if catalog.learn_owner(m) {
                         learned.push((m.machine, m.server, m.owner.unwrap_or_default(), m.alias.clone()));
@@ -698,7 +708,18 @@ impl Handler<Stop> for EventRouter {
 
 #[cfg(test)]
 mod tests {
+    //! The backlog and the hostnames on their own; then the router in
+    //! paused time with real alarm shards and actors on an in-memory store,
+    //! fed as `POST /events` feeds it and checked through the store:
+    //! alarms, the outbox, the watermark and the monitors' marks.
+
+    use std::time::Duration;
+
     use super::*;
+    use crate::actors::testkit::{self, until};
+    use crate::model::{Alarm, MachineReport, ServerEvent, ServerEventKind};
+    use crate::notify::{ContactAddress, NotificationKind};
+    use crate::store::Store;
 
     #[test]
     fn the_backlog_refuses_beyond_its_limit_but_never_an_empty_one() {
@@ -754,5 +775,615 @@ mod tests {
             Some("cn-7b"),
             "renamed"
         );
+    }
+
+    const HOLD: Duration = Duration::from_secs(600);
+    const IDLE: Duration = Duration::from_secs(3600);
+
+    /// The master's routing half, wired as `daemon.rs` wires it (shards as
+    /// `Named`, one catalog, one backlog) but without supervisors, and with
+    /// every actor on the test's arbiter: a paused clock belongs to one
+    /// runtime.
+    struct Master {
+        store: Store,
+        env: Arc<AlarmEnv>,
+        catalog: SharedCatalog,
+        shards: Vec<Named<AlarmShard>>,
+        backlog: Arc<Backlog>,
+        router: Named<EventRouter>,
+    }
+
+    impl Master {
+        fn new(store: &Store, shards: usize, backlog: usize) -> Master {
+            Master {
+                store: store.clone(),
+                env: testkit::env(store, HOLD, IDLE),
+                catalog: SharedCatalog::default(),
+                shards: (0..shards).map(|_| Named::new()).collect(),
+                backlog: Arc::new(Backlog::new(backlog)),
+                router: Named::new(),
+            }
+        }
+
+        fn start_shard(&self, index: usize) -> Addr<AlarmShard> {
+            let addr = AlarmShard::new(index, self.env.clone(), self.catalog.clone(), Lifeline::detached()).start();
+            self.shards[index].set(addr.clone());
+            addr
+        }
+
+        fn start_router(&self) -> Addr<EventRouter> {
+            let addr = EventRouter::new(
+                self.env.clone(),
+                self.catalog.clone(),
+                self.shards.clone(),
+                self.backlog.clone(),
+                Lifeline::detached(),
+            )
+            .start();
+            self.router.set(addr.clone());
+            addr
+        }
+
+        /// Waits until the router has loaded (and routed its replay):
+        /// what is committed after that is routed as it comes.
+        async fn ready(&self) {
+            let router = self.router.get().expect("the router runs");
+            router.send(ProbesOn(Vec::new())).await.unwrap();
+        }
+
+        /// What `POST /events` does with events it admitted (a copy of its
+        /// last steps, which live in the HTTP handler): room in the backlog,
+        /// the commit, and the new events handed to the router by the store
+        /// thread. Answers their sequence numbers.
+        async fn post(&self, events: Vec<Event>) -> Vec<i64> {
+            let count = events.len();
+            assert!(
+                self.backlog.try_reserve(count),
+                "the backlog has room for {count} events"
+            );
+            let (router, backlog) = (self.router.clone(), self.backlog.clone());
+            self.store
+                .commit_events(events, testkit::START_MS, move |committed| {
+                    backlog.release(count - committed.fresh.len());
+                    let seqs = committed.fresh.iter().map(|(seq, _)| *seq).collect();
+                    if let Some(router) = router.get().filter(|_| !committed.fresh.is_empty()) {
+                        router.do_send(RouteEvents(committed.fresh));
+                    }
+                    seqs
+                })
+                .await
+                .unwrap()
+        }
+
+        /// Waits until the watermark is `seq`.
+        async fn applied_upto(&self, seq: i64) {
+            until(&format!("the watermark reaches {seq}"), || async {
+                self.store.route_mark().await.unwrap() == seq
+            })
+            .await;
+        }
+    }
+
+    /// Gives the actors time (paused) and store round trips to write what
+    /// they were about to write.
+    async fn settle(store: &Store) {
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            store.route_mark().await.unwrap();
+        }
+    }
+
+    /// Makes probes until one's monitor falls in `shard` (of `shards`).
+    fn in_shard(shard: usize, shards: usize, make: impl Fn() -> Arc<Probe>) -> Arc<Probe> {
+        std::iter::repeat_with(make)
+            .find(|p| shard_of(MonitorKey::of(p), shards) == shard)
+            .unwrap()
+    }
+
+    /// A group of `user` whose monitor falls in `shard` (of `shards`).
+    fn group_in_shard(user: uuid::Uuid, shard: usize, shards: usize) -> ProbeGroup {
+        std::iter::repeat_with(|| testkit::group(user))
+            .find(|g| shard_of(MonitorKey::ProbeGroup { user, group: g.uuid }, shards) == shard)
+            .unwrap()
+    }
+
+    async fn define(store: &Store, accounts: &[&Account], groups: &[&ProbeGroup], probes: &[&Arc<Probe>]) {
+        for account in accounts {
+            store
+                .create_account((*account).clone(), testkit::START_MS)
+                .await
+                .unwrap();
+        }
+        for group in groups {
+            store.put_group((*group).clone()).await.unwrap();
+        }
+        for probe in probes {
+            store.put_probe((***probe).clone()).await.unwrap();
+        }
+    }
+
+    fn machine(machine: uuid::Uuid, server: uuid::Uuid, up: bool, owner: Option<uuid::Uuid>) -> Event {
+        Event::Machine(testkit::machine_event(machine, server, up, owner))
+    }
+
+    fn probe_event(probe: &Probe, clear: bool) -> Event {
+        Event::Probe(testkit::probe_event(probe, clear))
+    }
+
+    fn server_event(server: uuid::Uuid) -> Event {
+        Event::Server(ServerEvent {
+            v: 1,
+            uuid: uuid::Uuid::new_v4(),
+            time: testkit::START_MS,
+            relay: server,
+            server,
+            event: ServerEventKind::Heartbeat,
+            hostname: Some("cn-1".into()),
+        })
+    }
+
+    fn owned(machine: uuid::Uuid, owner: uuid::Uuid) -> MachineReport {
+        MachineReport {
+            uuid: machine,
+            alias: None,
+            owner: Some(owner),
+        }
+    }
+
+    /// The alarms of `probe`'s monitor, oldest first.
+    async fn alarms_of(store: &Store, probe: &Probe) -> Vec<Alarm> {
+        let key = MonitorKey::of(probe);
+        let mut alarms: Vec<Alarm> = store
+            .list_alarms(probe.user)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.monitor() == key)
+            .collect();
+        alarms.sort_by_key(|a| a.id);
+        alarms
+    }
+
+    /// Each alarm of `probe`'s monitor, oldest first: how many events it
+    /// counted, and whether it is closed.
+    async fn counts(store: &Store, probe: &Probe) -> Vec<(u64, bool)> {
+        alarms_of(store, probe)
+            .await
+            .iter()
+            .map(|a| (a.num_events, a.closed))
+            .collect()
+    }
+
+    async fn mark_of(store: &Store, probe: &Probe) -> Option<i64> {
+        store.monitor_mark(MonitorKey::of(probe)).await.unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_machine_event_reaches_every_monitor_watching_the_machine_and_nobody_else() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
+        let [web0, web1, bobs, server] = [(); 4].map(|_| uuid::Uuid::new_v4());
+        let reports = vec![owned(web0, alice.uuid), owned(web1, alice.uuid), owned(bobs, bob.uuid)];
+        store
+            .replace_server_machines(server, reports, testkit::START_MS)
+            .await
+            .unwrap();
+        // Two monitors on web0, one in each shard: a group and a lone probe.
+        let web = group_in_shard(alice.uuid, 0, 2);
+        let grouped = testkit::machine_probe(alice.uuid, Some(web0), &["email"], Some(web.uuid));
+        let alone = in_shard(1, 2, || {
+            testkit::machine_probe(alice.uuid, Some(web0), &["email"], None)
+        });
+        let elsewhere = testkit::machine_probe(alice.uuid, Some(web1), &["email"], None);
+        let bobs = testkit::machine_probe(bob.uuid, Some(bobs), &["email"], None);
+        let agent = testkit::probe(alice.uuid);
+        let unknown = testkit::probe(alice.uuid);
+        define(
+            &store,
+            &[&alice, &bob],
+            &[&web],
+            &[&grouped, &alone, &elsewhere, &bobs, &agent],
+        )
+        .await;
+        let master = Master::new(&store, 2, 1000);
+        master.start_shard(0);
+        master.start_shard(1);
+        master.start_router();
+        master.ready().await;
+
+        assert_eq!(master.post(vec![machine(web0, server, false, None)]).await, [1]);
+        assert_eq!(master.post(vec![probe_event(&agent, false)]).await, [2]);
+        assert_eq!(master.post(vec![probe_event(&unknown, false)]).await, [3]);
+        // The event for a probe nobody knows is dropped, and the watermark
+        // moves past it all the same.
+        master.applied_upto(3).await;
+
+        for (probe, seq) in [(&grouped, 1), (&alone, 1), (&agent, 2)] {
+            assert_eq!(counts(&store, probe).await, [(1, false)], "{probe:?}");
+            assert_eq!(mark_of(&store, probe).await, Some(seq));
+        }
+        assert_eq!(store.list_alarms(alice.uuid).await.unwrap().len(), 3, "nobody else");
+        assert_eq!(store.list_alarms(bob.uuid).await.unwrap(), []);
+        for probe in [&elsewhere, &bobs, &unknown] {
+            assert_eq!(mark_of(&store, probe).await, None, "{probe:?}");
+        }
+        assert!(master.backlog.is_empty());
+
+        // After the hold, each monitor tells its contacts once; the group's
+        // fault is the group's.
+        tokio::time::sleep(HOLD).await;
+        until("the faults are notified", || async {
+            store.pending_deliveries().await.unwrap().len() >= 3
+        })
+        .await;
+        settle(&store).await;
+        let mut told: Vec<_> = store
+            .pending_deliveries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let n = p.notification;
+                assert_eq!(n.kind, NotificationKind::Fault);
+                assert_eq!(n.contact, ContactAddress::Email("alice@example.com".into()));
+                (n.probe.uuid, n.probe.group, n.machine.map(|m| m.uuid))
+            })
+            .collect();
+        told.sort();
+        let mut expected = vec![
+            (grouped.uuid, Some(web.uuid), Some(web0)),
+            (alone.uuid, None, Some(web0)),
+            (agent.uuid, None, None),
+        ];
+        expected.sort();
+        assert_eq!(told, expected);
+    }
+
+    #[actix_rt::test]
+    async fn the_watermark_moves_past_a_batch_only_once_every_earlier_one_is_applied() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let alice = testkit::account("alice", false);
+        let a = in_shard(0, 2, || testkit::probe(alice.uuid));
+        let b = in_shard(1, 2, || testkit::probe(alice.uuid));
+        define(&store, &[&alice], &[], &[&a, &b]).await;
+        let master = Master::new(&store, 2, 1000);
+        // a's shard is not running yet: what goes to a is not applied.
+        master.start_shard(1);
+        master.start_router();
+        master.ready().await;
+
+        assert_eq!(master.post(vec![probe_event(&b, false)]).await, [1]);
+        master.applied_upto(1).await;
+        assert_eq!(master.post(vec![probe_event(&a, false)]).await, [2]);
+        assert_eq!(master.post(vec![probe_event(&b, true)]).await, [3]);
+        // Concerns no monitor: applied as soon as it is routed.
+        assert_eq!(master.post(vec![server_event(uuid::Uuid::new_v4())]).await, [4]);
+        until("b applies its clear", || async { mark_of(&store, &b).await == Some(3) }).await;
+        until("batches 3 and 4 are done", || async { master.backlog.len() == 1 }).await;
+        settle(&store).await;
+        assert_eq!(store.route_mark().await.unwrap(), 1, "batch 2 holds the watermark");
+        assert_eq!(counts(&store, &b).await, [(2, true)]);
+        assert_eq!(counts(&store, &a).await, []);
+
+        master.start_shard(0);
+        master.applied_upto(4).await;
+        assert_eq!(counts(&store, &a).await, [(1, false)]);
+        assert_eq!(mark_of(&store, &a).await, Some(2));
+        assert_eq!(counts(&store, &b).await, [(2, true)]);
+        assert!(master.backlog.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_a_shard_missed_is_routed_again_until_applied_and_each_monitor_applies_it_once() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let alice = testkit::account("alice", false);
+        let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
+        store
+            .replace_server_machines(server, vec![owned(web0, alice.uuid)], testkit::START_MS)
+            .await
+            .unwrap();
+        let x = in_shard(0, 2, || {
+            testkit::machine_probe(alice.uuid, Some(web0), &["email"], None)
+        });
+        let y = in_shard(1, 2, || {
+            testkit::machine_probe(alice.uuid, Some(web0), &["email"], None)
+        });
+        define(&store, &[&alice], &[], &[&x, &y]).await;
+        let master = Master::new(&store, 2, 1000);
+        master.start_shard(0);
+        master.start_router();
+        master.ready().await;
+
+        // x applies its share; y's shard is down, so the batch fails, and
+        // fails again at each retry (after 1 s, then 2 s) while it stays
+        // down: x gets the batch each time and skips it.
+        assert_eq!(master.post(vec![machine(web0, server, false, None)]).await, [1]);
+        until("x applies its share", || async { mark_of(&store, &x).await == Some(1) }).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        settle(&store).await;
+        assert_eq!(store.route_mark().await.unwrap(), 0);
+        assert_eq!(master.backlog.len(), 1);
+        assert_eq!(counts(&store, &x).await, [(1, false)]);
+
+        // The next retry (4 s after the last) finds y's shard.
+        master.start_shard(1);
+        master.applied_upto(1).await;
+        assert_eq!(counts(&store, &y).await, [(1, false)]);
+        assert_eq!(counts(&store, &x).await, [(1, false)], "x applied it once");
+        assert!(master.backlog.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn events_committed_while_no_router_runs_are_applied_once_it_starts() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let alice = testkit::account("alice", false);
+        let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
+        store
+            .replace_server_machines(server, vec![owned(web0, alice.uuid)], testkit::START_MS)
+            .await
+            .unwrap();
+        let x = testkit::machine_probe(alice.uuid, Some(web0), &["email"], None);
+        let p = testkit::probe(alice.uuid);
+        define(&store, &[&alice], &[], &[&x, &p]).await;
+        let master = Master::new(&store, 1, 1000);
+        master.start_shard(0);
+
+        // The router is restarting: the store's callback finds none.
+        let first = master.post(vec![probe_event(&p, false), probe_event(&p, false)]).await;
+        let second = master.post(vec![machine(web0, server, false, None)]).await;
+        assert_eq!([first, second].concat(), [1, 2, 3]);
+        master.start_router();
+        // Committed while the new router loads: routed after its replay.
+        assert_eq!(master.post(vec![probe_event(&p, false)]).await, [4]);
+        master.applied_upto(4).await;
+        assert_eq!(counts(&store, &p).await, [(3, false)]);
+        assert_eq!(counts(&store, &x).await, [(1, false)]);
+
+        assert_eq!(master.post(vec![probe_event(&p, true)]).await, [5]);
+        master.applied_upto(5).await;
+        assert_eq!(counts(&store, &p).await, [(4, true)]);
+        assert!(master.backlog.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn a_new_router_replays_after_the_watermark_and_monitors_skip_what_they_applied() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let alice = testkit::account("alice", false);
+        let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
+        store
+            .replace_server_machines(server, vec![owned(web0, alice.uuid)], testkit::START_MS)
+            .await
+            .unwrap();
+        let x = in_shard(0, 2, || {
+            testkit::machine_probe(alice.uuid, Some(web0), &["email"], None)
+        });
+        let y = in_shard(1, 2, || {
+            testkit::machine_probe(alice.uuid, Some(web0), &["email"], None)
+        });
+        define(&store, &[&alice], &[], &[&x, &y]).await;
+
+        // x applies batches 1 and 2; y's shard is down, so batch 1 is not
+        // applied and the watermark stays before it.
+        let before = Master::new(&store, 2, 1000);
+        let shard = before.start_shard(0);
+        let router = before.start_router();
+        before.ready().await;
+        assert_eq!(before.post(vec![machine(web0, server, false, None)]).await, [1]);
+        assert_eq!(before.post(vec![probe_event(&x, false)]).await, [2]);
+        until("x applies both", || async { mark_of(&store, &x).await == Some(2) }).await;
+        assert_eq!(store.route_mark().await.unwrap(), 0);
+
+        // The master stops before the batch is routed again.
+        router.send(Stop).await.unwrap();
+        shard.send(Stop).await.unwrap();
+        until("the router and the shard are gone", || async {
+            !router.connected() && !shard.connected()
+        })
+        .await;
+
+        let after = Master::new(&store, 2, 1000);
+        after.start_shard(0);
+        after.start_shard(1);
+        after.start_router();
+        after.applied_upto(2).await;
+        assert_eq!(counts(&store, &x).await, [(2, false)], "x applied each once");
+        assert_eq!(counts(&store, &y).await, [(1, false)]);
+        assert_eq!(
+            (mark_of(&store, &x).await, mark_of(&store, &y).await),
+            (Some(2), Some(1))
+        );
+        assert!(after.backlog.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn an_accounts_probe_hears_of_a_machine_only_while_the_account_owns_it() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
+        let root = testkit::account("root", true);
+        let [web0, web1, server] = [(); 3].map(|_| uuid::Uuid::new_v4());
+        let on = |user: uuid::Uuid, machine| testkit::machine_probe(user, Some(machine), &["email"], None);
+        let (alices, bobs, roots) = (on(alice.uuid, web0), on(bob.uuid, web0), on(root.uuid, web0));
+        let alices1 = on(alice.uuid, web1);
+        define(&store, &[&alice, &bob, &root], &[], &[&alices, &bobs, &roots, &alices1]).await;
+        let master = Master::new(&store, 1, 1000);
+        master.start_shard(0);
+        let router = master.start_router();
+        master.ready().await;
+        let mut seq = 0;
+        let mut post = |events: Vec<Event>| {
+            seq += events.len() as i64;
+            let (master, upto) = (&master, seq);
+            async move {
+                master.post(events).await;
+                master.applied_upto(upto).await;
+            }
+        };
+        // Who the flood guard would tell about each machine.
+        let watching = |machine: uuid::Uuid| {
+            let router = router.clone();
+            async move {
+                let mut users: Vec<uuid::Uuid> = router
+                    .send(ProbesOn(vec![machine]))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.probe.user)
+                    .collect();
+                users.sort();
+                users
+            }
+        };
+        let sorted = |mut users: Vec<uuid::Uuid>| {
+            users.sort();
+            users
+        };
+
+        // Nobody reported the owners: only the operator hears.
+        post(vec![
+            machine(web0, server, false, None),
+            machine(web1, server, false, None),
+        ])
+        .await;
+        assert_eq!(counts(&store, &roots).await, [(1, false)]);
+        assert_eq!(store.list_alarms(alice.uuid).await.unwrap(), []);
+        assert_eq!(store.list_alarms(bob.uuid).await.unwrap(), []);
+        assert_eq!(watching(web0).await, [root.uuid]);
+        assert!(watching(web1).await.is_empty());
+
+        // An event that names web0's owner: Alice hears of it, this very
+        // event included, and the inventory learns it.
+        post(vec![machine(web0, server, false, Some(alice.uuid))]).await;
+        assert_eq!(counts(&store, &alices).await, [(1, false)]);
+        assert_eq!(counts(&store, &roots).await, [(2, false)]);
+        assert_eq!(watching(web0).await, sorted(vec![alice.uuid, root.uuid]));
+        until("the inventory has web0's owner", || async {
+            store.inventory_machine(web0).await.unwrap().and_then(|m| m.owner) == Some(alice.uuid)
+        })
+        .await;
+        post(vec![machine(web0, server, true, None)]).await;
+        assert_eq!(counts(&store, &alices).await, [(2, true)]);
+
+        // The relay's report: web0 is Bob's now, web1 Alice's.
+        let changes = store
+            .replace_server_machines(
+                server,
+                vec![owned(web0, bob.uuid), owned(web1, alice.uuid)],
+                testkit::START_MS,
+            )
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        router.send(OwnersChanged(changes)).await.unwrap();
+        assert_eq!(watching(web0).await, sorted(vec![bob.uuid, root.uuid]));
+        assert_eq!(watching(web1).await, [alice.uuid]);
+        post(vec![
+            machine(web0, server, false, None),
+            machine(web1, server, false, None),
+        ])
+        .await;
+        assert_eq!(counts(&store, &bobs).await, [(1, false)]);
+        assert_eq!(
+            counts(&store, &alices).await,
+            [(2, true)],
+            "Alice's old machine is none of hers"
+        );
+        assert_eq!(counts(&store, &alices1).await, [(1, false)]);
+        assert_eq!(counts(&store, &roots).await, [(3, true), (1, false)]);
+        assert!(master.backlog.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn the_backlog_holds_a_batch_until_it_is_applied_and_refuses_beyond_its_bound() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let alice = testkit::account("alice", false);
+        let a = in_shard(0, 2, || testkit::probe(alice.uuid));
+        let b = in_shard(1, 2, || testkit::probe(alice.uuid));
+        define(&store, &[&alice], &[], &[&a, &b]).await;
+        let master = Master::new(&store, 2, 8);
+        master.start_shard(1);
+        master.start_router();
+        master.ready().await;
+
+        // Five events for a, whose shard is not running: they wait.
+        master.post((0..5).map(|_| probe_event(&a, false)).collect()).await;
+        // Three for b fit beside them, and are released once applied.
+        master.post((0..3).map(|_| probe_event(&b, false)).collect()).await;
+        until("b's events are applied", || async {
+            mark_of(&store, &b).await == Some(8)
+        })
+        .await;
+        until("b's room is released", || async { master.backlog.len() == 5 }).await;
+        settle(&store).await;
+        assert_eq!(master.backlog.len(), 5, "a's events still wait");
+        assert!(!master.backlog.try_reserve(4), "a relay is told to come back later");
+
+        master.start_shard(0);
+        master.applied_upto(8).await;
+        assert_eq!(counts(&store, &a).await, [(5, false)]);
+        assert!(master.backlog.is_empty());
+        assert!(master.backlog.try_reserve(8));
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_routed_again_does_not_bring_back_an_owner_the_inventory_has_replaced() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
+        let root = testkit::account("root", true);
+        let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
+        let on = |user: uuid::Uuid| testkit::machine_probe(user, Some(web0), &["email"], None);
+        let alices = in_shard(0, 2, || on(alice.uuid));
+        let bobs = in_shard(0, 2, || on(bob.uuid));
+        let roots = in_shard(1, 2, || on(root.uuid));
+        define(&store, &[&alice, &bob, &root], &[], &[&alices, &bobs, &roots]).await;
+        let master = Master::new(&store, 2, 1000);
+        master.start_shard(0);
+        let router = master.start_router();
+        master.ready().await;
+
+        // An event naming Alice as web0's owner; the operator's shard is
+        // down, so its batch will be routed again.
+        assert_eq!(
+            master.post(vec![machine(web0, server, false, Some(alice.uuid))]).await,
+            [1]
+        );
+        until("Alice's monitor applies it", || async {
+            mark_of(&store, &alices).await == Some(1)
+        })
+        .await;
+        // Then the relay reports web0 as Bob's.
+        let changes = store
+            .replace_server_machines(server, vec![owned(web0, bob.uuid)], testkit::START_MS)
+            .await
+            .unwrap();
+        router.send(OwnersChanged(changes)).await.unwrap();
+
+        master.start_shard(1);
+        master.applied_upto(1).await;
+        let owner = store.inventory_machine(web0).await.unwrap().and_then(|m| m.owner);
+        assert_eq!(owner, Some(bob.uuid), "the older event's owner is not recorded again");
+        let watching: Vec<uuid::Uuid> = router
+            .send(ProbesOn(vec![web0]))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.probe.user)
+            .collect();
+        assert!(!watching.contains(&alice.uuid), "{watching:?}");
+        assert_eq!(master.post(vec![machine(web0, server, false, None)]).await, [2]);
+        master.applied_upto(2).await;
+        assert_eq!(
+            counts(&store, &alices).await,
+            [(1, false)],
+            "web0 is none of Alice's now"
+        );
+        assert_eq!(mark_of(&store, &bobs).await, Some(2));
     }
 }

@@ -13,7 +13,7 @@ use super::alarm::AlarmEnv;
 use super::maintenance::Maintenance;
 use super::supervisor::Named;
 use crate::clock::Clock;
-use crate::model::{Probe, ProbeEvent, ProbeEventData};
+use crate::model::{Account, MachineEvent, Probe, ProbeEvent, ProbeEventData, ProbeGroup};
 use crate::store::Store;
 
 /// Every event's time and the clock's start.
@@ -72,6 +72,50 @@ pub fn probe_event(probe: &Probe, clear: bool) -> ProbeEvent {
         agent: None,
         agent_alias: None,
         relay: None,
+    }
+}
+
+/// An account with no attributes; an `operator`'s probes may watch any
+/// machine.
+pub fn account(login: &str, operator: bool) -> Account {
+    Account {
+        uuid: Uuid::new_v4(),
+        login: login.into(),
+        email: format!("{login}@example.com"),
+        operator,
+        attributes: Default::default(),
+    }
+}
+
+/// An enabled probe group of `user`, mailing its account, with no hold or
+/// reminder of its own.
+pub fn group(user: Uuid) -> ProbeGroup {
+    ProbeGroup {
+        uuid: Uuid::new_v4(),
+        name: Some("web".into()),
+        user,
+        contacts: vec!["email".into()],
+        disabled: false,
+        hold: None,
+        renotify: None,
+    }
+}
+
+/// `machine` on `server` going down (or, with `up`, coming back), as its
+/// relay reports it, naming its owner if the relay knows it.
+pub fn machine_event(machine: Uuid, server: Uuid, up: bool, owner: Option<Uuid>) -> MachineEvent {
+    MachineEvent {
+        v: 1,
+        uuid: Uuid::new_v4(),
+        time: START_MS,
+        relay: server,
+        machine,
+        alias: Some("web0".into()),
+        owner,
+        server,
+        old_state: Some(if up { "stopped" } else { "running" }.into()),
+        new_state: if up { "running" } else { "stopped" }.into(),
+        up,
     }
 }
 
