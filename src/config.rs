@@ -159,6 +159,7 @@ struct RawEmail {
     password: Option<Secret>,
     #[serde(default)]
     password_file: Option<String>,
+    timeout: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +337,9 @@ pub struct NotifySettings {
     /// The SMTP login (`notify.email.username` with `password` or
     /// `password_file`); `None`: no AUTH. Its `Debug` hides the password.
     pub smtp_credentials: Option<SmtpCredentials>,
+    /// How long one message's whole SMTP exchange may take (connecting
+    /// included); a server slower than this gets the message again later.
+    pub smtp_timeout: Duration,
     pub from: String,
 }
 
@@ -407,6 +411,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.max_age", "24h".into()),
         ("notify.outbox_retention", "7d".into()),
         ("notify.email.from", "amon@localhost".into()),
+        ("notify.email.timeout", "60s".into()),
         // Open only where it is safe by default: the loopback standalone.
         // A master must say what it wants ([auth] open = true, or tokens).
         ("auth.open", (mode == Mode::Standalone).into()),
@@ -665,6 +670,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         outbox_retention: positive("notify.outbox_retention", &raw.notify.outbox_retention)?,
         smtp_url,
         smtp_credentials,
+        smtp_timeout: positive("notify.email.timeout", &raw.notify.email.timeout)?,
         from: raw.notify.email.from,
     };
     let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
@@ -1289,6 +1295,23 @@ mod tests {
             assert_eq!(err.key, key, "{err}");
             let err = load_from(Mode::Standalone, None, env(&[(var, "a while")])).unwrap_err();
             assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn the_smtp_timeout_is_a_minute_by_default_and_never_zero() {
+        let s = load_from(Mode::Master, None, env(&[("AMON__AUTH__OPEN", "true")])).unwrap();
+        assert_eq!(s.notify.smtp_timeout, Duration::from_secs(60));
+        let s = load_from(
+            Mode::Master,
+            None,
+            env(&[("AMON__AUTH__OPEN", "true"), ("AMON__NOTIFY__EMAIL__TIMEOUT", "5s")]),
+        )
+        .unwrap();
+        assert_eq!(s.notify.smtp_timeout, Duration::from_secs(5));
+        for bad in ["0s", "soon"] {
+            let err = load_from(Mode::Standalone, None, env(&[("AMON__NOTIFY__EMAIL__TIMEOUT", bad)])).unwrap_err();
+            assert_eq!(err.key, "notify.email.timeout", "{err}");
         }
     }
 

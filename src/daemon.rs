@@ -155,7 +155,8 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
         }
         let mailer = match &settings.notify.smtp_url {
             Some(url) => Mailer::smtp(url, settings.notify.smtp_credentials.clone())
-                .map_err(|e| DaemonError::Mail(e.to_string()))?,
+                .map_err(|e| DaemonError::Mail(e.to_string()))?
+                .with_smtp_timeout(settings.notify.smtp_timeout),
             None => {
                 let dir = settings.data_dir.join("mail");
                 tracing::info!(dir = %dir.display(), "no smtp_url configured: writing email as .eml files");

@@ -19,9 +19,10 @@ use crate::config::{SmtpCredentials, SmtpSecurity, SmtpUrl};
 /// How long to wait for the SMTP server to accept a TCP connection.
 const SMTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a whole SMTP exchange may take. lettre applies its timeout to
-/// the connect only (on tokio), so a server that accepts and then stalls
-/// would hold a notifier forever without this bound.
+/// How long a whole SMTP exchange may take unless `notify.email.timeout`
+/// says otherwise. lettre applies its timeout to the connect only (on
+/// tokio), so a server that accepts and then stalls would hold a notifier
+/// forever without this bound.
 const SMTP_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most idle SMTP connections kept for reuse: more than the notifier pool
@@ -41,6 +42,9 @@ pub struct SmtpRelay {
     /// `host:port`, to say in errors which server failed.
     server: String,
     security: SmtpSecurity,
+    /// The bound on one message's whole exchange ([`SMTP_EXCHANGE_TIMEOUT`]
+    /// unless [`SmtpRelay::with_timeout`] set another).
+    timeout: Duration,
 }
 
 /// Our own pool of lettre SMTP connections rather than lettre's transport:
@@ -205,7 +209,14 @@ impl SmtpRelay {
             }),
             server,
             security: endpoint.security,
+            timeout: SMTP_EXCHANGE_TIMEOUT,
         })
+    }
+
+    /// The same relay with `timeout` as the bound on one message's whole
+    /// exchange (`notify.email.timeout`).
+    pub fn with_timeout(self, timeout: Duration) -> SmtpRelay {
+        SmtpRelay { timeout, ..self }
     }
 
     pub(super) async fn send(&self, recipient: &str, message: lettre::Message) -> Result<(), DeliveryError> {
@@ -225,7 +236,7 @@ impl SmtpRelay {
                 }
             }
         };
-        match tokio::time::timeout(SMTP_EXCHANGE_TIMEOUT, exchange).await {
+        match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(ConnectError::Smtp(err))) => Err(classify(&err, &self.server, self.security, recipient)),
             Ok(Err(ConnectError::Io(detail))) => Err(DeliveryError::Temporary(format!(
@@ -233,9 +244,9 @@ impl SmtpRelay {
                 self.server
             ))),
             Err(_elapsed) => Err(DeliveryError::Temporary(format!(
-                "smtp server {} did not finish within {}s",
+                "smtp server {} did not finish within {} (notify.email.timeout)",
                 self.server,
-                SMTP_EXCHANGE_TIMEOUT.as_secs()
+                humantime::format_duration(self.timeout)
             ))),
         }
     }
@@ -502,6 +513,35 @@ mod tests {
         );
         drop(mailer);
         heard(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_smtp_server_slower_than_the_timeout_is_a_temporary_failure_naming_the_key() {
+        // Greets, then never answers EHLO: only the exchange timeout ends it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"220 slow.test ESMTP\r\n").await.unwrap();
+            let mut sink = [0u8; 256];
+            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+        });
+        let mailer = Mailer::smtp(&format!("smtp://127.0.0.1:{port}"), None)
+            .unwrap()
+            .with_smtp_timeout(Duration::from_millis(300));
+        let err = tokio::time::timeout(Duration::from_secs(10), deliver(&mailer, &notification()))
+            .await
+            .expect("the mailer's own timeout ended the exchange")
+            .unwrap_err();
+        assert!(
+            matches!(&err, DeliveryError::Temporary(m) if m.contains("within 300ms (notify.email.timeout)")),
+            "{err}"
+        );
+        // The connection was dropped, not parked: the server sees it close.
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the stalled connection was closed")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! live with the notifier, not here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::email::{self, EmailError};
 use super::smtp::SmtpRelay;
@@ -74,6 +75,15 @@ impl Mailer {
     /// closes idle connections.
     pub fn smtp(url: &str, credentials: Option<SmtpCredentials>) -> Result<Mailer, TransportError> {
         Ok(Mailer::Smtp(SmtpRelay::new(url, credentials)?))
+    }
+
+    /// The same mailer with `timeout` as the bound on one message's whole
+    /// SMTP exchange (`notify.email.timeout`); `.eml` files take no timeout.
+    pub fn with_smtp_timeout(self, timeout: Duration) -> Mailer {
+        match self {
+            Mailer::Smtp(relay) => Mailer::Smtp(relay.with_timeout(timeout)),
+            other => other,
+        }
     }
 
     /// A mailer that writes `.eml` files into `dir` (created on first use).
