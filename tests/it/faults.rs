@@ -4,13 +4,20 @@
 //! visibly in `GET /deadletters`; one that never answers times out and gets
 //! it again. The same for SMTP: a server that drops the
 //! connection in the middle of DATA, then answers 451, gets the same
-//! message (one Message-ID) until it takes it; a 554 dead-letters it. The
-//! receivers are small servers in this test, answering as they are told.
+//! message (one Message-ID) until it takes it; a 554 dead-letters it; a
+//! slow one within `notify.email.timeout` gets it once, and one slower gets
+//! it again (one Message-ID) until it answers in time. The receivers are
+//! small servers in this test, answering as they are told. No SMTP server
+//! listening at all, then aiosmtpd starting on that port, is `flood.rs`'s
+//! `mail_server_refusing_then_accepting_gets_every_email_once` (and across
+//! a master SIGKILL, the test after it). And the master's own storage: a
+//! full disk.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -138,6 +145,17 @@ enum Mail {
     Reply(u16),
     /// Reads the first lines of the message, then closes the connection.
     HangupMidData,
+    /// Takes the whole message, then says `250` only after this long.
+    LateReply(Duration),
+}
+
+/// How fast the SMTP server answers on one connection.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    Prompt,
+    /// Every reply, the greeting included, comes this long after the
+    /// command: the fault being simulated, not a wait of the test's.
+    Slow(Duration),
 }
 
 /// What the SMTP server got: each message's Message-ID and its answer.
@@ -145,24 +163,37 @@ type Mailed = Arc<Mutex<Vec<(String, String)>>>;
 
 /// An SMTP server answering `script` message by message, then 250.
 fn smtp_server(script: Vec<Mail>) -> (u16, Mailed) {
+    smtp_server_paced(Vec::new(), script)
+}
+
+/// [`smtp_server`] whose connections answer at `paces`, one per
+/// connection in the order they come, then promptly.
+fn smtp_server_paced(paces: Vec<Pace>, script: Vec<Mail>) -> (u16, Mailed) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let mailed: Mailed = Arc::default();
     let log = mailed.clone();
     std::thread::spawn(move || {
         let script = Arc::new(Mutex::new(script.into_iter()));
+        let mut paces = paces.into_iter();
         for stream in listener.incoming().flatten() {
             let (script, log) = (script.clone(), log.clone());
-            std::thread::spawn(move || smtp_session(stream, &script, &log));
+            let pace = paces.next().unwrap_or(Pace::Prompt);
+            std::thread::spawn(move || smtp_session(stream, pace, &script, &log));
         }
     });
     (port, mailed)
 }
 
-fn smtp_session(stream: TcpStream, script: &Mutex<std::vec::IntoIter<Mail>>, log: &Mailed) {
+fn smtp_session(stream: TcpStream, pace: Pace, script: &Mutex<std::vec::IntoIter<Mail>>, log: &Mailed) {
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
-    let mut say = |line: &str| writer.write_all(format!("{line}\r\n").as_bytes()).is_ok();
+    let mut say = |line: &str| {
+        if let Pace::Slow(delay) = pace {
+            std::thread::sleep(delay);
+        }
+        writer.write_all(format!("{line}\r\n").as_bytes()).is_ok()
+    };
     if !say("220 faults.test ESMTP") {
         return;
     }
@@ -209,6 +240,11 @@ fn smtp_session(stream: TcpStream, script: &Mutex<std::vec::IntoIter<Mail>>, log
                     Mail::Reply(250) => say("250 queued"),
                     Mail::Reply(code) => say(&format!("{code} not now")),
                     Mail::HangupMidData => return,
+                    Mail::LateReply(delay) => {
+                        // The server is slow to queue what it has taken.
+                        std::thread::sleep(delay);
+                        say("250 queued at last")
+                    }
                 }
             }
             _ => say("502 what"),
@@ -222,13 +258,19 @@ fn smtp_session(stream: TcpStream, script: &Mutex<std::vec::IntoIter<Mail>>, log
 /// A master with a 1 s hold mailing through the SMTP server on `port`, and
 /// alice's probe on `machine` (her account's email contact).
 fn mailing_master(dir: &Path, port: u16, machine: Uuid) -> Amon {
+    mailing_master_with(dir, port, machine, "")
+}
+
+/// [`mailing_master`] with more `[notify.email]` lines (TOML).
+fn mailing_master_with(dir: &Path, port: u16, machine: Uuid, email_extra: &str) -> Amon {
     let text = AmonConfig {
         smtp_port: Some(port),
         ..AmonConfig::new(&dir.join("data"))
     }
     .text()
     .replace("hold = \"2s\"", "hold = \"1s\"")
-    .replace("burst_window = \"2s\"", "burst_window = \"1s\"");
+    .replace("burst_window = \"2s\"", "burst_window = \"1s\"")
+    .replace("[notify.email]\n", &format!("[notify.email]\n{email_extra}"));
     let config = dir.join("master.toml");
     std::fs::write(&config, text).expect("config");
     let amon = Amon::start(Mode::Master, &config, &dir.join("master.log"));
@@ -302,6 +344,85 @@ fn smtp_answering_5xx_dead_letters_the_message_visibly() {
         "{dead:?}"
     );
     assert_eq!(mailed.lock().unwrap().len(), 1, "a permanent refusal is not retried");
+}
+
+/// A server that answers every command 2 s late (an exchange of ~12 s,
+/// where a healthy one takes milliseconds, but within the 60 s
+/// `notify.email.timeout`) gets the message once, at the first attempt.
+#[test]
+fn a_slow_smtp_server_within_the_timeout_gets_the_message_once() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (port, mailed) = smtp_server_paced(vec![Pace::Slow(Duration::from_secs(2))], Vec::new());
+    let machine = Uuid::new_v4();
+    let amon = mailing_master(dir.path(), port, machine);
+    down(&amon.api(), machine);
+    let log = dir.path().join("master.log");
+    crate::harness::wait_until_for(
+        "the slow server's message to be recorded as delivered",
+        90,
+        || tail_of(&log, 30),
+        || (amon.log_messages("notification delivered").len() == 1).then_some(()),
+    );
+    let got = mailed.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "taken once: {got:?}");
+    assert!(!got[0].0.is_empty(), "{got:?}");
+    assert_eq!(
+        amon.log_messages("delivery failed; will retry"),
+        Vec::<Value>::new(),
+        "no attempt failed"
+    );
+    assert_eq!(amon.api().get("/deadletters").1, json!([]));
+}
+
+/// With `notify.email.timeout = "3s"`: a server answering every command
+/// 2 s late never gets as far as DATA; the next one takes the whole message
+/// but says `250` only 10 s later, by when the master has given up on it;
+/// the third answers at once. The message arrives twice, as one Message-ID
+/// (a reader's mail client shows it once), and is delivered: not dead,
+/// nothing left to retry.
+#[test]
+fn an_smtp_server_slower_than_the_timeout_gets_the_same_message_again_until_it_is_fast() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (port, mailed) = smtp_server_paced(
+        vec![Pace::Slow(Duration::from_secs(2))],
+        vec![Mail::LateReply(Duration::from_secs(10)), Mail::Reply(250)],
+    );
+    let machine = Uuid::new_v4();
+    let amon = mailing_master_with(dir.path(), port, machine, "timeout = \"3s\"\n");
+    down(&amon.api(), machine);
+    let log = dir.path().join("master.log");
+    crate::harness::wait_until_for(
+        "the message to be recorded as delivered",
+        90,
+        || tail_of(&log, 30),
+        || (amon.log_messages("notification delivered").len() == 1).then_some(()),
+    );
+    let got = mailed.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "the late one, then the prompt one: {got:?}");
+    assert!(
+        got.iter().all(|(id, _)| *id == got[0].0 && !id.is_empty()),
+        "one Message-ID: {got:?}"
+    );
+    assert_eq!(got[0].1, "LateReply(10s)", "{got:?}");
+    assert_eq!(got[1].1, "Reply(250)", "{got:?}");
+    let failed = amon.log_messages("delivery failed; will retry");
+    assert_eq!(failed.len(), 2, "two attempts timed out\n{}", tail_of(&log, 30));
+    for line in &failed {
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("did not finish within 3s"),
+            "{line}"
+        );
+    }
+    assert_eq!(amon.api().get("/deadletters").1, json!([]));
 }
 
 // ---- the disk ----

@@ -732,6 +732,7 @@ fn assert_each_mailed_once(rig: &Rig, zones: &[Machine], ids: &BTreeSet<String>,
             "{id} delivered once in this run: {delivered:?}"
         );
     }
+    assert_eq!(rig.api.get("/deadletters"), (200, json!([])), "nothing dead");
 }
 
 /// Nothing listens on the mail server's port while two alarms fall due;
@@ -753,6 +754,10 @@ fn mail_server_refusing_then_accepting_gets_every_email_once() {
     // Refused at least twice each: the retries are under way.
     let ids = wait_for_failed_deliveries(&rig, 2);
     assert_eq!(rig.emails().len(), 0);
+    for line in rig.master.log_messages("delivery failed; will retry") {
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(error.contains("Connection refused"), "{line}");
+    }
 
     rig.start_smtp();
     assert_each_mailed_once(&rig, &zones, &ids, &marker);
