@@ -4,9 +4,13 @@
 //! with which machines, when its server is back, which alarm actors folded a
 //! fault into it, and who gets which machines in the one message per
 //! contact. No timers, no actors, no I/O: every call takes "now" as an
-//! argument. `ServerGuard` keeps one [`Flood`] and carries out what it
-//! says: it runs the timers ([`Decision`]), asks the router who watches the
-//! machines, writes the store and sends the messages.
+//! argument, on both clocks ([`Moment`]): the burst window and the heartbeat
+//! timeout are measured on steady time, so a step of the wall clock (NTP)
+//! neither makes every relay look silent nor stretches a burst over an
+//! hour; what people are shown (an incident's times, a relay's last event)
+//! is wall-clock time. `ServerGuard` keeps one [`Flood`] and carries out
+//! what it says: it runs the timers ([`Decision`]), asks the router who
+//! watches the machines, writes the store and sends the messages.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -14,6 +18,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::catalog::Watcher;
+use crate::clock::Moment;
 use crate::http::shapes::{IncidentView, ServerView};
 use crate::model::{Account, EpochMs, FaultSite, ServerEventKind};
 use crate::notify::{resolve_contacts, ContactAddress, IncidentMachine, IncidentReason, NotificationKind, ProbeRef};
@@ -159,16 +164,27 @@ struct ServerInfo<F> {
     /// that run a relay (they have sent a server event) can lose heartbeats
     /// — a simulated server never sends any.
     last_seen: Option<EpochMs>,
+    /// The same moment in steady time, to measure silence by.
+    heard: Option<EpochMs>,
     has_relay: bool,
     /// Machines known on this server, and how many of them are down: kept
     /// as counts so each event costs O(1), whatever the server's size.
     total: usize,
     down: usize,
-    /// Machine downs within the burst window, in order (time, machine)…
+    /// Machine downs within the burst window, in order (steady time,
+    /// machine)…
     recent_downs: VecDeque<(EpochMs, Uuid)>,
-    /// …and those of them still down (machine → when it went down).
+    /// …and those of them still down (machine → when it went down, steady).
     recent_down: HashMap<Uuid, EpochMs>,
     incident: Option<OpenIncident<F>>,
+}
+
+impl<F> ServerInfo<F> {
+    /// Its relay was heard from `now`.
+    fn heard_at(&mut self, now: Moment) {
+        self.last_seen = Some(now.wall);
+        self.heard = Some(now.steady);
+    }
 }
 
 // Not derived: a derive would ask `F: Default`.
@@ -177,6 +193,7 @@ impl<F> Default for ServerInfo<F> {
         ServerInfo {
             hostname: None,
             last_seen: None,
+            heard: None,
             has_relay: false,
             total: 0,
             down: 0,
@@ -255,7 +272,8 @@ impl<F: PartialEq> Flood<F> {
     }
 
     /// Takes in what the router saw at master time `now`.
-    pub fn sight(&mut self, sighting: Sighting, now: EpochMs) -> Option<Decision> {
+    pub fn sight(&mut self, sighting: Sighting, now: impl Into<Moment>) -> Option<Decision> {
+        let now = now.into();
         match sighting {
             Sighting::Machine {
                 machine,
@@ -265,7 +283,7 @@ impl<F: PartialEq> Flood<F> {
                 up,
                 time: _,
             } => {
-                self.servers.entry(relay).or_default().last_seen = Some(now);
+                self.servers.entry(relay).or_default().heard_at(now);
                 self.record_machine(machine, server, alias, up);
                 if up {
                     return self.maybe_burst_over(server, now);
@@ -273,10 +291,10 @@ impl<F: PartialEq> Flood<F> {
                 let window = self.settings.burst_window_ms();
                 let running = self.running_count(server);
                 let info = self.servers.entry(server).or_default();
-                info.recent_downs.push_back((now, machine));
-                info.recent_down.insert(machine, now);
+                info.recent_downs.push_back((now.steady, machine));
+                info.recent_down.insert(machine, now.steady);
                 while let Some(&(t, m)) = info.recent_downs.front() {
-                    if now - t <= window {
+                    if now.steady - t <= window {
                         break;
                     }
                     info.recent_downs.pop_front();
@@ -293,7 +311,7 @@ impl<F: PartialEq> Flood<F> {
             }
             Sighting::Server { server, hostname, kind } => {
                 let info = self.servers.entry(server).or_default();
-                info.last_seen = Some(now);
+                info.heard_at(now);
                 info.has_relay = true;
                 if hostname.is_some() {
                     info.hostname = hostname;
@@ -322,7 +340,7 @@ impl<F: PartialEq> Flood<F> {
 
     /// A burst incident ends when fewer machines than the threshold are
     /// still down on its server.
-    fn maybe_burst_over(&mut self, server: Uuid, now: EpochMs) -> Option<Decision> {
+    fn maybe_burst_over(&mut self, server: Uuid, now: Moment) -> Option<Decision> {
         let down = self.down_count(server);
         let running = self.running_count(server);
         let info = self.servers.get(&server)?;
@@ -336,13 +354,13 @@ impl<F: PartialEq> Flood<F> {
         None
     }
 
-    fn open(&mut self, server: Uuid, reason: IncidentReason, now: EpochMs) -> Decision {
+    fn open(&mut self, server: Uuid, reason: IncidentReason, now: Moment) -> Decision {
         let id = Uuid::new_v4();
         let info = self.servers.entry(server).or_default();
         info.incident = Some(OpenIncident {
             id,
             reason,
-            opened: now,
+            opened: now.wall,
             announced: false,
             returned: None,
             listed: Vec::new(),
@@ -357,9 +375,9 @@ impl<F: PartialEq> Flood<F> {
         }
     }
 
-    fn returned(&mut self, server: Uuid, now: EpochMs) -> Option<Decision> {
+    fn returned(&mut self, server: Uuid, now: Moment) -> Option<Decision> {
         let incident = self.servers.get_mut(&server)?.incident.as_mut()?;
-        incident.returned = Some(now);
+        incident.returned = Some(now.wall);
         Some(Decision::Returned {
             server,
             incident: incident.id,
@@ -369,12 +387,13 @@ impl<F: PartialEq> Flood<F> {
 
     /// Servers whose relay has not been heard from for longer than the
     /// heartbeat timeout at `now`: each opens an incident.
-    pub fn silent_servers(&mut self, now: EpochMs) -> Vec<Decision> {
+    pub fn silent_servers(&mut self, now: impl Into<Moment>) -> Vec<Decision> {
+        let now = now.into();
         let timeout = self.settings.heartbeat_timeout.as_millis() as EpochMs;
         let silent: Vec<Uuid> = self
             .servers
             .iter()
-            .filter(|(_, s)| s.has_relay && s.incident.is_none() && s.last_seen.is_some_and(|t| now - t > timeout))
+            .filter(|(_, s)| s.has_relay && s.incident.is_none() && s.heard.is_some_and(|t| now.steady - t > timeout))
             .map(|(uuid, _)| *uuid)
             .collect();
         silent
@@ -791,6 +810,58 @@ mod tests {
             vec![],
             "its incident is open already"
         );
+    }
+
+    /// A reading after the wall clock was stepped by `step` (NTP): steady
+    /// time goes on, the wall clock is off by the step.
+    fn stepped(steady: EpochMs, step: EpochMs) -> Moment {
+        Moment {
+            wall: steady + step,
+            steady,
+        }
+    }
+
+    const HOUR: EpochMs = 3_600 * SECOND;
+
+    #[test]
+    fn a_step_of_the_wall_clock_neither_silences_a_relay_nor_hides_a_silent_one() {
+        let mut f = flood();
+        let server = Uuid::new_v4();
+        assert_eq!(relay(&mut f, server, ServerEventKind::Heartbeat, T0), None);
+        // An hour forward, a second later: heard from a second ago.
+        assert_eq!(f.silent_servers(stepped(T0 + SECOND, HOUR)), vec![]);
+        // An hour back, just past the timeout: silent all the same.
+        let decisions = f.silent_servers(stepped(T0 + 30 * SECOND + 1, -HOUR));
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        // What people are shown is wall-clock time.
+        let view = &f.views()[0];
+        assert_eq!(view.last_seen, Some(T0));
+        assert_eq!(
+            view.incident.as_ref().map(|i| i.opened),
+            Some(T0 + 30 * SECOND + 1 - HOUR)
+        );
+    }
+
+    #[test]
+    fn downs_spread_beyond_the_burst_window_are_no_burst_whatever_the_wall_clock_says() {
+        let mut f = flood();
+        let server = Uuid::new_v4();
+        // Five downs a minute apart, the wall clock stepped back a minute
+        // before each: by the wall clock, all at once.
+        for (i, m) in uuids(5).into_iter().enumerate() {
+            let steady = T0 + i as EpochMs * 60 * SECOND;
+            let at = stepped(steady, -(i as EpochMs) * 60 * SECOND);
+            assert_eq!(at.wall, T0);
+            let sighting = Sighting::Machine {
+                machine: m,
+                server,
+                relay: server,
+                alias: None,
+                up: false,
+                time: at.wall,
+            };
+            assert_eq!(f.sight(sighting, at), None, "down {i} is no burst");
+        }
     }
 
     #[test]

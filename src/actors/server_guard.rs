@@ -207,8 +207,7 @@ impl ServerGuard {
     }
 
     fn check_heartbeats(&mut self, ctx: &mut Context<Self>) {
-        let now = self.now();
-        for decision in self.flood.silent_servers(now) {
+        for decision in self.flood.silent_servers(self.env.clock.moment()) {
             self.carry_out(decision, ctx);
         }
     }
@@ -329,8 +328,7 @@ impl Handler<Observe> for ServerGuard {
             }
         }
         for sighting in msg.0 {
-            let now = self.now();
-            if let Some(decision) = self.flood.sight(sighting, now) {
+            if let Some(decision) = self.flood.sight(sighting, self.env.clock.moment()) {
                 self.carry_out(decision, ctx);
             }
         }
@@ -704,5 +702,26 @@ mod tests {
             vec![(rig.machine, false)],
             "listed, though not seen going down"
         );
+    }
+
+    #[actix_rt::test]
+    async fn a_step_of_the_wall_clock_neither_silences_a_relay_nor_hides_a_silent_one() {
+        tokio::time::pause();
+        let rig = Rig::start_with(settings(HEARTBEAT_TIMEOUT)).await;
+        rig.relay(ServerEventKind::Heartbeat).await;
+        // NTP steps the clock an hour forward: the relay was heard from
+        // moments ago, whatever the wall clock says now.
+        rig.clock.step(3_600_000);
+        tokio::time::sleep(HEARTBEAT_TIMEOUT / 2).await;
+        let views = rig.guard.send(GetServers).await.unwrap();
+        assert!(views[0].incident.is_none(), "a step is not silence: {views:?}");
+        // Two hours back; the relay says nothing more: it is silent once
+        // the timeout has passed on monotonic time, not an hour later.
+        rig.clock.step(-2 * 3_600_000);
+        tokio::time::sleep(HEARTBEAT_TIMEOUT / 2).await;
+        until("the silent relay's incident", || async {
+            rig.guard.send(GetServers).await.unwrap()[0].incident.is_some()
+        })
+        .await;
     }
 }
