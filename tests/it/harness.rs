@@ -230,9 +230,14 @@ fn started_line(log: &Path) -> Option<StartedAddrs> {
 impl Amon {
     /// Starts `amon <mode> -c <config>` and waits for its `amon started` line.
     pub fn start(mode: Mode, config: &Path, log: &Path) -> Amon {
+        Amon::start_with_env(mode, config, log, &[])
+    }
+
+    /// [`Amon::start`] with more environment variables (e.g. `LD_PRELOAD`).
+    pub fn start_with_env(mode: Mode, config: &Path, log: &Path, env: &[(&str, &str)]) -> Amon {
         let mut process = ChildGuard::spawn(
             format!("amon {}", mode.verb()),
-            &mut amon_command(mode, config, log, &[]),
+            &mut amon_command(mode, config, log, env),
         );
         let (master_addr, relay_admin_addr, relay_agent_addr) = wait_until(
             &format!("amon {} to log `amon started`", mode.verb()),

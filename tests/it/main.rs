@@ -8,7 +8,8 @@
 //! opened by this build, and `amon backup`; `clients` and `compat` what
 //! Triton's own clients rely on (response headers, read-modify-write `PUT`,
 //! the relay's `syncprobes`, account attributes as contacts, the webhook
-//! body); `tenancy` who may watch which machine.
+//! body); `tenancy` who may watch which machine; `faults` delivery and
+//! storage faults; `clock` the wall clock stepped under a running daemon.
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -20,6 +21,7 @@ mod agent;
 mod api;
 mod cli;
 mod clients;
+mod clock;
 mod compat;
 mod e2e;
 mod faults;
