@@ -401,7 +401,14 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
             finishers.push(finish);
         }
         let committed = began.and_then(|_| conn.execute_batch("COMMIT")).map_err(|e| {
-            tracing::error!(error = %e, "store commit failed");
+            use rusqlite::ErrorCode::{CannotOpen, DiskFull, ReadOnly, SystemIoFailure};
+            if matches!(e.sqlite_error_code(), Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen)) {
+                // SQLite says "disk I/O error" for a write refused by a
+                // read-only file system: say what to look at.
+                tracing::error!(error = %e, "store commit failed: the database cannot take writes (is its file system full, read-only or failing?)");
+            } else {
+                tracing::error!(error = %e, "store commit failed");
+            }
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
