@@ -11,11 +11,13 @@
 //! listening at all, then aiosmtpd starting on that port, is `flood.rs`'s
 //! `mail_server_refusing_then_accepting_gets_every_email_once` (and across
 //! a master SIGKILL, the test after it). And the master's own storage: a
-//! full disk.
+//! full disk, and a database whose file system stops taking writes for a
+//! while: `503` meanwhile, a clear log line, and then the master goes on
+//! by itself with every acknowledged event kept.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -458,6 +460,48 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
+/// A batch of [`BATCH`] machine-down events, as a relay posts them.
+fn batch() -> Value {
+    let server = Uuid::new_v4();
+    Value::Array(
+        (0..BATCH)
+            .map(|_| {
+                json!({
+                    "type": "machine", "uuid": Uuid::new_v4(), "time": now_ms(), "relay": server,
+                    "machine": Uuid::new_v4(), "server": server,
+                    "oldState": "running", "newState": "stopped", "up": false,
+                })
+            })
+            .collect(),
+    )
+}
+
+const BATCH: u64 = 200;
+
+/// Posts batches until the master answers 503: how many events it
+/// acknowledged (202) before, and the batch it refused.
+fn post_until_refused(api: &Api, log: &Path) -> (u64, Value) {
+    let mut acknowledged = 0u64;
+    loop {
+        let body = batch();
+        let response = api.exchange("POST", "/events", Some(&body));
+        match response.status {
+            202 => acknowledged += BATCH,
+            503 => return (acknowledged, body),
+            other => panic!(
+                "POST /events answered {other}: {}\n{}",
+                String::from_utf8_lossy(&response.body),
+                tail_of(log, 20)
+            ),
+        }
+        assert!(
+            acknowledged < 1_000_000,
+            "the master never refused a batch\n{}",
+            tail_of(log, 20)
+        );
+    }
+}
+
 fn stored_events(api: &Api) -> u64 {
     let (_, metrics) = api.get("/metrics");
     metrics
@@ -491,37 +535,8 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
     let api = amon.api();
     assert_eq!(api.get("/ping").0, 200);
 
-    let batch = || -> Value {
-        let server = Uuid::new_v4();
-        Value::Array(
-            (0..200)
-                .map(|_| {
-                    json!({
-                        "type": "machine", "uuid": Uuid::new_v4(), "time": now_ms(), "relay": server,
-                        "machine": Uuid::new_v4(), "server": server,
-                        "oldState": "running", "newState": "stopped", "up": false,
-                    })
-                })
-                .collect(),
-        )
-    };
     fill(&disk.0.join("filler"));
-    // Posting until the disk says no: every 202 before that is kept.
-    let mut acknowledged = 0u64;
-    let refused = loop {
-        let body = batch();
-        let response = api.exchange("POST", "/events", Some(&body));
-        match response.status {
-            202 => acknowledged += 200,
-            503 => break body,
-            other => panic!(
-                "POST /events answered {other}: {}\n{}",
-                String::from_utf8_lossy(&response.body),
-                tail_of(&log, 20)
-            ),
-        }
-        assert!(acknowledged < 1_000_000, "the disk never filled\n{}", tail_of(&log, 20));
-    };
+    let (acknowledged, refused) = post_until_refused(&api, &log);
     assert!(
         amon.log_lines().iter().any(|l| l.to_string().contains("disk is full")),
         "a clear log line\n{}",
@@ -544,9 +559,149 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
     assert_eq!(status, 202, "the refused batch, sent again: {body}");
     assert_eq!(
         stored_events(&api),
-        acknowledged + 200,
+        acknowledged + BATCH,
         "every acknowledged event is stored"
     );
+}
+
+/// An ext4 file system in an image file, loop-mounted (root only); made
+/// writable again and unmounted when dropped.
+struct Ext4 {
+    at: PathBuf,
+}
+
+impl Ext4 {
+    fn mount(image: &Path, at: &Path) -> Option<Ext4> {
+        std::fs::create_dir_all(at).expect("mount point");
+        std::fs::File::create(image)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("image file");
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(program)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ok = run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_os_str()])
+            && run(
+                "mount",
+                &["-o".as_ref(), "loop".as_ref(), image.as_os_str(), at.as_os_str()],
+            );
+        ok.then(|| Ext4 { at: at.to_path_buf() })
+    }
+
+    /// Sets or clears the immutable attribute on the file system's root and
+    /// what is in it, but SQLite's shared-memory index (`*-shm`): the
+    /// nearest thing to a read-only remount that the kernel allows under
+    /// open files (see the test).
+    fn set_immutable(&self, on: bool) {
+        let mut paths = vec![self.at.clone()];
+        for entry in std::fs::read_dir(&self.at).expect("read the file system's root") {
+            let path = entry.expect("an entry").path();
+            if !path.to_string_lossy().ends_with("-shm") {
+                paths.push(path);
+            }
+        }
+        let flag = if on { "+i" } else { "-i" };
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .args(&paths)
+            .status()
+            .expect("chattr");
+        assert!(status.success(), "chattr {flag} {paths:?}");
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(&self.at)
+            .status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// The database's file system stops taking writes for a while, then takes
+/// them again, as a ZFS dataset does with `zfs set readonly=on`, then
+/// `off`. Linux has no such switch under open files: a read-only remount
+/// is refused (EBUSY) while files are open for writing, a bind mount's
+/// too; ext4 gone read-only on an error (`errors=remount-ro`) stays so until
+/// it is unmounted and repaired; a read-only btrfs subvolume still takes
+/// writes through open descriptors; there is no device mapper here. What
+/// does work, on ext4, is the immutable attribute: a write through a
+/// descriptor already open fails (EPERM), as on a file system gone
+/// read-only (EROFS), and SQLite sees the same, a failed write (`disk I/O
+/// error`). It is set on the directory, the database and its WAL, not on
+/// the `-shm` index, which SQLite writes through a shared mapping: ext4
+/// answers a write fault on an immutable file's mapping with SIGBUS, which
+/// kills the master (it did), whereas under the real read-only ext4 the
+/// master ran on. Clearing it is the file system coming back.
+#[test]
+fn a_database_that_cannot_be_written_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-faults-it-")
+        .tempdir()
+        .expect("tempdir");
+    let Some(disk) = Ext4::mount(&dir.path().join("disk.img"), &dir.path().join("data")) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to loop-mount an ext4 image for this test"
+        );
+        eprintln!("skipped: loop-mounting an ext4 image needs root (this test makes the database unwritable)");
+        return;
+    };
+    let text = AmonConfig::new(&disk.at).text();
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("master.log");
+    let mut amon = Amon::start(Mode::Master, &config, &log);
+    let api = amon.api();
+    let mut acknowledged = 0;
+    for _ in 0..3 {
+        let (status, body) = api.post("/events", &batch());
+        assert_eq!(status, 202, "{body}");
+        acknowledged += BATCH;
+    }
+
+    disk.set_immutable(true);
+    let (more, refused) = post_until_refused(&api, &log);
+    acknowledged += more;
+    wait_until(
+        "GET /ping to answer 503",
+        || tail_of(&log, 20),
+        || (api.get("/ping").0 == 503).then_some(()),
+    );
+    let said = amon.log_lines();
+    assert!(
+        said.iter().any(|l| {
+            let msg = l["msg"].as_str().unwrap_or_default();
+            msg.contains("cannot take writes") && msg.contains("read-only")
+        }),
+        "a clear log line\n{}",
+        tail_of(&log, 20)
+    );
+
+    // Writable again: the master takes writes without anyone touching it.
+    disk.set_immutable(false);
+    wait_until(
+        "GET /ping to answer 200",
+        || tail_of(&log, 20),
+        || (api.get("/ping").0 == 200).then_some(()),
+    );
+    let (status, body) = api.post("/events", &refused);
+    assert_eq!(status, 202, "the refused batch, sent again: {body}");
+    assert_eq!(
+        stored_events(&api),
+        acknowledged + BATCH,
+        "every acknowledged event is stored"
+    );
+
+    // And durably: a master killed now finds them all in its database.
+    amon.kill();
+    let amon = Amon::start(Mode::Master, &config, &dir.path().join("master-again.log"));
+    assert_eq!(stored_events(&amon.api()), acknowledged + BATCH, "after a SIGKILL too");
 }
 
 #[test]
