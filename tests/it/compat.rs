@@ -167,10 +167,7 @@ fn an_attribute_ending_in_email_is_a_contact_a_probe_group_may_name() {
     let emails = site.wait_for_emails_about(zone, 2);
     // The clear continues the fault's thread (the mailbox's order is not
     // the order of sending).
-    let clear = emails
-        .iter()
-        .find(|e| e.in_reply_to.is_some())
-        .expect("the clear");
+    let clear = emails.iter().find(|e| e.in_reply_to.is_some()).expect("the clear");
     assert_eq!(clear.rcpt_to, "oncall@example.com", "{}", site.context());
     // Deleting the stored one leaves the attribute: the group keeps a contact.
     let response = site.api.exchange("DELETE", "/pub/alice/contacts/pagerdutyemail", None);
