@@ -20,7 +20,7 @@ const MAX_NOTES: usize = 255;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct WindowBody {
+pub(super) struct WindowBody {
     start: Option<serde_json::Value>,
     end: Option<serde_json::Value>,
     notes: Option<String>,
@@ -83,7 +83,7 @@ fn uuids(field: &str, values: Option<Vec<String>>, errors: &mut Vec<FieldError>)
 }
 
 /// Turns a body into a window (id 0 until stored) or says what is wrong.
-fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
+pub(super) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
     let mut errors = Vec::new();
     let start = match &body.start {
         None => now,

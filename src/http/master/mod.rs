@@ -206,6 +206,25 @@ fn valid_login(login: &str) -> bool {
 
 async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let body: NewAccount = read_json(payload, MAX_BODY, "account").await?;
+    let account = validate_account(body)?;
+    let account = api
+        .store
+        .create_account(account, api.clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(what) => ApiError::InvalidArgument(format!("{what} already exists")),
+            other => other.into(),
+        })?;
+    api.router()?
+        .send(AccountChanged(account.clone()))
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+/// Turns a body into an account (a fresh uuid unless it gives one) or says
+/// every field that is wrong.
+fn validate_account(body: NewAccount) -> Result<Account, ApiError> {
     let mut errors = Vec::new();
     match body.login.as_deref() {
         None => errors.push(FieldError::missing("login")),
@@ -223,25 +242,12 @@ async fn create_account(api: web::Data<MasterApi>, payload: web::Payload) -> Res
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let account = Account {
+    Ok(Account {
         uuid: body.uuid.unwrap_or_else(Uuid::new_v4),
         login: body.login.unwrap_or_default(),
         email: body.email.unwrap_or_default(),
         operator: body.operator,
-    };
-    let account = api
-        .store
-        .create_account(account, api.clock.now_ms())
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(what) => ApiError::InvalidArgument(format!("{what} already exists")),
-            other => other.into(),
-        })?;
-    api.router()?
-        .send(AccountChanged(account.clone()))
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
-    Ok(HttpResponse::Ok().json(account))
+    })
 }
 
 async fn get_account(api: web::Data<MasterApi>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -462,6 +468,58 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
         }
         other => other,
     })
+}
+
+/// A Master API body, by the route that takes it (see [`fuzz_body`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `POST /accounts`
+    Account,
+    /// `POST /pub/:account/probes`, `PUT …/probes/:uuid`
+    Probe,
+    /// `POST /pub/:account/probegroups`, `PUT …/probegroups/:uuid`
+    ProbeGroup,
+    /// `PUT /pub/:account/contacts/ops`
+    Contact,
+    /// `POST /pub/:account/maintenances`, `POST /maintenances`
+    MaintenanceWindow,
+    /// The query string of `POST /pub/:account/alarms/:id?action=` (the
+    /// request has no body).
+    AlarmAction,
+    /// `PUT /servers/:server/machines`
+    ServerMachines,
+}
+
+/// Decodes and validates `body` as its handler does, as far as it goes
+/// without the store (the account may use the contacts `email` and `ops`;
+/// no probe group exists). It exists for the fuzz targets (`fuzz/`): a
+/// hostile body must come out as `Ok` or a 4xx `ApiError`, never a panic.
+pub fn fuzz_body(kind: BodyKind, body: &[u8]) -> Result<(), ApiError> {
+    let user = Uuid::from_u128(1);
+    let known: std::collections::HashSet<String> = ["email", "ops"].map(String::from).into();
+    match kind {
+        BodyKind::Account => validate_account(decode_json(body, "account")?).map(drop),
+        BodyKind::Probe => {
+            let mut errors = Vec::new();
+            probes::check_probe(user, user, decode_json(body, "probe")?, &known, &mut errors);
+            errors
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| ApiError::validation(errors))
+        }
+        BodyKind::ProbeGroup => probes::check_group(user, user, decode_json(body, "probe group")?, &known).map(drop),
+        BodyKind::Contact => probes::validate_contact("ops".into(), decode_json(body, "contact")?).map(drop),
+        BodyKind::MaintenanceWindow => {
+            maintenances::validate(Some(user), decode_json(body, "window")?, 1_700_000_000_000).map(drop)
+        }
+        BodyKind::AlarmAction => {
+            let query = std::str::from_utf8(body).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+            let query = web::Query::<alarms::ActionQuery>::from_query(query)
+                .map_err(|e| ApiError::InvalidArgument(format!("invalid query string: {e}")))?;
+            alarms::action_of(&query).map(drop)
+        }
+        BodyKind::ServerMachines => decode_json::<Vec<crate::model::MachineReport>>(body, "machines").map(drop),
+    }
 }
 
 /// The path of the first event field that does not fit (`[2].time`), by

@@ -107,7 +107,7 @@ fn contacts_field(contacts: &[String], known: &HashSet<String>, errors: &mut Vec
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ProbeBody {
+pub(super) struct ProbeBody {
     name: Option<String>,
     #[serde(rename = "type")]
     probe_type: Option<String>,
@@ -125,6 +125,30 @@ struct ProbeBody {
 /// Turns a body into a probe (with `uuid`) or says every field that is wrong.
 async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody) -> Result<Probe, ApiError> {
     let mut errors = Vec::new();
+    let probe = check_probe(user, uuid, body, &api.contact_names(user).await?, &mut errors);
+    if let Some(group) = probe.group {
+        if api.store.get_group(user, group).await?.is_none() {
+            errors.push(FieldError::invalid(
+                "group",
+                format!("probe group {group} does not exist"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(probe)
+}
+
+/// What [`validate_probe`] checks without the store (`known`: the contact
+/// names the account may use): the probe, good only if `errors` stays empty.
+pub(super) fn check_probe(
+    user: Uuid,
+    uuid: Uuid,
+    body: ProbeBody,
+    known: &HashSet<String>,
+    errors: &mut Vec<FieldError>,
+) -> Probe {
     let probe_type = match body.probe_type.as_deref() {
         None => {
             errors.push(FieldError::missing("type"));
@@ -139,10 +163,10 @@ async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody
             None
         }
     };
-    name_field(&body.name, &mut errors);
-    let agent = uuid_field("agent", body.agent.as_deref(), &mut errors);
-    let machine = uuid_field("machine", body.machine.as_deref(), &mut errors);
-    let group = uuid_field("group", body.group.as_deref(), &mut errors);
+    name_field(&body.name, errors);
+    let agent = uuid_field("agent", body.agent.as_deref(), errors);
+    let machine = uuid_field("machine", body.machine.as_deref(), errors);
+    let group = uuid_field("group", body.group.as_deref(), errors);
     // machine-up runs where the machine is: one of agent/machine names it.
     let (agent, machine) = match (agent, machine) {
         (Some(a), Some(m)) if a != m => {
@@ -163,22 +187,11 @@ async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody
             errors.push(FieldError::invalid("config", "machine-up probes take no config"));
         }
     }
-    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
-    let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
+    let hold = seconds_field("hold", body.hold.as_ref(), errors);
+    let renotify = renotify_field(body.renotify.as_ref(), errors);
     let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
-    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
-    if let Some(group) = group {
-        if api.store.get_group(user, group).await?.is_none() {
-            errors.push(FieldError::invalid(
-                "group",
-                format!("probe group {group} does not exist"),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(Probe {
+    contacts_field(&contacts, known, errors);
+    Probe {
         uuid,
         name: body.name,
         user,
@@ -192,7 +205,7 @@ async fn validate_probe(api: &MasterApi, user: Uuid, uuid: Uuid, body: ProbeBody
         disabled: body.disabled.unwrap_or(false),
         hold,
         renotify,
-    })
+    }
 }
 
 /// Tenancy (SPEC §5): a probe on a machine belongs to that machine's owner,
@@ -323,7 +336,7 @@ pub(super) async fn delete_probe(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupBody {
+pub(super) struct GroupBody {
     name: Option<String>,
     contacts: Option<Vec<String>>,
     disabled: Option<bool>,
@@ -332,6 +345,17 @@ struct GroupBody {
 }
 
 async fn validate_group(api: &MasterApi, user: Uuid, uuid: Uuid, body: GroupBody) -> Result<ProbeGroup, ApiError> {
+    check_group(user, uuid, body, &api.contact_names(user).await?)
+}
+
+/// [`validate_group`] without the store (`known`: the contact names the
+/// account may use).
+pub(super) fn check_group(
+    user: Uuid,
+    uuid: Uuid,
+    body: GroupBody,
+    known: &HashSet<String>,
+) -> Result<ProbeGroup, ApiError> {
     let mut errors = Vec::new();
     name_field(&body.name, &mut errors);
     let contacts = match body.contacts {
@@ -341,7 +365,7 @@ async fn validate_group(api: &MasterApi, user: Uuid, uuid: Uuid, body: GroupBody
             Vec::new()
         }
     };
-    contacts_field(&contacts, &api.contact_names(user).await?, &mut errors);
+    contacts_field(&contacts, known, &mut errors);
     let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
     let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
     if !errors.is_empty() {
@@ -440,7 +464,7 @@ pub(super) async fn delete_group(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ContactBody {
+pub(super) struct ContactBody {
     medium: Option<String>,
     address: Option<String>,
 }
@@ -491,6 +515,20 @@ pub(super) async fn put_contact(
     let (account, name) = path.into_inner();
     let account = api.account(&account).await?;
     let body: ContactBody = decode_json(&body, "contact")?;
+    let contact = validate_contact(name, body)?;
+    let contact = api.store.put_contact(account.uuid, contact).await?;
+    let contacts = api.store.list_contacts(account.uuid).await?;
+    api.tell_router(ContactsChanged {
+        user: account.uuid,
+        contacts,
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(contact))
+}
+
+/// Turns a contact's name (from the path) and body into a contact, or says
+/// every field that is wrong.
+pub(super) fn validate_contact(name: String, body: ContactBody) -> Result<Contact, ApiError> {
     let mut errors = Vec::new();
     if !valid_contact_name(&name) {
         errors.push(FieldError::invalid(
@@ -527,19 +565,11 @@ pub(super) async fn put_contact(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let contact = Contact {
+    Ok(Contact {
         name,
         medium: medium.unwrap_or(Medium::Email),
         address,
-    };
-    let contact = api.store.put_contact(account.uuid, contact).await?;
-    let contacts = api.store.list_contacts(account.uuid).await?;
-    api.tell_router(ContactsChanged {
-        user: account.uuid,
-        contacts,
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(contact))
 }
 
 /// `DELETE`: 204. A contact still named by a probe or group cannot go
