@@ -456,7 +456,7 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     } else {
         decode_json::<Event>(body, "event").map(|e| vec![e])
     };
-    parsed.map_err(|e| match e {
+    let events = parsed.map_err(|e| match e {
         // An internally tagged enum is decoded from a buffered copy, which
         // hides the field's path: look for it again, on this rare path only
         // (the happy path stays one pass).
@@ -467,8 +467,33 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, ApiError> {
             ApiError::validation(errors)
         }
         other => other,
-    })
+    })?;
+    if let Some((i, event)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !EVENT_TIMES.contains(&e.time()))
+    {
+        let field = if batch {
+            format!("[{i}].time")
+        } else {
+            "time".to_string()
+        };
+        return Err(ApiError::validation(vec![FieldError::invalid(
+            &field,
+            format!(
+                "time {} is not epoch milliseconds from 1970 to the end of 9999",
+                event.time()
+            ),
+        )]));
+    }
+    Ok(events)
 }
+
+/// The event times the master takes: epoch milliseconds from 1970 to the
+/// end of 9999. Everything after the edge computes with them (`now - time`
+/// ages an event, `rules` compares it with the alarm's last event), which a
+/// time near `i64::MIN` or `i64::MAX` would overflow.
+const EVENT_TIMES: std::ops::RangeInclusive<EpochMs> = 0..=253_402_300_799_999;
 
 /// A Master API body, by the route that takes it (see [`fuzz_body`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -682,6 +707,28 @@ mod tests {
         let events = parse_events(body.as_bytes()).unwrap();
         let again = parse_events(&serde_json::to_vec(&events).unwrap()).unwrap();
         assert_eq!(again, events);
+    }
+
+    /// A time at the ends of `i64` made `POST /events` overflow when it
+    /// aged the event (`now - time`): refused at the edge instead, naming it.
+    #[test]
+    fn an_event_time_outside_1970_to_9999_is_refused_naming_it() {
+        let one = r#"{"type":"server","uuid":"6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11","time":1,"relay":"6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11","server":"6e8f5b0a-2c7e-4d43-9a37-0d3c3f6a2b11","event":"heartbeat"}"#;
+        let at = |time: &str| one.replace("\"time\":1", &format!("\"time\":{time}"));
+        for time in ["-9223372036854775808", "-1", "253402300800000", "9223372036854775807"] {
+            let field = |body: String| match parse_events(body.as_bytes()) {
+                Err(ApiError::ValidationFailed { errors, .. }) => errors[0].field.clone(),
+                other => panic!("{time}: {other:?}"),
+            };
+            assert_eq!(field(at(time)), "time");
+            assert_eq!(field(format!("[{one},{}]", at(time))), "[1].time");
+        }
+        for time in ["0", "1714564800123", "253402300799999"] {
+            assert_eq!(
+                parse_events(at(time).as_bytes()).unwrap()[0].time(),
+                time.parse::<i64>().unwrap()
+            );
+        }
     }
 
     #[test]
