@@ -97,7 +97,11 @@ pub(super) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Re
     };
     let end = match &body.end {
         None | Some(serde_json::Value::Null) => None,
-        Some(value) => match parse_relative(value).map(|d| now + d.as_millis() as EpochMs) {
+        // A duration too long to add to `now` is no end we can keep.
+        Some(value) => match parse_relative(value)
+            .and_then(|d| EpochMs::try_from(d.as_millis()).ok())
+            .and_then(|ms| now.checked_add(ms))
+        {
             Some(end) => Some(end),
             None => match parse_time(value, now) {
                 Some(end) => Some(end),
@@ -304,6 +308,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(w.start, 1_893_456_000_000);
+    }
+
+    /// Found reading the window parser for the `api_body` fuzz target, and
+    /// confirmed through it: a relative end whose milliseconds overflowed
+    /// when added to now panicked the handler (and wrapped in a release
+    /// build).
+    #[test]
+    fn a_relative_end_beyond_what_a_time_can_hold_is_invalid() {
+        let now = 1_700_000_000_000;
+        for end in ["153722838947580m", "2562047788015h", "18446744073709551615d"] {
+            let err = validate(None, body(serde_json::json!({"end": end, "all": true})), now).unwrap_err();
+            match err {
+                ApiError::ValidationFailed { errors, .. } => assert_eq!(errors[0].field, "end", "{end}"),
+                other => panic!("{end}: {other:?}"),
+            }
+        }
     }
 
     #[test]
