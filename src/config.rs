@@ -1315,4 +1315,22 @@ mod tests {
         let err = load_from(Mode::Master, Some(Path::new("/nonexistent/amon.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
     }
+
+    /// The fuzz target's entry point reads text as the loader reads a file.
+    #[test]
+    fn text_loads_as_the_same_file_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.toml");
+        let good = "datacenter = \"us-east-1\"\n[notify]\nhold = \"5s\"\n";
+        std::fs::write(&path, good).unwrap();
+        let from_file = load_from(Mode::Master, Some(&path), env(&[])).unwrap();
+        let from_text = load_str(Mode::Master, good, env(&[])).unwrap();
+        assert_eq!(from_text.datacenter, from_file.datacenter);
+        assert_eq!(from_text.notify.hold, from_file.notify.hold);
+        let bad = "[master]\nlisen = \"x\"\n";
+        std::fs::write(&path, bad).unwrap();
+        let from_file = load_from(Mode::Master, Some(&path), env(&[])).unwrap_err();
+        let from_text = load_str(Mode::Master, bad, env(&[])).unwrap_err();
+        assert_eq!(from_text.key, from_file.key);
+    }
 }

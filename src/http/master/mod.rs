@@ -698,6 +698,54 @@ mod tests {
         ));
     }
 
+    /// The fuzz target's entry point takes what the handlers take and
+    /// refuses the rest as they do.
+    #[test]
+    fn fuzz_body_decodes_and_validates_each_body_as_its_handler() {
+        let machine = "fb622681-3d62-413b-dc8a-c7515367464f";
+        let good = [
+            (
+                BodyKind::Account,
+                r#"{"login":"alice","email":"alice@example.com"}"#.to_string(),
+            ),
+            (
+                BodyKind::Probe,
+                format!(r#"{{"type":"machine-up","machine":"{machine}","contacts":["ops"]}}"#),
+            ),
+            (BodyKind::ProbeGroup, r#"{"contacts":["email"],"hold":"2m"}"#.into()),
+            (
+                BodyKind::Contact,
+                r#"{"medium":"webhook","address":"https://example.com/hook"}"#.into(),
+            ),
+            (BodyKind::MaintenanceWindow, r#"{"end":"2h","all":true}"#.into()),
+            (BodyKind::AlarmAction, "action=close".into()),
+            (BodyKind::ServerMachines, format!(r#"[{{"uuid":"{machine}"}}]"#)),
+        ];
+        for (kind, body) in good {
+            fuzz_body(kind, body.as_bytes()).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+        }
+        let refused = |kind, body: &str| fuzz_body(kind, body.as_bytes()).unwrap_err().code();
+        assert_eq!(refused(BodyKind::Account, r#"{"login":"alice"}"#), "ValidationFailed");
+        assert_eq!(
+            refused(BodyKind::Probe, r#"{"type":"machine-up","machine":"web7"}"#),
+            "ValidationFailed"
+        );
+        assert_eq!(
+            refused(BodyKind::ProbeGroup, r#"{"contacts":["sms"]}"#),
+            "ValidationFailed"
+        );
+        assert_eq!(
+            refused(BodyKind::Contact, r#"{"medium":"pigeon","address":"x"}"#),
+            "ValidationFailed"
+        );
+        assert_eq!(
+            refused(BodyKind::MaintenanceWindow, r#"{"end":"2h"}"#),
+            "ValidationFailed"
+        );
+        assert_eq!(refused(BodyKind::AlarmAction, "action="), "MissingParameter");
+        assert_eq!(refused(BodyKind::ServerMachines, "[{"), "InvalidArgument");
+    }
+
     /// Found by the `events` fuzz target: serde_json's default float
     /// parsing is off by one ulp for some numbers, so a probe event's
     /// `data.value` changed each time the event was stored and read back.
