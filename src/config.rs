@@ -432,20 +432,43 @@ pub fn load_from(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigError> {
+    let file = match file {
+        Some(path) if !path.exists() => {
+            return Err(ConfigError::new(
+                "--config",
+                format!("file {} does not exist", path.display()),
+            ))
+        }
+        Some(path) => Some(config::File::from(path).format(config::FileFormat::Toml)),
+        None => None,
+    };
+    load_source(mode, file, env)
+}
+
+/// [`load_from`] with the file's TOML text instead of its path: for the
+/// config loader's fuzz target (`fuzz/`), which must not touch the disk for
+/// every input. A `password_file` or `*_token_file` it names is still read.
+pub fn load_str(
+    mode: Mode,
+    toml: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    load_source(mode, Some(config::File::from_str(toml, config::FileFormat::Toml)), env)
+}
+
+fn load_source<S: config::Source + Send + Sync + 'static>(
+    mode: Mode,
+    file: Option<S>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder();
     for (key, value) in defaults(mode) {
         builder = builder
             .set_default(key, value)
             .map_err(|e| ConfigError::new(key, e.to_string()))?;
     }
-    if let Some(path) = file {
-        if !path.exists() {
-            return Err(ConfigError::new(
-                "--config",
-                format!("file {} does not exist", path.display()),
-            ));
-        }
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    if let Some(file) = file {
+        builder = builder.add_source(file);
     }
     let mut env: std::collections::HashMap<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with("AMON__")).collect();
@@ -1319,5 +1342,23 @@ mod tests {
     fn a_missing_named_file_is_an_error() {
         let err = load_from(Mode::Master, Some(Path::new("/nonexistent/amon.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    /// The fuzz target's entry point reads text as the loader reads a file.
+    #[test]
+    fn text_loads_as_the_same_file_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("amon.toml");
+        let good = "datacenter = \"us-east-1\"\n[notify]\nhold = \"5s\"\n";
+        std::fs::write(&path, good).unwrap();
+        let from_file = load_from(Mode::Master, Some(&path), env(&[])).unwrap();
+        let from_text = load_str(Mode::Master, good, env(&[])).unwrap();
+        assert_eq!(from_text.datacenter, from_file.datacenter);
+        assert_eq!(from_text.notify.hold, from_file.notify.hold);
+        let bad = "[master]\nlisen = \"x\"\n";
+        std::fs::write(&path, bad).unwrap();
+        let from_file = load_from(Mode::Master, Some(&path), env(&[])).unwrap_err();
+        let from_text = load_str(Mode::Master, bad, env(&[])).unwrap_err();
+        assert_eq!(from_text.key, from_file.key);
     }
 }

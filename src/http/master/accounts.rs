@@ -26,7 +26,7 @@ const MAX_ATTRIBUTE_VALUE: usize = 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
+pub(super) struct AccountBody {
     login: Option<String>,
     email: Option<String>,
     uuid: Option<Uuid>,
@@ -43,7 +43,7 @@ fn valid_login(login: &str) -> bool {
 }
 
 /// Turns a body into the account `uuid`, or says every field that is wrong.
-fn validate_account(uuid: Uuid, body: AccountBody) -> Result<Account, ApiError> {
+pub(super) fn validate_account(uuid: Uuid, body: AccountBody) -> Result<Account, ApiError> {
     let mut errors = Vec::new();
     match body.login.as_deref() {
         None => errors.push(FieldError::missing("login")),

@@ -47,16 +47,21 @@ pub(super) async fn act_on_alarm(
 ) -> Result<HttpResponse, ApiError> {
     drain(payload).await?;
     let (account, id) = path.into_inner();
-    let action = match query.action.as_deref() {
-        None | Some("") => return Err(ApiError::MissingParameter("action is required".into())),
+    let action = action_of(&query)?;
+    command(&api, &account, &id, |id| AlarmCommand::Act { id, action }).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// The `action` the query asks for: required, one of Amon's four.
+pub(super) fn action_of(query: &ActionQuery) -> Result<AlarmAction, ApiError> {
+    match query.action.as_deref() {
+        None | Some("") => Err(ApiError::MissingParameter("action is required".into())),
         Some(text) => AlarmAction::parse(text).ok_or_else(|| {
             ApiError::InvalidArgument(format!(
                 "action {text:?} is invalid: expected close, reopen, suppress or unsuppress"
             ))
-        })?,
-    };
-    command(&api, &account, &id, |id| AlarmCommand::Act { id, action }).await?;
-    Ok(HttpResponse::Accepted().finish())
+        }),
+    }
 }
 
 /// `DELETE /pub/:account/alarms/:id`: 204; the id answers 410 from now on.

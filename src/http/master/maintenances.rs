@@ -20,7 +20,7 @@ const MAX_NOTES: usize = 255;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct WindowBody {
+pub(super) struct WindowBody {
     start: Option<serde_json::Value>,
     end: Option<serde_json::Value>,
     notes: Option<String>,
@@ -54,12 +54,14 @@ fn parse_time(value: &serde_json::Value, now: EpochMs) -> Option<EpochMs> {
 /// `30m`, `2h`, `1d` (Amon's `^[1-9]\d*[mhd]$`), from now.
 fn parse_relative(value: &serde_json::Value) -> Option<Duration> {
     let text = value.as_str()?.trim();
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    // By the last character, not byte: the text may end in any character.
+    let unit = text.chars().last()?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let n: u64 = number.parse().ok().filter(|n| *n > 0)?;
     let seconds = match unit {
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
         _ => return None,
     };
     Some(Duration::from_secs(n.checked_mul(seconds)?))
@@ -83,7 +85,7 @@ fn uuids(field: &str, values: Option<Vec<String>>, errors: &mut Vec<FieldError>)
 }
 
 /// Turns a body into a window (id 0 until stored) or says what is wrong.
-fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
+pub(super) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
     let mut errors = Vec::new();
     let start = match &body.start {
         None => now,
@@ -97,7 +99,11 @@ fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<Mainte
     };
     let end = match &body.end {
         None | Some(serde_json::Value::Null) => None,
-        Some(value) => match parse_relative(value).map(|d| now + d.as_millis() as EpochMs) {
+        // A duration too long to add to `now` is no end we can keep.
+        Some(value) => match parse_relative(value)
+            .and_then(|d| EpochMs::try_from(d.as_millis()).ok())
+            .and_then(|ms| now.checked_add(ms))
+        {
             Some(end) => Some(end),
             None => match parse_time(value, now) {
                 Some(end) => Some(end),
@@ -304,6 +310,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(w.start, 1_893_456_000_000);
+    }
+
+    /// Found reading the window parser for the `api_body` fuzz target, and
+    /// confirmed through it: a relative end whose milliseconds overflowed
+    /// when added to now panicked the handler (and wrapped in a release
+    /// build).
+    #[test]
+    fn a_relative_end_beyond_what_a_time_can_hold_is_invalid() {
+        let now = 1_700_000_000_000;
+        for end in ["153722838947580m", "2562047788015h", "18446744073709551615d"] {
+            let err = validate(None, body(serde_json::json!({"end": end, "all": true})), now).unwrap_err();
+            match err {
+                ApiError::ValidationFailed { errors, .. } => assert_eq!(errors[0].field, "end", "{end}"),
+                other => panic!("{end}: {other:?}"),
+            }
+        }
+    }
+
+    /// Found by the `api_body` fuzz target in its first 20 s in CI's
+    /// script: an end whose last character took more than one byte
+    /// (`"2030-01-01T:0020:00+01:Ɲ"`) panicked the handler, in any build.
+    #[test]
+    fn an_end_ending_in_a_multibyte_character_is_invalid() {
+        for end in ["2030-01-01T:0020:00+01:Ɲ", "2é", "Ɲ", "30Ɲ"] {
+            match validate(None, body(serde_json::json!({"end": end, "all": true})), 0) {
+                Err(ApiError::ValidationFailed { errors, .. }) => assert_eq!(errors[0].field, "end", "{end}"),
+                other => panic!("{end}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ fn contacts_field(contacts: &[String], book: &AccountBook, errors: &mut Vec<Fiel
 /// What a body is for: a new resource (whose uuid the server chose) or
 /// the existing one named in the URL.
 #[derive(Debug, Clone, Copy)]
-enum Target {
+pub(super) enum Target {
     New(Uuid),
     Existing(Uuid),
 }
@@ -197,7 +197,7 @@ fn owned_fields(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ProbeBody {
+pub(super) struct ProbeBody {
     /// Server-owned (see [`owned_fields`]).
     uuid: Option<String>,
     /// Server-owned (see [`owned_fields`]).
@@ -223,15 +223,45 @@ async fn validate_probe(
     target: Target,
     body: ProbeBody,
 ) -> Result<Probe, ApiError> {
-    let user = account.uuid;
     let mut errors = Vec::new();
+    let probe = check_probe(
+        account,
+        target,
+        body,
+        &api.contact_book(account.uuid).await?,
+        &mut errors,
+    );
+    if let Some(group) = probe.group {
+        if api.store.get_group(account.uuid, group).await?.is_none() {
+            errors.push(FieldError::invalid(
+                "group",
+                format!("probe group {group} does not exist"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(probe)
+}
+
+/// What [`validate_probe`] checks without the store (`book`: the contacts
+/// the account may name): the probe, good only if `errors` stays empty.
+pub(super) fn check_probe(
+    account: &Account,
+    target: Target,
+    body: ProbeBody,
+    book: &AccountBook,
+    errors: &mut Vec<FieldError>,
+) -> Probe {
+    let user = account.uuid;
     owned_fields(
         "probe",
         target,
         (account.uuid, &account.login),
         body.uuid.as_deref(),
         body.user.as_deref(),
-        &mut errors,
+        errors,
     );
     let probe_type = match body.probe_type.as_deref() {
         None => {
@@ -247,10 +277,10 @@ async fn validate_probe(
             None
         }
     };
-    name_field(&body.name, &mut errors);
-    let agent = uuid_field("agent", body.agent.as_deref(), &mut errors);
-    let machine = uuid_field("machine", body.machine.as_deref(), &mut errors);
-    let group = uuid_field("group", body.group.as_deref(), &mut errors);
+    name_field(&body.name, errors);
+    let agent = uuid_field("agent", body.agent.as_deref(), errors);
+    let machine = uuid_field("machine", body.machine.as_deref(), errors);
+    let group = uuid_field("group", body.group.as_deref(), errors);
     // machine-up runs where the machine is: one of agent/machine names it.
     let (agent, machine) = match (agent, machine) {
         (Some(a), Some(m)) if a != m => {
@@ -271,22 +301,11 @@ async fn validate_probe(
             errors.push(FieldError::invalid("config", "machine-up probes take no config"));
         }
     }
-    let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
-    let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
+    let hold = seconds_field("hold", body.hold.as_ref(), errors);
+    let renotify = renotify_field(body.renotify.as_ref(), errors);
     let contacts = body.contacts.unwrap_or_else(|| vec!["email".to_string()]);
-    contacts_field(&contacts, &api.contact_book(user).await?, &mut errors);
-    if let Some(group) = group {
-        if api.store.get_group(user, group).await?.is_none() {
-            errors.push(FieldError::invalid(
-                "group",
-                format!("probe group {group} does not exist"),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    Ok(Probe {
+    contacts_field(&contacts, book, errors);
+    Probe {
         uuid: target.uuid(),
         name: body.name,
         user,
@@ -300,7 +319,7 @@ async fn validate_probe(
         disabled: body.disabled.unwrap_or(false),
         hold,
         renotify,
-    })
+    }
 }
 
 /// Tenancy (SPEC §5): a probe on a machine belongs to that machine's owner,
@@ -432,7 +451,7 @@ pub(super) async fn delete_probe(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupBody {
+pub(super) struct GroupBody {
     /// Server-owned (see [`owned_fields`]).
     uuid: Option<String>,
     /// Server-owned (see [`owned_fields`]).
@@ -449,6 +468,17 @@ async fn validate_group(
     account: &Account,
     target: Target,
     body: GroupBody,
+) -> Result<ProbeGroup, ApiError> {
+    check_group(account, target, body, &api.contact_book(account.uuid).await?)
+}
+
+/// [`validate_group`] without the store (`book`: the contacts the account
+/// may name).
+pub(super) fn check_group(
+    account: &Account,
+    target: Target,
+    body: GroupBody,
+    book: &AccountBook,
 ) -> Result<ProbeGroup, ApiError> {
     let user = account.uuid;
     let mut errors = Vec::new();
@@ -468,7 +498,7 @@ async fn validate_group(
             Vec::new()
         }
     };
-    contacts_field(&contacts, &api.contact_book(user).await?, &mut errors);
+    contacts_field(&contacts, book, &mut errors);
     let hold = seconds_field("hold", body.hold.as_ref(), &mut errors);
     let renotify = renotify_field(body.renotify.as_ref(), &mut errors);
     if !errors.is_empty() {
@@ -567,7 +597,7 @@ pub(super) async fn delete_group(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ContactBody {
+pub(super) struct ContactBody {
     medium: Option<String>,
     address: Option<String>,
 }
@@ -639,6 +669,20 @@ pub(super) async fn put_contact(
     let (account, name) = path.into_inner();
     let account = api.account(&account).await?;
     let body: ContactBody = decode_json(&body, "contact")?;
+    let contact = validate_contact(name, body)?;
+    let contact = api.store.put_contact(account.uuid, contact).await?;
+    let contacts = api.store.list_contacts(account.uuid).await?;
+    api.tell_router(ContactsChanged {
+        user: account.uuid,
+        contacts,
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(contact))
+}
+
+/// Turns a contact body into the contact `name`, or says every field that
+/// is wrong.
+pub(super) fn validate_contact(name: String, body: ContactBody) -> Result<Contact, ApiError> {
     let mut errors = Vec::new();
     if !valid_contact_name(&name) {
         errors.push(FieldError::invalid(
@@ -674,19 +718,11 @@ pub(super) async fn put_contact(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let contact = Contact {
+    Ok(Contact {
         name,
         medium: medium.unwrap_or(Medium::Email),
         address,
-    };
-    let contact = api.store.put_contact(account.uuid, contact).await?;
-    let contacts = api.store.list_contacts(account.uuid).await?;
-    api.tell_router(ContactsChanged {
-        user: account.uuid,
-        contacts,
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(contact))
 }
 
 /// `DELETE`: 204. A contact still named by a probe or group cannot go
