@@ -326,6 +326,7 @@ impl MasterParts {
                 keeper: keeper.clone(),
                 guard: guard.clone(),
                 clock: self.clock.clone(),
+                probe_limits: crate::probes::Limits::default(),
             };
             let auth = self.auth.clone();
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {

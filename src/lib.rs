@@ -30,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod probes;
 pub mod progress;
 pub mod rules;
 pub mod store;

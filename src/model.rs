@@ -83,19 +83,64 @@ impl AttributeUse {
 /// Attribute names an account cannot have: its own fields.
 pub const RESERVED_ATTRIBUTES: [&str; 4] = ["uuid", "login", "email", "attributes"];
 
-/// The probe types we implement. Amon's other types (log-scan, http, …) come
-/// with the agent work.
+/// The probe types of Amon. `machine-up` is the relay's (it watches zones);
+/// every other type runs in an agent (`amon agent`, `crate::probes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProbeType {
     #[serde(rename = "machine-up")]
     MachineUp,
+    #[serde(rename = "log-scan")]
+    LogScan,
+    #[serde(rename = "bunyan-log-scan")]
+    BunyanLogScan,
+    #[serde(rename = "http")]
+    Http,
+    #[serde(rename = "icmp")]
+    Icmp,
+    #[serde(rename = "cmd")]
+    Cmd,
+    #[serde(rename = "disk-usage")]
+    DiskUsage,
 }
 
 impl ProbeType {
+    pub const ALL: [ProbeType; 7] = [
+        ProbeType::LogScan,
+        ProbeType::BunyanLogScan,
+        ProbeType::MachineUp,
+        ProbeType::Http,
+        ProbeType::Icmp,
+        ProbeType::Cmd,
+        ProbeType::DiskUsage,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProbeType::MachineUp => "machine-up",
+            ProbeType::LogScan => "log-scan",
+            ProbeType::BunyanLogScan => "bunyan-log-scan",
+            ProbeType::Http => "http",
+            ProbeType::Icmp => "icmp",
+            ProbeType::Cmd => "cmd",
+            ProbeType::DiskUsage => "disk-usage",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<ProbeType> {
+        ProbeType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Whether the probe watches the machine its agent runs on (`agent` and
+    /// `machine` are then one uuid, the master fills either from the other),
+    /// as opposed to something reached over the network (`http`, `icmp`:
+    /// `agent` says who runs it, `machine` is optional).
+    pub fn runs_locally(self) -> bool {
+        !matches!(self, ProbeType::Http | ProbeType::Icmp)
+    }
+
+    /// Whether an agent runs it (every type but `machine-up`).
+    pub fn runs_in_agent(self) -> bool {
+        self != ProbeType::MachineUp
     }
 }
 

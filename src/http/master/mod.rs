@@ -33,6 +33,8 @@ pub struct MasterApi {
     /// The keeper of maintenance windows (creates and deletes them).
     pub keeper: Named<crate::actors::maintenance::MaintenanceKeeper>,
     pub clock: Clock,
+    /// What probe configs may ask for (`probes.*` settings).
+    pub probe_limits: crate::probes::Limits,
 }
 
 /// Mounts the Master API on an actix-web app.
@@ -503,6 +505,7 @@ pub fn fuzz_body(kind: BodyKind, body: &[u8]) -> Result<(), ApiError> {
                 Target::Existing(user),
                 decode_json(body, "probe")?,
                 &book,
+                crate::probes::Limits::default(),
                 &mut errors,
             );
             errors

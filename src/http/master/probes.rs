@@ -229,6 +229,7 @@ async fn validate_probe(
         target,
         body,
         &api.contact_book(account.uuid).await?,
+        api.probe_limits,
         &mut errors,
     );
     if let Some(group) = probe.group {
@@ -252,6 +253,7 @@ pub(super) fn check_probe(
     target: Target,
     body: ProbeBody,
     book: &AccountBook,
+    limits: crate::probes::Limits,
     errors: &mut Vec<FieldError>,
 ) -> Probe {
     let user = account.uuid;
@@ -268,37 +270,54 @@ pub(super) fn check_probe(
             errors.push(FieldError::missing("type"));
             None
         }
-        Some("machine-up") => Some(ProbeType::MachineUp),
-        Some(other) => {
-            errors.push(FieldError::invalid(
-                "type",
-                format!("probe type {other:?} is not supported: valid types are \"machine-up\""),
-            ));
-            None
-        }
+        Some(name) => match ProbeType::parse(name) {
+            Some(probe_type) => Some(probe_type),
+            None => {
+                let valid: Vec<_> = ProbeType::ALL.iter().map(|t| format!("{:?}", t.as_str())).collect();
+                errors.push(FieldError::invalid(
+                    "type",
+                    format!(
+                        "probe type {name:?} is not supported: valid types are {}",
+                        valid.join(", ")
+                    ),
+                ));
+                None
+            }
+        },
     };
     name_field(&body.name, errors);
     let agent = uuid_field("agent", body.agent.as_deref(), errors);
     let machine = uuid_field("machine", body.machine.as_deref(), errors);
     let group = uuid_field("group", body.group.as_deref(), errors);
-    // machine-up runs where the machine is: one of agent/machine names it.
+    let local = probe_type.is_none_or(ProbeType::runs_locally);
     let (agent, machine) = match (agent, machine) {
-        (Some(a), Some(m)) if a != m => {
+        // A local probe runs where its machine is: one of agent/machine
+        // names it, and both are then that uuid.
+        (Some(a), Some(m)) if local && a != m => {
+            let what = probe_type.map_or("this probe type", ProbeType::as_str);
             errors.push(FieldError::invalid(
                 "machine",
-                "agent and machine must be the same for machine-up",
+                format!("agent and machine must be the same for {what}"),
             ));
             (Some(a), Some(m))
         }
         (None, None) if body.agent.is_none() && body.machine.is_none() => {
-            errors.push(FieldError::missing("machine"));
+            errors.push(FieldError::missing(if local { "machine" } else { "agent" }));
             (None, None)
         }
-        (a, m) => (a.or(m), m.or(a)),
+        // An http or icmp probe is run by `agent`; `machine`, when given,
+        // is only what it is about.
+        (None, Some(_)) if !local && body.agent.is_none() => {
+            errors.push(FieldError::missing("agent"));
+            (None, machine)
+        }
+        (a, m) if local => (a.or(m), m.or(a)),
+        (a, m) => (a, m),
     };
-    if let Some(config) = &body.config {
-        if !config.is_null() && !config.as_object().is_some_and(|o| o.is_empty()) {
-            errors.push(FieldError::invalid("config", "machine-up probes take no config"));
+    let config = body.config.unwrap_or(serde_json::Value::Null);
+    if let Some(probe_type) = probe_type {
+        if let Err(wrong) = crate::probes::parse(probe_type, &config, limits) {
+            errors.extend(wrong);
         }
     }
     let hold = seconds_field("hold", body.hold.as_ref(), errors);
@@ -312,7 +331,7 @@ pub(super) fn check_probe(
         probe_type: probe_type.unwrap_or(ProbeType::MachineUp),
         agent,
         machine,
-        config: body.config.unwrap_or(serde_json::Value::Null),
+        config,
         contacts,
         group,
         group_events: body.group_events.unwrap_or(true),
