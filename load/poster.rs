@@ -221,14 +221,21 @@ where
                 let lanes = (0..connections.max(1)).map(|_| async {
                     let mut stats = PostStats::empty();
                     loop {
-                        // Lanes share one thread, so taking the next index
-                        // cannot race: bodies leave in schedule order.
+                        // A lane takes the next body only once it is due,
+                        // and takes it and records it without an await in
+                        // between: lanes share one thread, so bodies leave
+                        // in schedule order. (Taking the index before the
+                        // sleep let two lanes whose timers had both passed
+                        // on a loaded machine send 16 before 15.)
                         let i = next.get();
                         let Some(body) = bodies.get(i) else { break };
-                        next.set(i + 1);
                         let due = started + Duration::from_secs_f64(i as f64 / per_second);
-                        actix_rt::time::sleep_until(due.into()).await;
                         let sent = Instant::now();
+                        if sent < due {
+                            actix_rt::time::sleep_until(due.into()).await;
+                            continue;
+                        }
+                        next.set(i + 1);
                         stats.max_late = stats.max_late.max(sent.saturating_duration_since(due));
                         (on_sent.borrow_mut())(i, sent);
                         let answer = post(&client, &url, bearer.as_deref(), body.clone()).await;
