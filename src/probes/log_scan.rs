@@ -690,6 +690,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn read_errors_reopen_the_log_then_stop_the_probe_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let c = config(json!({"path": dir.path().to_str().unwrap(), "match": {"pattern": "x"}}));
+        let follow = Follow {
+            poll: POLL,
+            svcs: "/nonexistent/svcs".into(),
+        };
+        let started = Instant::now();
+        let err = format!("{:#}", run_with(c, follow, tx).await.unwrap_err());
+        assert!(
+            err.contains("failed 5 times") && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), POLL * 4, "tried once a poll");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_unresolvable_smf_service_stops_the_probe_with_why() {
         let (tx, _rx) = mpsc::channel(1);
         let c = config(json!({"smfServiceName": "app", "match": {"pattern": "x"}}));
