@@ -24,8 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Most bytes read in one poll: a log written faster than this is caught up
-/// over the next polls instead of holding the probe in one long read.
-const MAX_READ_PER_POLL: usize = 16 * 1024 * 1024;
+/// over the next polls instead of holding the agent's thread in one long
+/// read and match.
+const MAX_READ_PER_POLL: usize = 4 * 1024 * 1024;
 
 /// Size of one read.
 const CHUNK: usize = 64 * 1024;
@@ -72,6 +73,9 @@ pub struct Follower {
     /// "Waiting for the file" is logged once per absence, not every poll.
     absence_logged: bool,
     lines: LineSplitter,
+    /// Lines read before a poll failed, given by the next poll: they were
+    /// consumed from the file and would otherwise be lost.
+    carry: Vec<String>,
     buf: Vec<u8>,
 }
 
@@ -84,6 +88,7 @@ impl Follower {
             resume: None,
             absence_logged: false,
             lines: LineSplitter::default(),
+            carry: Vec::new(),
             buf: vec![0; CHUNK],
         }
     }
@@ -96,7 +101,17 @@ impl Follower {
     /// order. An `Err` is a failure to read (not the file being absent, which
     /// is waited for); call [`Follower::reopen`] before polling again.
     pub async fn poll(&mut self) -> std::io::Result<Vec<String>> {
-        let mut lines = Vec::new();
+        let mut lines = std::mem::take(&mut self.carry);
+        match self.read_new(&mut lines).await {
+            Ok(()) => Ok(lines),
+            Err(e) => {
+                self.carry = lines;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_new(&mut self, lines: &mut Vec<String>) -> std::io::Result<()> {
         // What the name is now, looked at before draining the open file so
         // that nothing the writer adds to the old file before it moves to the
         // new one is lost.
@@ -114,20 +129,20 @@ impl Follower {
         match (&self.open, &named) {
             (None, None) => {
                 self.absent();
-                return Ok(lines);
+                return Ok(());
             }
             (None, Some(_)) => {
-                self.open_named().await?;
+                self.open_named(lines).await?;
             }
             (Some(open), Some(meta)) if open.identity != Identity::of(meta) => {
                 // Rename and create: finish the old file, then the new one
                 // from its start.
-                self.drain(&mut lines).await?;
-                self.lines.finish(&mut lines);
+                self.drain(lines).await?;
+                self.lines.finish(lines);
                 tracing::info!(path = %self.path.display(), "log file rotated; reading the new one");
                 self.open = None;
                 self.at_end = false;
-                self.open_named().await?;
+                self.open_named(lines).await?;
             }
             (Some(_), None) => {
                 // Renamed away (or deleted) and not yet replaced: the writer
@@ -137,8 +152,7 @@ impl Follower {
             (Some(_), Some(_)) => {}
         }
         self.absence_logged &= named.is_none();
-        self.drain(&mut lines).await?;
-        Ok(lines)
+        self.drain(lines).await
     }
 
     /// Forgets the open file after a read error; the next poll opens the path
@@ -160,13 +174,18 @@ impl Follower {
         }
     }
 
-    async fn open_named(&mut self) -> std::io::Result<()> {
+    async fn open_named(&mut self, lines: &mut Vec<String>) -> std::io::Result<()> {
         let mut file = File::open(&self.path).await?;
         let meta = file.metadata().await?;
         let identity = Identity::of(&meta);
         let offset = match self.resume.take() {
             Some((same, offset)) if same == identity && offset <= meta.len() => offset,
-            Some(_) => 0,
+            Some(_) => {
+                // Not the file reading stopped in: its partial line ends
+                // here rather than run into the new file's first.
+                self.lines.finish(lines);
+                0
+            }
             None if self.at_end => meta.len(),
             None => 0,
         };
@@ -399,6 +418,21 @@ mod tests {
         f.reopen();
         append(&path, "two\n");
         assert_eq!(f.poll().await.unwrap(), ["two"]);
+    }
+
+    #[tokio::test]
+    async fn reopening_another_file_ends_the_partial_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        append(&path, "x\n");
+        let mut f = Follower::new(&path);
+        f.poll().await.unwrap();
+        append(&path, "ab");
+        assert!(f.poll().await.unwrap().is_empty());
+        f.reopen();
+        std::fs::rename(&path, dir.path().join("app.log.0")).unwrap();
+        append(&path, "cd\n");
+        assert_eq!(f.poll().await.unwrap(), ["ab", "cd"]);
     }
 
     #[tokio::test]
