@@ -426,6 +426,48 @@ mod tests {
         assert!(sample["match"].as_str().unwrap().ends_with("..."));
     }
 
+    fn keys() -> &'static [&'static str] {
+        &[
+            "path",
+            "fields",
+            "match",
+            "level",
+            "msg",
+            "req.method",
+            "req",
+            "method",
+            "pattern",
+            "field",
+            "invert",
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_config_parses_or_names_its_wrong_fields(value in crate::fuzz_json::json_with(
+            keys(), &["/var/log/x", "error", "GET", "msg", "req.method", "x+"],
+        )) {
+            let mut errors = Vec::new();
+            let parsed = parse(&value, &mut errors);
+            proptest::prop_assert_eq!(parsed.is_some(), errors.is_empty());
+            proptest::prop_assert!(errors.iter().all(|e| e.field.starts_with("config")));
+        }
+
+        #[test]
+        fn any_line_is_judged_without_panic(
+            record in crate::fuzz_json::json_with(keys(), &["GET", "x", "error"]),
+            junk in ".{0,64}",
+        ) {
+            let c = config(json!({"path": "/x", "fields": {"level": "error", "req.method": "GET"},
+                "match": {"pattern": "x", "field": "msg", "invert": true}}));
+            c.judge(&record.to_string());
+            c.judge(&junk);
+            let c = config(json!({"path": "/x", "match": {"pattern": "x"}}));
+            c.judge(&record.to_string());
+            c.judge(&junk);
+        }
+    }
+
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

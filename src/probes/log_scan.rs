@@ -450,6 +450,19 @@ mod tests {
         assert_eq!(fields(json!(["/x"])), ["config"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_config_parses_or_names_its_wrong_fields(value in crate::fuzz_json::json_with(
+            &["path", "smfServiceName", "match", "pattern", "type", "flags", "invert", "threshold", "period"],
+            &["/var/log/x", "svc:/a:default", "regex", "substring", "i", "60s", "ERR(", "-x"],
+        )) {
+            let mut errors = Vec::new();
+            let parsed = parse(&value, &mut errors);
+            proptest::prop_assert_eq!(parsed.is_some(), errors.is_empty());
+            proptest::prop_assert!(errors.iter().all(|e| e.field.starts_with("config")));
+        }
+    }
+
     fn matcher(value: Value) -> Matcher {
         Matcher::parse(&value, "config.match", false, &mut Vec::new()).unwrap()
     }

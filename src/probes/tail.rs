@@ -320,6 +320,26 @@ mod tests {
         assert_eq!(split(&[b"a\xffb\n"]).0, ["a\u{fffd}b"]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn how_bytes_are_chunked_does_not_change_the_lines(
+            text in "[a-c\r\n\u{e9}]{0,200}",
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+        ) {
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                chunks.push(&bytes[from..cut]);
+                from = cut;
+            }
+            let whole = split(&[bytes]).0;
+            proptest::prop_assert_eq!(split(&chunks).0, whole);
+        }
+    }
+
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
