@@ -244,12 +244,15 @@ pub(super) async fn scan(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let mut hits = Vec::new();
+        let mut hits = Hits::default();
         for (follower, errors) in &mut followers {
             match follower.poll().await {
                 Ok(lines) => {
                     *errors = 0;
-                    hits.extend(lines.iter().filter_map(|line| hit(line)));
+                    lines
+                        .iter()
+                        .filter_map(|line| hit(line))
+                        .for_each(|sample| hits.push(sample));
                 }
                 Err(e) => {
                     *errors += 1;
@@ -270,6 +273,32 @@ pub(super) async fn scan(
                 .await
                 .context("nobody takes this probe's observations")?;
         }
+    }
+}
+
+/// The hits of one poll: how many, and the last few to show (a busy log
+/// can hit a million times a poll; only three are shown).
+#[derive(Debug, Default)]
+pub struct Hits {
+    count: usize,
+    last: VecDeque<Value>,
+}
+
+impl Hits {
+    pub fn push(&mut self, sample: Value) {
+        self.count += 1;
+        if self.last.len() == MAX_SAMPLES {
+            self.last.pop_front();
+        }
+        self.last.push_back(sample);
+    }
+}
+
+impl FromIterator<Value> for Hits {
+    fn from_iter<I: IntoIterator<Item = Value>>(samples: I) -> Hits {
+        let mut hits = Hits::default();
+        samples.into_iter().for_each(|s| hits.push(s));
+        hits
     }
 }
 
@@ -295,18 +324,17 @@ impl Tally {
     /// Records the hits seen at `now` (each counts once, however many came
     /// in one read). A fault is `Some((hits in the period, the last few
     /// hits))`; the window then starts empty again.
-    pub fn record(&mut self, now: Instant, hits: Vec<Value>) -> Option<(usize, Vec<Value>)> {
-        if hits.is_empty() {
+    pub fn record(&mut self, now: Instant, hits: Hits) -> Option<(usize, Vec<Value>)> {
+        if hits.count == 0 {
             return None;
         }
-        let n = hits.len();
-        for sample in hits.into_iter().skip(n.saturating_sub(MAX_SAMPLES)) {
+        for sample in hits.last {
             if self.samples.len() == MAX_SAMPLES {
                 self.samples.pop_front();
             }
             self.samples.push_back((now, sample));
         }
-        let count = self.window.record(now, n);
+        let count = self.window.record(now, hits.count);
         if count < self.threshold {
             return None;
         }
@@ -492,6 +520,11 @@ mod tests {
         assert_eq!(clip("é".repeat(2000).as_str()).chars().count(), MAX_SAMPLE_CHARS + 3);
     }
 
+    /// One poll's hits.
+    fn seen(samples: Vec<Value>) -> Hits {
+        samples.into_iter().collect()
+    }
+
     fn hits(n: usize) -> Vec<Value> {
         (0..n).map(|i| json!(i)).collect()
     }
@@ -500,7 +533,7 @@ mod tests {
     fn matches_in_one_read_count_one_each() {
         let now = Instant::now();
         let mut t = Tally::new(3, Duration::from_secs(60));
-        let (count, samples) = t.record(now, hits(3)).expect("3 matches in one chunk are 3");
+        let (count, samples) = t.record(now, seen(hits(3))).expect("3 matches in one chunk are 3");
         assert_eq!(count, 3);
         assert_eq!(samples, hits(3));
     }
@@ -510,39 +543,39 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let mut t = Tally::new(3, Duration::from_secs(60));
-        assert_eq!(t.record(at(0), hits(1)), None);
-        assert_eq!(t.record(at(50), vec![json!("b")]), None);
-        assert_eq!(t.record(at(55), vec![]), None);
+        assert_eq!(t.record(at(0), seen(hits(1))), None);
+        assert_eq!(t.record(at(50), seen(vec![json!("b")])), None);
+        assert_eq!(t.record(at(55), seen(vec![])), None);
         assert_eq!(
-            t.record(at(70), vec![json!("c")]),
+            t.record(at(70), seen(vec![json!("c")])),
             None,
             "the first hit left the period"
         );
         // A counter reset at 60 s would have seen 2 here, not 3.
-        let (count, samples) = t.record(at(75), vec![json!("d")]).unwrap();
+        let (count, samples) = t.record(at(75), seen(vec![json!("d")])).unwrap();
         assert_eq!(count, 3);
         assert_eq!(samples, [json!("b"), json!("c"), json!("d")]);
-        assert_eq!(t.record(at(76), hits(2)), None, "the window restarted");
-        assert_eq!(t.record(at(140), hits(1)), None, "76's hits left the period");
+        assert_eq!(t.record(at(76), seen(hits(2))), None, "the window restarted");
+        assert_eq!(t.record(at(140), seen(hits(1))), None, "76's hits left the period");
     }
 
     #[test]
     fn samples_older_than_the_period_are_not_shown() {
         let start = Instant::now();
         let mut t = Tally::new(2, Duration::from_secs(60));
-        assert_eq!(t.record(start, vec![json!("old")]), None);
+        assert_eq!(t.record(start, seen(vec![json!("old")])), None);
         let later = start + Duration::from_secs(100);
-        assert_eq!(t.record(later, hits(2)), Some((2, hits(2))));
+        assert_eq!(t.record(later, seen(hits(2))), Some((2, hits(2))));
     }
 
     #[test]
     fn threshold_one_faults_on_each_hit_and_samples_stay_few() {
         let now = Instant::now();
         let mut t = Tally::new(1, Duration::from_secs(60));
-        let (count, samples) = t.record(now, hits(10)).unwrap();
+        let (count, samples) = t.record(now, seen(hits(10))).unwrap();
         assert_eq!(count, 10);
         assert_eq!(samples, [json!(7), json!(8), json!(9)]);
-        assert_eq!(t.record(now, hits(1)).unwrap().0, 1);
+        assert_eq!(t.record(now, seen(hits(1))).unwrap().0, 1);
     }
 
     #[test]
