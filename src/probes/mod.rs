@@ -18,6 +18,7 @@ pub mod http;
 pub mod icmp;
 pub mod log_scan;
 pub mod matcher;
+pub mod tail;
 pub mod window;
 
 use std::time::Duration;
