@@ -382,7 +382,8 @@ pub fn fault(config: &Config, exchange: &Exchange, reasons: &[String], count: us
 }
 
 /// Checks `config.url` every `interval` (the first at once, where the
-/// original waited an interval) until dropped.
+/// original waited an interval) until dropped. Runs on an actix arbiter
+/// (awc's connections belong to the thread that made them).
 pub async fn run(config: Config, report: Report) -> anyhow::Result<()> {
     let deadline = config
         .max_response_time
@@ -796,8 +797,9 @@ mod tests {
     async fn a_500_a_slow_answer_and_a_wrong_body_are_faults_and_recovery_clears_once() {
         let server = serve();
         let mut c = config(&server.url);
-        // Small against a server that holds its answer until told.
-        c.max_response_time = Some(Duration::from_millis(100));
+        // Small against a server that holds its answer until told, large
+        // against a loaded machine's good answers.
+        c.max_response_time = Some(Duration::from_secs(2));
         c.body_match = matcher(json!({"pattern": "ok"}));
         let (tx, mut rx) = mpsc::channel(4);
         let probe = actix_rt::spawn(run(c, tx));
@@ -815,7 +817,7 @@ mod tests {
         let o = fault_saying(&mut rx, "maxResponseTime").await;
         assert_eq!(
             o.message,
-            format!("{} GET: no answer within maxResponseTime 100 ms", server.url)
+            format!("{} GET: no answer within maxResponseTime 2000 ms", server.url)
         );
 
         server.mode.send_replace(Mode::WrongBody);
@@ -895,6 +897,11 @@ mod tests {
         let c = config(&format!("{}big", server.url));
         let (status, body) = answer(&client, &c).await.unwrap();
         assert_eq!((status, body.len()), (200, BODY_LIMIT));
+
+        let mut c = config(&server.url);
+        c.method = Method::HEAD;
+        let (status, body) = answer(&client, &c).await.unwrap();
+        assert_eq!((status, body.len()), (200, 0));
         server.handle.stop(false).await;
     }
 }
