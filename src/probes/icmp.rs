@@ -5,8 +5,8 @@
 //! Linux (`ping -n -c N -s SIZE -w SECS host`) and illumos' elsewhere
 //! (`ping -s host SIZE N`); both print the same summary lines, which
 //! [`parse_summary`] reads. Fixes the original's bugs: its details named
-//! `stodut` (here `stdout`), the threshold is not off by one, and a host
-//! starting with `-` cannot become an option of `ping`.
+//! `stodut` (here `stdout`), it never cleared, and a host starting with `-`
+//! could become an option of `ping`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -665,7 +665,11 @@ PING 192.0.2.250: 56 data bytes
 
         let o = next(&mut rx).await;
         assert_eq!(o.message, "ping 192.0.2.250: 100% packet loss (0 of 5 answered)");
-        assert_eq!(o.details.unwrap()["count"], 2, "the threshold is not off by one");
+        assert_eq!(
+            o.details.unwrap()["count"],
+            2,
+            "the first failure was under the threshold"
+        );
         let args = std::fs::read_to_string(dir.path().join("runs")).unwrap();
         assert_eq!(args.lines().next(), Some("-s 192.0.2.250 56 5"));
 
