@@ -2,7 +2,7 @@
 //! `interval`; a run that loses any packet or fails is a failed check (as
 //! in the original), `threshold` failed checks within `period` are a fault,
 //! and the first clean run after one is a clear. `ping` is iputils' on
-//! Linux (`ping -n -c N -s SIZE -w SECS host`) and illumos' elsewhere
+//! Linux (`ping -n -c N -s SIZE -W 5 host`) and illumos' elsewhere
 //! (`ping -s host SIZE N`); both print the same summary lines, which
 //! [`parse_summary`] reads. Fixes the original's bugs: its details named
 //! `stodut` (here `stdout`), it never cleared, and a host starting with `-`
@@ -109,7 +109,7 @@ pub struct Ping {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Flavour {
-    /// Linux: `ping -n -c N -s SIZE -w SECS host`.
+    /// Linux: `ping -n -c N -s SIZE -W 5 -- host`.
     Iputils,
     /// illumos: `ping -s host SIZE N`.
     Illumos,
@@ -141,8 +141,9 @@ impl Ping {
                 n,
                 "-s".into(),
                 size,
-                "-w".into(),
-                run_seconds(config).to_string(),
+                // Not `-w`, which keeps sending past `-c` until it expires.
+                "-W".into(),
+                REPLY_WAIT_SECS.to_string(),
                 "--".into(),
                 config.host.clone(),
             ],
@@ -151,10 +152,14 @@ impl Ping {
     }
 }
 
-/// How long a run may take: a packet a second and some grace for the last
-/// answer.
-fn run_seconds(config: &Config) -> u64 {
-    u64::from(config.npackets) + 5
+/// How long iputils' `ping` waits for an answer to its last packet when
+/// none came (its default is 10 s).
+const REPLY_WAIT_SECS: u64 = 5;
+
+/// How long a run may take before it is killed: a packet a second, the wait
+/// for the last answer, and some grace.
+fn run_deadline(config: &Config) -> Duration {
+    Duration::from_secs(u64::from(config.npackets) + REPLY_WAIT_SECS + 5)
 }
 
 /// What `ping` printed as its summary.
@@ -336,7 +341,7 @@ pub async fn ping_once(ping: &Ping, config: &Config) -> anyhow::Result<Run> {
             anyhow::anyhow!("cannot run {program}: {e}")
         }
     })?;
-    let deadline = Duration::from_secs(run_seconds(config) + 5);
+    let deadline = run_deadline(config);
     Ok(match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Ok(Ok(output)) => Run {
             status: output.status.code(),
@@ -434,7 +439,7 @@ mod tests {
         };
         assert_eq!(
             iputils.args(&c),
-            ["-n", "-c", "5", "-s", "56", "-w", "10", "--", "10.0.0.1"]
+            ["-n", "-c", "5", "-s", "56", "-W", "5", "--", "10.0.0.1"]
         );
         let illumos = Ping {
             program: "/usr/sbin/ping".into(),
@@ -694,6 +699,27 @@ PING 192.0.2.250: 56 data bytes
         .expect("the probe keeps pinging");
         assert!(rx.try_recv().is_err(), "exactly one clear, then nothing");
         probe.abort();
+    }
+
+    /// A `ping` that hangs is killed at its deadline, on the paused clock
+    /// (which jumps to the deadline as soon as nothing else can run).
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_ping_is_killed_and_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("ping");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ping = Ping {
+            program: script,
+            flavour: Flavour::Iputils,
+        };
+        let started = Instant::now();
+        let run = ping_once(&ping, &config("192.0.2.9")).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(5 + 5 + 5));
+        assert_eq!(
+            judge(&run).unwrap(),
+            "ping was killed (ping did not finish within 15 s)"
+        );
     }
 
     #[tokio::test]
