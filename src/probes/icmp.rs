@@ -745,8 +745,9 @@ PING 192.0.2.250: 56 data bytes
         c.npackets = 2;
         let run = match ping_once(&ping, &c).await {
             Ok(run) => run,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                println!("skipped: {e}");
+            // As tests/it does for the tools CI installs.
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: {e}");
                 return;
             }
             Err(e) => panic!("CI must install ping: {e}"),
