@@ -29,6 +29,9 @@ use crate::http::FieldError;
 use crate::model::ProbeType;
 
 /// A probe's `config`, parsed.
+// Built once per probe and moved a handful of times: boxing the larger
+// configs would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeConfig {
     LogScan(log_scan::Config),
