@@ -379,10 +379,17 @@ pub async fn execute(config: &Config) -> Outcome {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
+            // The error of a missing `cwd` is the same ENOENT as a missing
+            // shell's, so say where it was started.
+            let place = config
+                .cwd
+                .as_ref()
+                .map(|cwd| format!(" in {}", cwd.display()))
+                .unwrap_or_default();
             return Outcome {
-                error: Some(format!("cannot start /bin/sh: {e}")),
+                error: Some(format!("cannot start /bin/sh{place}: {e}")),
                 ..Outcome::default()
-            }
+            };
         }
     };
     // Declared after `child`, so dropped first: the group dies before
@@ -791,7 +798,12 @@ mod tests {
         c.cwd = Some(dir.path().join("missing"));
         let outcome = execute(&c).await;
         assert!(outcome.error.is_some(), "{outcome:?}");
-        assert!(failure(&c, &outcome).unwrap().starts_with("could not run: "));
+        let reason = failure(&c, &outcome).unwrap();
+        assert!(
+            reason.starts_with("could not run: cannot start /bin/sh in /"),
+            "{reason}"
+        );
+        assert!(reason.contains("missing: "), "{reason}");
     }
 
     #[tokio::test]
