@@ -807,6 +807,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_command_killed_by_a_signal_fails_with_its_name() {
+        let outcome = execute(&config("kill -TERM $$")).await;
+        assert_eq!(
+            (outcome.exit_status, outcome.signal.as_deref()),
+            (None, Some("SIGTERM"))
+        );
+        assert_eq!(signal_name(Signal::KILL.as_raw()), "SIGKILL");
+        assert_eq!(signal_name(99), "signal 99");
+    }
+
+    #[tokio::test]
     async fn output_is_kept_up_to_the_bound_and_the_rest_drained() {
         // Four times the bound: a command blocked on a full pipe would time out.
         let c = config(&format!("head -c {} /dev/zero | tr '\\0' a", 4 * MAX_OUTPUT));
