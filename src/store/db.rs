@@ -389,6 +389,13 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
             }
         }
         let mut finishers: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
+        if !conn.is_autocommit() {
+            // A transaction a failed commit left open (its ROLLBACK failed
+            // too, as it can while the file system refuses writes) would
+            // make every later BEGIN fail: end it first.
+            tracing::warn!("store: rolling back a transaction a failed commit left open");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         for op in group.drain(..) {
             // A savepoint per request: a failed request rolls back alone.
@@ -409,7 +416,11 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
             } else {
                 tracing::error!(error = %e, "store commit failed");
             }
-            let _ = conn.execute_batch("ROLLBACK");
+            if let Err(rollback) = conn.execute_batch("ROLLBACK") {
+                if !conn.is_autocommit() {
+                    tracing::error!(error = %rollback, "store rollback failed; it is tried again before the next commit");
+                }
+            }
             e.to_string()
         });
         for finish in finishers {
