@@ -146,6 +146,34 @@ impl Catalog {
         }
     }
 
+    /// A probe as the catalog knows it now.
+    pub fn probe(&self, uuid: Uuid) -> Option<Arc<Probe>> {
+        self.probes.get(&uuid).cloned()
+    }
+
+    /// Every agent that has probes to run (enabled, of a type an agent runs,
+    /// not in a disabled group), with those probes: whom the missing-data
+    /// watch expects to hear from.
+    pub fn agent_probes(&self) -> std::collections::BTreeMap<Uuid, Vec<Arc<Probe>>> {
+        let mut agents: std::collections::BTreeMap<Uuid, Vec<Arc<Probe>>> = Default::default();
+        for probe in self.probes.values() {
+            let group_disabled = probe
+                .group
+                .and_then(|g| self.groups.get(&g))
+                .is_some_and(|g| g.disabled);
+            if probe.disabled || group_disabled || !probe.probe_type.runs_in_agent() {
+                continue;
+            }
+            if let Some(agent) = probe.agent {
+                agents.entry(agent).or_default().push(probe.clone());
+            }
+        }
+        for probes in agents.values_mut() {
+            probes.sort_by_key(|p| p.uuid);
+        }
+        agents
+    }
+
     /// Forgets a probe; returns its last definition.
     pub fn remove_probe(&mut self, uuid: Uuid) -> Option<Arc<Probe>> {
         let old = self.probes.remove(&uuid)?;
