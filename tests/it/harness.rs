@@ -1460,11 +1460,13 @@ impl AgentRig {
     }
 
     /// A directory for the files probes watch (and anything else).
+    #[allow(dead_code)] // for the per-type tests built on the rig
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// The running agent.
+    #[allow(dead_code)] // for the per-type tests built on the rig
     pub fn agent(&self) -> &Amon {
         self.agent.as_ref().expect("the agent is not running")
     }
@@ -1508,6 +1510,7 @@ impl AgentRig {
     }
 
     /// As [`AgentRig::try_create_probe`], which must answer 200.
+    #[allow(dead_code)] // for the per-type tests built on the rig
     pub fn create_probe(&self, login: &str, probe_type: &str, config: Value) -> Value {
         let (status, body) = self.try_create_probe(login, probe_type, config);
         assert_eq!(status, 200, "creating a {probe_type} probe answered {status}: {body}");
