@@ -5,7 +5,10 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, run_to_exit, wait_until, AgentRig, AgentRigOptions, Amon, Mode};
+use crate::harness::{
+    free_port, run_to_exit, wait_until, AgentRig, AgentRigOptions, Amon, AmonConfig, Api, ExecZones, FakeMaster, Mode,
+    ZoneFeed,
+};
 
 /// Creates a `cmd` probe that never faults, or `None` while this build's
 /// `cmd` is the stub that refuses every config (before the probe types are
@@ -88,6 +91,76 @@ fn a_killed_agent_raises_one_missing_data_alarm_and_its_restart_clears_it() {
     assert_eq!(all.len(), 1, "exactly one alarm: {all:?}");
     assert_eq!(all[0]["id"], alarm["id"]);
     assert_eq!(rig.emails().len(), 2, "{}", rig.context());
+}
+
+#[test]
+fn a_silence_open_across_a_master_restart_is_still_cleared_when_the_agent_is_back() {
+    let Some(mut rig) = AgentRig::start(AgentRigOptions::default()) else {
+        return;
+    };
+    rig.create_account("ops");
+    let Some(probe) = quiet_probe(&rig) else { return };
+    let uuid = probe["uuid"].as_str().expect("probe uuid").to_string();
+    rig.wait_until("the agent to start the probe", || {
+        (!rig.agent_log("starting probe").is_empty()).then_some(())
+    });
+    rig.kill_agent();
+    rig.wait_until("a missing-data alarm", || {
+        open_alarms_of(&rig, &uuid).into_iter().next()
+    });
+    rig.wait_for_emails(1);
+
+    // The master forgets everything but its database; the agent comes back
+    // within the new master's grace.
+    rig.restart_master();
+    rig.start_agent();
+    rig.wait_until("the missing-data alarm to close after the restart", || {
+        open_alarms_of(&rig, &uuid).is_empty().then_some(())
+    });
+    let emails = rig.wait_for_emails(2);
+    assert_eq!(emails.len(), 2, "one fault and one clear\n{}", rig.context());
+    assert_eq!(rig.alarms("ops").len(), 1, "{}", rig.context());
+}
+
+#[test]
+fn a_relay_reports_its_agents_polls_in_its_heartbeats() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-it-agent-beat-")
+        .tempdir()
+        .expect("tempdir");
+    let master = FakeMaster::start();
+    let zones = ZoneFeed::create(dir.path().join("zones.jsonl"));
+    let config = AmonConfig {
+        master_url: Some(master.url()),
+        zones: Some(ExecZones::auto(zones.command())),
+        ..AmonConfig::new(&dir.path().join("relay-data"))
+    }
+    .write(&dir.path().join("relay.toml"));
+    let relay = Amon::start(Mode::Relay, &config, &dir.path().join("relay.log"));
+    let server = std::fs::read_to_string(dir.path().join("relay-data").join("server_uuid")).expect("server_uuid");
+    let agents_in = |beat: &Value| beat["agents"].as_array().cloned().unwrap_or_default();
+    let before = master.server_events("heartbeat");
+    assert!(
+        before.iter().all(|b| agents_in(b).is_empty()),
+        "no agent has polled yet: {before:?}"
+    );
+    // One poll, answered or not (the fake master has no probe list).
+    let agent_api = Api {
+        addr: relay.relay_agent_addr.expect("relay agent listener"),
+    };
+    agent_api.exchange("HEAD", "/agentprobes", None);
+    let beat = wait_until(
+        "a heartbeat naming the agent that polled",
+        || crate::harness::tail_of(&relay.log, 30),
+        || {
+            master
+                .server_events("heartbeat")
+                .into_iter()
+                .find(|b| agents_in(b).iter().any(|a| a["agent"] == server.trim()))
+        },
+    );
+    let seen = &agents_in(&beat)[0];
+    assert!(seen["silentMs"].as_u64().is_some(), "{beat}");
 }
 
 #[test]

@@ -1400,6 +1400,7 @@ pub struct AgentRig {
     pub agent_uuid: Uuid,
     agent_config: PathBuf,
     agent_starts: usize,
+    master_starts: usize,
     _zones: ZoneFeed,
     /// Last, so the files outlive the processes using them.
     dir: tempfile::TempDir,
@@ -1416,6 +1417,9 @@ impl AgentRig {
         let path = |name: &str| dir.path().join(name);
         let smtp = SmtpServer::start(dir.path())?;
         let config = AmonConfig {
+            // A port of its own, so a restarted master is where the relay
+            // looks for it.
+            master_listen: format!("127.0.0.1:{}", free_port()),
             smtp_port: Some(smtp.port),
             notify_extra: vec![format!("agent_silence = \"{}ms\"", options.agent_silence.as_millis())],
             tail_extra: vec!["\n[probes]\nmin_disk_interval = \"1s\"".into()],
@@ -1452,6 +1456,7 @@ impl AgentRig {
             agent_uuid,
             agent_config,
             agent_starts: 0,
+            master_starts: 1,
             _zones: zones,
             dir,
         };
@@ -1478,6 +1483,15 @@ impl AgentRig {
         self.agent_starts += 1;
         let log = self.dir.path().join(format!("agent-{}.log", self.agent_starts));
         self.agent = Some(Amon::start(Mode::Agent, &self.agent_config, &log));
+    }
+
+    /// Stops the master (SIGTERM) and starts it again on the same data
+    /// directory and port, with a log of its own (`master-<n>.log`).
+    pub fn restart_master(&mut self) {
+        self.master.terminate();
+        self.master_starts += 1;
+        let log = self.dir.path().join(format!("master-{}.log", self.master_starts));
+        self.master = Amon::start(Mode::Master, &self.dir.path().join("master.toml"), &log);
     }
 
     /// SIGKILL: the agent is gone without a word.
