@@ -151,3 +151,104 @@ impl Handler<Stop> for EventSender {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{web, App, HttpResponse};
+    use serde_json::Value;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::http::server::Shape;
+    use crate::probes::Observation;
+
+    /// A relay's `POST /events` on loopback that refuses (503) until told
+    /// to accept, and keeps every message it accepted, in order.
+    #[derive(Default)]
+    struct FakeRelay {
+        accepting: AtomicBool,
+        requests: AtomicUsize,
+        accepted: Mutex<Vec<String>>,
+    }
+
+    async fn post_events(relay: web::Data<FakeRelay>, body: web::Json<Vec<Value>>) -> HttpResponse {
+        relay.requests.fetch_add(1, Ordering::SeqCst);
+        if !relay.accepting.load(Ordering::SeqCst) {
+            return HttpResponse::ServiceUnavailable().finish();
+        }
+        let mut accepted = relay.accepted.lock().unwrap();
+        accepted.extend(
+            body.iter()
+                .map(|e| e["data"]["message"].as_str().unwrap_or_default().to_string()),
+        );
+        HttpResponse::Accepted().finish()
+    }
+
+    fn start_relay() -> (Arc<FakeRelay>, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let relay = Arc::new(FakeRelay::default());
+        let data = web::Data::from(relay.clone());
+        let server = crate::http::serve("fake-relay", listener, Shape::RELAY, move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/events", web::post().to(post_events))
+        })
+        .unwrap();
+        actix_rt::spawn(server);
+        (relay, url)
+    }
+
+    fn sender(url: &str, capacity: usize) -> Addr<EventSender> {
+        EventSender::new(Rc::new(MasterClient::new(url, None)), capacity, Lifeline::detached()).start()
+    }
+
+    fn observed(n: usize) -> Observed {
+        let seen = Observation::fault(format!("event {n}"), None, None);
+        Observed(AgentEvent::of(Uuid::from_u128(1), Uuid::from_u128(2), None, seen))
+    }
+
+    /// Polls (real time: a real server answers) until `done`, for at most 30 s.
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn events_wait_while_the_relay_refuses_and_arrive_in_order_once_it_takes_them() {
+        let (relay, url) = start_relay();
+        let sender = sender(&url, 100);
+        for n in 0..3 {
+            sender.do_send(observed(n));
+        }
+        wait_for("two refused attempts", || relay.requests.load(Ordering::SeqCst) >= 2).await;
+        assert!(relay.accepted.lock().unwrap().is_empty());
+        relay.accepting.store(true, Ordering::SeqCst);
+        wait_for("every event", || relay.accepted.lock().unwrap().len() >= 3).await;
+        assert_eq!(*relay.accepted.lock().unwrap(), ["event 0", "event 1", "event 2"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_relay_away_for_long_gets_only_the_newest_events_the_queue_holds() {
+        let (relay, url) = start_relay();
+        let sender = sender(&url, 2);
+        for n in 0..5 {
+            sender.do_send(observed(n));
+        }
+        wait_for("two refused attempts", || relay.requests.load(Ordering::SeqCst) >= 2).await;
+        relay.accepting.store(true, Ordering::SeqCst);
+        wait_for("the queued events", || relay.accepted.lock().unwrap().len() >= 2).await;
+        // One more event after the relay is back, to see that nothing else
+        // was still waiting before it.
+        sender.do_send(observed(5));
+        wait_for("the new event", || relay.accepted.lock().unwrap().len() >= 3).await;
+        assert_eq!(*relay.accepted.lock().unwrap(), ["event 3", "event 4", "event 5"]);
+    }
+}
