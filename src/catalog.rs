@@ -401,6 +401,53 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn agent_probes_are_the_enabled_agent_types_outside_disabled_groups() {
+        let alice = account();
+        let (agent, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut off = group(alice.uuid);
+        off.disabled = true;
+        let of_type = |probe_type: ProbeType, agent: Uuid| Probe {
+            probe_type,
+            config: serde_json::json!({}),
+            ..probe(alice.uuid, agent, None)
+        };
+        let runs = of_type(ProbeType::Cmd, agent);
+        let also = of_type(ProbeType::Http, agent);
+        let disabled = Probe {
+            disabled: true,
+            ..of_type(ProbeType::LogScan, agent)
+        };
+        let in_off_group = Probe {
+            group: Some(off.uuid),
+            ..of_type(ProbeType::DiskUsage, agent)
+        };
+        let machine_up = probe(alice.uuid, agent, None);
+        let elsewhere = of_type(ProbeType::Icmp, other);
+        let catalog = Catalog::load(
+            vec![alice],
+            vec![],
+            vec![off],
+            vec![
+                runs.clone(),
+                also.clone(),
+                disabled,
+                in_off_group,
+                machine_up,
+                elsewhere.clone(),
+            ],
+        );
+        let agents = catalog.agent_probes();
+        let mut expected = vec![runs.uuid, also.uuid];
+        expected.sort();
+        let got: Vec<Uuid> = agents[&agent].iter().map(|p| p.uuid).collect();
+        assert_eq!(got, expected);
+        let got: Vec<Uuid> = agents[&other].iter().map(|p| p.uuid).collect();
+        assert_eq!(got, [elsewhere.uuid]);
+        assert_eq!(agents.len(), 2);
+        assert_eq!(catalog.probe(runs.uuid).map(|p| p.uuid), Some(runs.uuid));
+    }
+
     fn machine_event(machine: Uuid, up: bool) -> Event {
         serde_json::from_value(serde_json::json!({
             "type": "machine", "v": 1, "uuid": Uuid::new_v4(), "time": 1,

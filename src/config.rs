@@ -1050,7 +1050,7 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("amon.toml");
                 std::fs::write(&path, &text).unwrap();
-                for mode in [Mode::Master, Mode::Relay, Mode::Standalone] {
+                for mode in [Mode::Master, Mode::Relay, Mode::Standalone, Mode::Agent] {
                     let _ = load_from(mode, Some(&path), Vec::new());
                 }
             }
