@@ -336,20 +336,25 @@ impl EventRouter {
         );
     }
 
-    /// Tells the missing-data watch which agents were heard from: their
-    /// relays' heartbeats report polls, and a probe event stamped by a relay
-    /// is the agent's own word. (The watch's own events carry no relay.)
+    /// Tells the missing-data watch which agents were heard from, and when
+    /// (steady time): their relays' heartbeats report polls, and a probe
+    /// event stamped by a relay is the agent's own word, as of its `time`
+    /// (a relay's spool may deliver it late; never later than now). The
+    /// watch's own events carry no relay.
     fn report_agents(&self, events: &[(i64, Event)]) {
-        let now = self.env.clock.steady_ms();
+        let moment = self.env.clock.moment();
+        let ago = |ms: i64| moment.steady - ms.max(0);
         let mut heard = Vec::new();
         for (_, event) in events {
             match event {
                 Event::Server(s) => heard.extend(
                     s.agents
                         .iter()
-                        .map(|seen| (seen.agent, now - seen.silent_ms.min(i64::MAX as u64) as i64)),
+                        .map(|seen| (seen.agent, ago(seen.silent_ms.min(i64::MAX as u64) as i64))),
                 ),
-                Event::Probe(p) if p.relay.is_some() => heard.extend(p.agent.map(|agent| (agent, now))),
+                Event::Probe(p) if p.relay.is_some() => {
+                    heard.extend(p.agent.map(|agent| (agent, ago(moment.wall - p.time))))
+                }
                 _ => {}
             }
         }
