@@ -192,7 +192,7 @@ impl Actor for AgentWatch {
         // What silence opened before a restart: cleared when its agent is
         // heard from again (the grace of a fresh start applies to the rest).
         let store = self.env.store.clone();
-        ctx.wait(async move { store.all_alarms(true).await }.into_actor(self).map(
+        ctx.wait(async move { store.open_alarms().await }.into_actor(self).map(
             |result, act, _| match result {
                 Ok(alarms) => {
                     let now = act.env.clock.steady_ms();
