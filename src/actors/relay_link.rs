@@ -14,7 +14,8 @@
 //! Spool policy when full (`relay.spool_max` events): new events are dropped,
 //! counted in `amon_relay_spool_dropped_total` and logged as errors. Heartbeats
 //! are never spooled: an hour-old heartbeat tells the master nothing, so they
-//! are sent only while the master is reachable and nothing else is waiting.
+//! are sent only while nothing else is waiting, and dropped when a send
+//! fails.
 //!
 //! Each heartbeat also says which agents reached the relay's agent API and
 //! how long ago ([`AgentContact`], `ServerEvent::agents`): the master's
@@ -419,7 +420,12 @@ impl Actor for RelayLink {
         );
         ctx.run_interval(DEAD_LETTER_GC_EVERY, |act, ctx| act.collect_dead_letters(ctx));
         ctx.run_interval(self.config.heartbeat, |act, ctx| {
-            if act.reachable && act.queue.is_empty() {
+            // Also while the master is unreachable: with nothing else to
+            // send, a heartbeat is how the link learns that the master is
+            // back (at the backoff's pace: `send_next` waits for a retry
+            // already scheduled). Without it, a master restart while the
+            // relay is idle would end its heartbeats for good.
+            if act.queue.is_empty() {
                 let beat = act.server_event(ServerEventKind::Heartbeat);
                 act.queue.push_back(Queued {
                     event: beat,

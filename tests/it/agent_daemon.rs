@@ -123,6 +123,30 @@ fn a_silence_open_across_a_master_restart_is_still_cleared_when_the_agent_is_bac
 }
 
 #[test]
+fn an_idle_relay_heartbeats_to_a_master_that_was_away() {
+    let Some(mut rig) = AgentRig::start(AgentRigOptions::default()) else {
+        return;
+    };
+    let server = rig.agent_uuid.to_string();
+    let last_seen = |rig: &AgentRig| -> Option<i64> {
+        let (_, servers) = rig.api.get("/servers");
+        servers.as_array()?.iter().find(|s| s["uuid"] == server.as_str())?["lastSeen"].as_i64()
+    };
+    rig.wait_until("the relay's first server event", || last_seen(&rig));
+    // Nothing but heartbeats to send: the failed one is dropped, and the
+    // link must still find the master again.
+    rig.restart_master_after("the relay to notice", |rig| {
+        !rig.relay
+            .log_messages("master unreachable; retrying with backoff")
+            .is_empty()
+    });
+    let back = crate::harness::now_ms();
+    rig.wait_until("a heartbeat reaching the restarted master", || {
+        last_seen(&rig).filter(|seen| *seen >= back)
+    });
+}
+
+#[test]
 fn a_relay_reports_its_agents_polls_in_its_heartbeats() {
     let dir = tempfile::Builder::new()
         .prefix("amon-it-agent-beat-")

@@ -1488,7 +1488,14 @@ impl AgentRig {
     /// Stops the master (SIGTERM) and starts it again on the same data
     /// directory and port, with a log of its own (`master-<n>.log`).
     pub fn restart_master(&mut self) {
+        self.restart_master_after("nothing", |_| true);
+    }
+
+    /// [`AgentRig::restart_master`], starting it again only once `down`
+    /// holds (e.g. the relay has noticed that the master is gone).
+    pub fn restart_master_after(&mut self, what: &str, mut down: impl FnMut(&AgentRig) -> bool) {
         self.master.terminate();
+        self.wait_until(&format!("{what} while the master is down"), || down(self).then_some(()));
         self.master_starts += 1;
         let log = self.dir.path().join(format!("master-{}.log", self.master_starts));
         self.master = Amon::start(Mode::Master, &self.dir.path().join("master.toml"), &log);
