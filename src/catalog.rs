@@ -146,6 +146,34 @@ impl Catalog {
         }
     }
 
+    /// A probe as the catalog knows it now.
+    pub fn probe(&self, uuid: Uuid) -> Option<Arc<Probe>> {
+        self.probes.get(&uuid).cloned()
+    }
+
+    /// Every agent that has probes to run (enabled, of a type an agent runs,
+    /// not in a disabled group), with those probes: whom the missing-data
+    /// watch expects to hear from.
+    pub fn agent_probes(&self) -> std::collections::BTreeMap<Uuid, Vec<Arc<Probe>>> {
+        let mut agents: std::collections::BTreeMap<Uuid, Vec<Arc<Probe>>> = Default::default();
+        for probe in self.probes.values() {
+            let group_disabled = probe
+                .group
+                .and_then(|g| self.groups.get(&g))
+                .is_some_and(|g| g.disabled);
+            if probe.disabled || group_disabled || !probe.probe_type.runs_in_agent() {
+                continue;
+            }
+            if let Some(agent) = probe.agent {
+                agents.entry(agent).or_default().push(probe.clone());
+            }
+        }
+        for probes in agents.values_mut() {
+            probes.sort_by_key(|p| p.uuid);
+        }
+        agents
+    }
+
     /// Forgets a probe; returns its last definition.
     pub fn remove_probe(&mut self, uuid: Uuid) -> Option<Arc<Probe>> {
         let old = self.probes.remove(&uuid)?;
@@ -371,6 +399,53 @@ mod tests {
             "uuid": Uuid::new_v4(), "user": user, "name": "web", "contacts": ["email"], "disabled": false,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn agent_probes_are_the_enabled_agent_types_outside_disabled_groups() {
+        let alice = account();
+        let (agent, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut off = group(alice.uuid);
+        off.disabled = true;
+        let of_type = |probe_type: ProbeType, agent: Uuid| Probe {
+            probe_type,
+            config: serde_json::json!({}),
+            ..probe(alice.uuid, agent, None)
+        };
+        let runs = of_type(ProbeType::Cmd, agent);
+        let also = of_type(ProbeType::Http, agent);
+        let disabled = Probe {
+            disabled: true,
+            ..of_type(ProbeType::LogScan, agent)
+        };
+        let in_off_group = Probe {
+            group: Some(off.uuid),
+            ..of_type(ProbeType::DiskUsage, agent)
+        };
+        let machine_up = probe(alice.uuid, agent, None);
+        let elsewhere = of_type(ProbeType::Icmp, other);
+        let catalog = Catalog::load(
+            vec![alice],
+            vec![],
+            vec![off],
+            vec![
+                runs.clone(),
+                also.clone(),
+                disabled,
+                in_off_group,
+                machine_up,
+                elsewhere.clone(),
+            ],
+        );
+        let agents = catalog.agent_probes();
+        let mut expected = vec![runs.uuid, also.uuid];
+        expected.sort();
+        let got: Vec<Uuid> = agents[&agent].iter().map(|p| p.uuid).collect();
+        assert_eq!(got, expected);
+        let got: Vec<Uuid> = agents[&other].iter().map(|p| p.uuid).collect();
+        assert_eq!(got, [elsewhere.uuid]);
+        assert_eq!(agents.len(), 2);
+        assert_eq!(catalog.probe(runs.uuid).map(|p| p.uuid), Some(runs.uuid));
     }
 
     fn machine_event(machine: Uuid, up: bool) -> Event {

@@ -30,6 +30,8 @@ pub enum Mode {
     Standalone,
     Master,
     Relay,
+    /// `amon agent`: runs probes in a zone or a global zone.
+    Agent,
 }
 
 /// A configuration value that cannot be used, named by its key.
@@ -62,6 +64,25 @@ pub struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     demo: RawDemo,
+    agent: RawAgent,
+    probes: RawProbes,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    /// No default: an agent must be told whose probes it runs.
+    #[serde(default)]
+    uuid: Option<String>,
+    relay_url: String,
+    poll: String,
+    queue: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbes {
+    min_disk_interval: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +164,7 @@ struct RawNotify {
     rate_window: String,
     max_age: String,
     outbox_retention: String,
+    agent_silence: String,
     email: RawEmail,
 }
 
@@ -214,6 +236,28 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub auth: AuthSettings,
     pub demo: DemoSettings,
+    pub agent: AgentSettings,
+    /// Limits on probe configs, shared by the master (create/update) and
+    /// the agent (which checks every config again).
+    pub probes: crate::probes::Limits,
+}
+
+/// `amon agent`'s settings (the other modes read none of them).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Whose probes this agent runs: the zone's uuid, or the compute node's
+    /// for the global zone. Required in agent mode (`None` elsewhere).
+    pub uuid: Option<Uuid>,
+    /// The relay's agent API (`relay.agent_listen` of the relay).
+    pub relay_url: String,
+    /// How often the agent asks its relay whether its probe list changed;
+    /// each ask also tells the master, through the relay, that the agent
+    /// lives (`notify.agent_silence`).
+    pub poll: Duration,
+    /// Most events waiting for the relay; beyond it the oldest are dropped
+    /// (and counted), so an agent cut off from its relay keeps running in
+    /// bounded memory.
+    pub queue: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +385,10 @@ pub struct NotifySettings {
     /// included); a server slower than this gets the message again later.
     pub smtp_timeout: Duration,
     pub from: String,
+    /// An agent with enabled probes that has sent nothing (events, or its
+    /// polls through its relay) for this long gets a missing-data alarm on
+    /// its probes.
+    pub agent_silence: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -366,7 +414,7 @@ const MAX_SIM_ZONES: u64 = 10_000_000;
 fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
     let data_dir = match mode {
         Mode::Standalone => "./amon-data",
-        Mode::Master | Mode::Relay => "/var/db/amon",
+        Mode::Master | Mode::Relay | Mode::Agent => "/var/db/amon",
     };
     let no_command: Vec<String> = Vec::new();
     vec![
@@ -412,6 +460,11 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("notify.outbox_retention", "7d".into()),
         ("notify.email.from", "amon@localhost".into()),
         ("notify.email.timeout", "60s".into()),
+        ("notify.agent_silence", "5m".into()),
+        ("agent.relay_url", "http://127.0.0.1:4308".into()),
+        ("agent.poll", "30s".into()),
+        ("agent.queue", 1000i64.into()),
+        ("probes.min_disk_interval", "300s".into()),
         // Open only where it is safe by default: the loopback standalone.
         // A master must say what it wants ([auth] open = true, or tokens).
         ("auth.open", (mode == Mode::Standalone).into()),
@@ -695,6 +748,11 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         smtp_credentials,
         smtp_timeout: positive("notify.email.timeout", &raw.notify.email.timeout)?,
         from: raw.notify.email.from,
+        agent_silence: positive("notify.agent_silence", &raw.notify.agent_silence)?,
+    };
+    let agent = validate_agent(mode, &raw.agent)?;
+    let probes = crate::probes::Limits {
+        min_disk_interval: positive("probes.min_disk_interval", &raw.probes.min_disk_interval)?,
     };
     let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
     let demo = DemoSettings {
@@ -710,6 +768,33 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         notify,
         auth: validate_auth(mode, raw.auth)?,
         demo,
+        agent,
+        probes,
+    })
+}
+
+fn validate_agent(mode: Mode, raw: &RawAgent) -> Result<AgentSettings, ConfigError> {
+    let uuid = raw
+        .uuid
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Uuid::parse_str(s).map_err(|e| ConfigError::new("agent.uuid", format!("invalid uuid {s:?}: {e}"))))
+        .transpose()?;
+    if mode == Mode::Agent && uuid.is_none() {
+        return Err(ConfigError::new(
+            "agent.uuid",
+            "is required: the zone's uuid, or the compute node's for the global zone",
+        ));
+    }
+    if raw.queue == 0 {
+        return Err(ConfigError::new("agent.queue", "must be at least 1"));
+    }
+    Ok(AgentSettings {
+        uuid,
+        relay_url: http_url("agent.relay_url", &raw.relay_url)?,
+        poll: positive("agent.poll", &raw.poll)?,
+        queue: raw.queue,
     })
 }
 
@@ -965,7 +1050,7 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("amon.toml");
                 std::fs::write(&path, &text).unwrap();
-                for mode in [Mode::Master, Mode::Relay, Mode::Standalone] {
+                for mode in [Mode::Master, Mode::Relay, Mode::Standalone, Mode::Agent] {
                     let _ = load_from(mode, Some(&path), Vec::new());
                 }
             }
@@ -1134,6 +1219,49 @@ mod tests {
         assert_eq!(err.key, "relay.agent_probes_poll");
         let err = load_from(Mode::Relay, None, env(&[("AMON__RELAY__AGENT_LISTEN", "4308")])).unwrap_err();
         assert_eq!(err.key, "relay.agent_listen");
+    }
+
+    #[test]
+    fn an_agent_needs_its_uuid_and_takes_its_relay_poll_and_queue() {
+        let err = load_from(Mode::Agent, None, env(&[])).unwrap_err();
+        assert_eq!(err.key, "agent.uuid");
+        let uuid = "0f6a1f4e-5d2b-4c1a-9e43-2b1f2a3c4d5e";
+        let s = load_from(Mode::Agent, None, env(&[("AMON__AGENT__UUID", uuid)])).unwrap();
+        assert_eq!(s.agent.uuid, Some(Uuid::parse_str(uuid).unwrap()));
+        assert_eq!(s.agent.relay_url, "http://127.0.0.1:4308");
+        assert_eq!(s.agent.poll, Duration::from_secs(30));
+        assert_eq!(s.agent.queue, 1000);
+        assert_eq!(s.probes.min_disk_interval, Duration::from_secs(300));
+        let bad = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("AMON__AGENT__UUID", uuid)];
+            all.extend_from_slice(pairs);
+            load_from(Mode::Agent, None, env(&all)).unwrap_err().key
+        };
+        assert_eq!(bad(&[("AMON__AGENT__UUID", "zone-1")]), "agent.uuid");
+        assert_eq!(bad(&[("AMON__AGENT__POLL", "0s")]), "agent.poll");
+        assert_eq!(bad(&[("AMON__AGENT__QUEUE", "0")]), "agent.queue");
+        assert_eq!(bad(&[("AMON__AGENT__RELAY_URL", "127.0.0.1:4308")]), "agent.relay_url");
+        // The other modes need no agent uuid.
+        assert_eq!(load_from(Mode::Relay, None, env(&[])).unwrap().agent.uuid, None);
+    }
+
+    #[test]
+    fn the_master_takes_the_agent_silence_and_the_probe_limits() {
+        let s = load_from(Mode::Master, None, env(&[("AMON__AUTH__OPEN", "true")])).unwrap();
+        assert_eq!(s.notify.agent_silence, Duration::from_secs(300));
+        let s = load_from(
+            Mode::Standalone,
+            None,
+            env(&[
+                ("AMON__NOTIFY__AGENT_SILENCE", "3s"),
+                ("AMON__PROBES__MIN_DISK_INTERVAL", "1s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.notify.agent_silence, Duration::from_secs(3));
+        assert_eq!(s.probes.min_disk_interval, Duration::from_secs(1));
+        let err = load_from(Mode::Standalone, None, env(&[("AMON__NOTIFY__AGENT_SILENCE", "0s")])).unwrap_err();
+        assert_eq!(err.key, "notify.agent_silence");
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //!     ├── zone source (exec | sim)
 //!     ├── relay admin http
 //!     └── relay agent http        (when relay.agent_listen is set)
+//! amon (root)                     (agent)
+//! └── agent
+//!     ├── event sender            (bounded queue to the relay's POST /events)
+//!     ├── probe supervisor ── probe actors (one per probe)
+//!     └── probe poller            (HEAD|GET /agentprobes every agent.poll)
 //! ```
 
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +34,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::actors::agent_probes::AgentProbeCache;
+use crate::actors::agent_watch::{AgentWatch, AgentWatchEnv};
 use crate::actors::alarm::AlarmEnv;
 use crate::actors::http_service::{HttpService, ServeFn};
 use crate::actors::janitor::{Janitor, JanitorEnv, Retention};
@@ -96,11 +102,11 @@ impl Listeners {
         Ok(Listeners {
             master: match settings.mode {
                 Mode::Standalone | Mode::Master => Some(bind("master.listen", settings.master.listen)?),
-                Mode::Relay => None,
+                Mode::Relay | Mode::Agent => None,
             },
             relay_admin: match settings.mode {
                 Mode::Standalone | Mode::Relay => Some(bind("relay.admin_listen", settings.relay.admin_listen)?),
-                Mode::Master => None,
+                Mode::Master | Mode::Agent => None,
             },
             relay_agent: match (settings.mode, settings.relay.agent_listen) {
                 (Mode::Standalone | Mode::Relay, Some(addr)) => Some(bind("relay.agent_listen", addr)?),
@@ -139,6 +145,9 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// Starts the tree. Must run inside an actix `System`.
 pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Result<Running, DaemonError> {
+    if settings.mode == Mode::Agent {
+        return Ok(start_agent(&settings));
+    }
     std::fs::create_dir_all(&settings.data_dir).map_err(|source| DaemonError::DataDir {
         path: settings.data_dir.clone(),
         source,
@@ -209,6 +218,8 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             datacenter: settings.datacenter.clone(),
             public_url,
             listener: Rc::new(listener),
+            probe_limits: settings.probes,
+            agent_silence: settings.notify.agent_silence,
         };
         root = root.child(master.into_spec());
     }
@@ -251,6 +262,29 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
     })
 }
 
+/// `amon agent`: no listener, no data dir (it keeps nothing on disk), one
+/// supervisor under the root.
+fn start_agent(settings: &Settings) -> Running {
+    let parts = crate::agent::AgentParts {
+        uuid: settings
+            .agent
+            .uuid
+            .expect("config validation requires agent.uuid in agent mode"),
+        relay_url: settings.agent.relay_url.clone(),
+        poll: settings.agent.poll,
+        queue: settings.agent.queue,
+        limits: settings.probes,
+    };
+    tracing::info!(agent = %parts.uuid, relay_url = %parts.relay_url, poll_s = parts.poll.as_secs_f64(), "agent starting");
+    let root = Supervisor::new("amon", RestartPolicy::default()).child(parts.into_spec());
+    Running {
+        root: root.start(),
+        master_addr: None,
+        relay_admin_addr: None,
+        relay_agent_addr: None,
+    }
+}
+
 struct MasterParts {
     store: Store,
     clock: Clock,
@@ -268,6 +302,10 @@ struct MasterParts {
     datacenter: String,
     public_url: String,
     listener: Rc<TcpListener>,
+    /// `probes.min_disk_interval`, for the probe configs the API checks.
+    probe_limits: crate::probes::Limits,
+    /// `notify.agent_silence`: the missing-data alarm's threshold.
+    agent_silence: std::time::Duration,
 }
 
 impl MasterParts {
@@ -277,6 +315,7 @@ impl MasterParts {
             let router = Named::<EventRouter>::new();
             let guard = Named::<ServerGuard>::new();
             let keeper = Named::<MaintenanceKeeper>::new();
+            let agent_watch = Named::<AgentWatch>::new();
             let shards: Vec<Named<AlarmShard>> = (0..self.shards).map(|_| Named::new()).collect();
             // The router writes it, the shards read it.
             let catalog: SharedCatalog = Default::default();
@@ -310,12 +349,21 @@ impl MasterParts {
                 datacenter: self.datacenter.clone(),
                 master_url: self.public_url.clone(),
                 idle_after: self.monitor_idle,
+                agent_watch: agent_watch.clone(),
             });
             let janitor_env = Arc::new(JanitorEnv {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 retention: self.retention.clone(),
                 interval: self.gc_interval,
+            });
+            let agent_watch_env = Arc::new(AgentWatchEnv {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                catalog: catalog.clone(),
+                router: router.clone(),
+                backlog: backlog.clone(),
+                silence: self.agent_silence,
             });
             let api = MasterApi {
                 store: self.store.clone(),
@@ -326,7 +374,7 @@ impl MasterParts {
                 keeper: keeper.clone(),
                 guard: guard.clone(),
                 clock: self.clock.clone(),
-                probe_limits: crate::probes::Limits::default(),
+                probe_limits: self.probe_limits,
             };
             let auth = self.auth.clone();
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
@@ -401,6 +449,16 @@ impl MasterParts {
                         )
                         .start();
                         router.set(addr.clone());
+                        addr.recipient()
+                    }
+                }))
+                // After the router, whose catalog it reads and to which it
+                // hands the events it makes; stopped before it.
+                .child(ChildSpec::new("agent-watch", Restart::Permanent, {
+                    let agent_watch = agent_watch.clone();
+                    move |lifeline| {
+                        let addr = AgentWatch::new(agent_watch_env.clone(), lifeline).start();
+                        agent_watch.set(addr.clone());
                         addr.recipient()
                     }
                 }))

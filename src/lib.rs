@@ -12,12 +12,15 @@
 //! - [`model`]: accounts, probes, alarms, faults, events; [`rules`]: Amon's alarm rules, pure;
 //!   [`catalog`]: which monitors an event concerns, pure; [`progress`]: the
 //!   router's watermark over routed batches, pure; [`flood`]: the flood
-//!   guard's server incidents, pure.
+//!   guard's server incidents, pure; [`silence`]: which agents are silent
+//!   (missing data), pure.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
+//! - [`agent`]: `amon agent`, one supervised actor per probe, its queue to the relay.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod agent;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
@@ -33,6 +36,7 @@ pub mod notify;
 pub mod probes;
 pub mod progress;
 pub mod rules;
+pub mod silence;
 pub mod store;
 pub mod telemetry;
 

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Standalone { config } => (Mode::Standalone, config),
         Command::Master { config } => (Mode::Master, config),
         Command::Relay { config } => (Mode::Relay, config),
+        Command::Agent { config } => (Mode::Agent, config),
         Command::Ping { url } => return ping(&url),
         client => return amon::cli::run(client).expect("daemons and ping are matched above"),
     };

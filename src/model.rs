@@ -455,6 +455,22 @@ pub struct ServerEvent {
     pub event: ServerEventKind,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// On a heartbeat: the agents that reached this relay's agent API since
+    /// it started, and how long ago each last did, for the master's
+    /// missing-data alarm. Left out when empty; a master of before ignores
+    /// it (an unknown field of version 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<AgentSeen>,
+}
+
+/// An agent a relay heard from, and how long before the heartbeat that
+/// carries it: a duration, not a time, so the relay's and the master's
+/// clocks need not agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSeen {
+    pub agent: Uuid,
+    pub silent_ms: u64,
 }
 
 /// Every event a relay sends to `POST /events`.

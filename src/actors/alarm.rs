@@ -50,6 +50,9 @@ pub struct AlarmEnv {
     pub master_url: String,
     /// How long an actor with nothing to wait for stays in memory.
     pub idle_after: Duration,
+    /// The missing-data watch: the router tells it which agents were heard
+    /// from (it is in this environment because the router reads it here).
+    pub agent_watch: Named<super::agent_watch::AgentWatch>,
 }
 
 /// A probe event for this monitor, with the probe it came from.

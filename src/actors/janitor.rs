@@ -190,6 +190,7 @@ mod tests {
             server: Uuid::nil(),
             event: ServerEventKind::Heartbeat,
             hostname: None,
+            agents: Vec::new(),
         })
     }
 

@@ -10,6 +10,7 @@
 //! HTTP server. `docs/actors.md` describes each one and draws the tree.
 
 pub mod agent_probes;
+pub mod agent_watch;
 pub mod alarm;
 pub mod http_service;
 pub mod janitor;

@@ -14,7 +14,13 @@
 //! Spool policy when full (`relay.spool_max` events): new events are dropped,
 //! counted in `amon_relay_spool_dropped_total` and logged as errors. Heartbeats
 //! are never spooled: an hour-old heartbeat tells the master nothing, so they
-//! are sent only while the master is reachable and nothing else is waiting.
+//! are sent only while nothing else is waiting, and dropped when a send
+//! fails.
+//!
+//! Each heartbeat also says which agents reached the relay's agent API and
+//! how long ago ([`AgentContact`], `ServerEvent::agents`): the master's
+//! missing-data alarm (`notify.agent_silence`) learns from it that an agent
+//! lives even when its probes have nothing to report.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -30,7 +36,7 @@ use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
 use crate::http::client::{MasterClient, SendError};
 use crate::http::shapes::LinkState;
-use crate::model::{Event, MachineReport, ServerEvent, ServerEventKind};
+use crate::model::{AgentSeen, Event, MachineReport, ServerEvent, ServerEventKind};
 use crate::store::{RelayStore, ZoneRecord};
 
 /// An event to deliver to the master, with the zone state it establishes
@@ -41,6 +47,12 @@ pub struct Publish {
     pub event: Event,
     pub zone: Option<ZoneRecord>,
 }
+
+/// An agent used the relay's agent API just now (any request: a probe list
+/// poll, events). Kept in memory, reported with each heartbeat.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AgentContact(pub Uuid);
 
 /// The inventory of the servers whose machine lists changed (the zone
 /// dispatcher's), for `PUT /servers/:server/machines`. Not spooled: the
@@ -111,6 +123,9 @@ pub struct RelayLink {
     inventory: std::collections::BTreeMap<Uuid, Vec<MachineReport>>,
     /// A list is on the wire or a retry is scheduled.
     inventory_sending: bool,
+    /// When each agent last reached the agent API (steady time), for the
+    /// heartbeat. Few entries: one per agent of this compute node.
+    agents: std::collections::BTreeMap<Uuid, tokio::time::Instant>,
     lifeline: Lifeline,
 }
 
@@ -138,6 +153,7 @@ impl RelayLink {
             },
             inventory: std::collections::BTreeMap::new(),
             inventory_sending: false,
+            agents: std::collections::BTreeMap::new(),
             lifeline,
         }
     }
@@ -188,6 +204,19 @@ impl RelayLink {
             server: self.config.relay,
             event: kind,
             hostname: self.config.hostname.clone(),
+            agents: match kind {
+                ServerEventKind::Heartbeat => {
+                    let now = tokio::time::Instant::now();
+                    self.agents
+                        .iter()
+                        .map(|(&agent, &at)| AgentSeen {
+                            agent,
+                            silent_ms: now.duration_since(at).as_millis() as u64,
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -391,7 +420,12 @@ impl Actor for RelayLink {
         );
         ctx.run_interval(DEAD_LETTER_GC_EVERY, |act, ctx| act.collect_dead_letters(ctx));
         ctx.run_interval(self.config.heartbeat, |act, ctx| {
-            if act.reachable && act.queue.is_empty() {
+            // Also while the master is unreachable: with nothing else to
+            // send, a heartbeat is how the link learns that the master is
+            // back (at the backoff's pace: `send_next` waits for a retry
+            // already scheduled). Without it, a master restart while the
+            // relay is idle would end its heartbeats for good.
+            if act.queue.is_empty() {
                 let beat = act.server_event(ServerEventKind::Heartbeat);
                 act.queue.push_back(Queued {
                     event: beat,
@@ -408,6 +442,14 @@ impl Handler<Publish> for RelayLink {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         self.receive(msg, ctx);
+    }
+}
+
+impl Handler<AgentContact> for RelayLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: AgentContact, _: &mut Context<Self>) {
+        self.agents.insert(msg.0, tokio::time::Instant::now());
     }
 }
 

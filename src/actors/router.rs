@@ -34,6 +34,58 @@ use crate::catalog::{Catalog, Dropped, SharedCatalog, Target};
 use crate::model::{Account, Contact, Event, MonitorKey, Probe, ProbeEvent, ProbeGroup};
 use crate::progress::{Progress, Retry};
 
+/// Why events could not be taken in.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The backlog is full: the caller tries again later (`503`).
+    #[error("{0} events wait to be applied; try again later")]
+    Full(usize),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Takes events in as `POST /events` does, for every producer inside the
+/// master too (the missing-data watch): room in the backlog first, then one
+/// durable commit, then the new events to the router, from the store thread
+/// in commit order. `Ok` means committed; how many were new (a uuid already
+/// stored is a second copy, dropped).
+pub async fn ingest(
+    store: &crate::store::Store,
+    backlog: &Arc<Backlog>,
+    router: &Named<EventRouter>,
+    events: Vec<Event>,
+    received: crate::model::EpochMs,
+) -> Result<usize, IngestError> {
+    let count = events.len();
+    // When the alarm actors cannot keep up, producers wait (relays keep
+    // events in their spool and retry).
+    if !backlog.try_reserve(count) {
+        crate::metrics::ingest_refused();
+        return Err(IngestError::Full(backlog.len()));
+    }
+    let (router, held) = (router.clone(), backlog.clone());
+    let committed = store
+        .commit_events(events, received, move |committed| {
+            let fresh = committed.fresh.len();
+            // Second copies of a uuid were dropped: they need no room.
+            held.release(count - fresh);
+            if fresh > 0 {
+                match router.get() {
+                    Some(router) => router.do_send(RouteEvents(committed.fresh)),
+                    // Restarting: it replays everything after its watermark,
+                    // these included.
+                    None => tracing::debug!("event router restarting; its replay routes these events"),
+                }
+            }
+            fresh
+        })
+        .await;
+    if committed.is_err() {
+        backlog.release(count);
+    }
+    Ok(committed?)
+}
+
 /// How many committed events may wait to be applied. Shared by the Master
 /// API (which reserves before it commits) and the router (which releases
 /// once a batch is applied).
@@ -284,12 +336,43 @@ impl EventRouter {
         );
     }
 
+    /// Tells the missing-data watch which agents were heard from, and when
+    /// (steady time): their relays' heartbeats report polls, and a probe
+    /// event stamped by a relay is the agent's own word, as of its `time`
+    /// (a relay's spool may deliver it late; never later than now). The
+    /// watch's own events carry no relay.
+    fn report_agents(&self, events: &[(i64, Event)]) {
+        let moment = self.env.clock.moment();
+        let ago = |ms: i64| moment.steady - ms.max(0);
+        let mut heard = Vec::new();
+        for (_, event) in events {
+            match event {
+                Event::Server(s) => heard.extend(
+                    s.agents
+                        .iter()
+                        .map(|seen| (seen.agent, ago(seen.silent_ms.min(i64::MAX as u64) as i64))),
+                ),
+                Event::Probe(p) if p.relay.is_some() => {
+                    heard.extend(p.agent.map(|agent| (agent, ago(moment.wall - p.time))))
+                }
+                _ => {}
+            }
+        }
+        if heard.is_empty() {
+            return;
+        }
+        if let Some(watch) = self.env.agent_watch.get() {
+            watch.do_send(super::agent_watch::AgentsHeard(heard));
+        }
+    }
+
     fn route(&mut self, events: Vec<(i64, Event)>, ctx: &mut Context<Self>) {
         let (Some(first), Some(last)) = (events.first().map(|e| e.0), events.last().map(|e| e.0)) else {
             return;
         };
         let count = events.len();
         self.learn_owners(&events, ctx);
+        self.report_agents(&events);
         let mut per_shard: Vec<Vec<(i64, Target)>> = vec![Vec::new(); self.shards.len()];
         let mut sightings = Vec::new();
         {
@@ -919,6 +1002,7 @@ mod tests {
             server,
             event: ServerEventKind::Heartbeat,
             hostname: Some("cn-1".into()),
+            agents: Vec::new(),
         })
     }
 

@@ -33,6 +33,7 @@ pub fn env(store: &Store, hold: Duration, idle_after: Duration) -> Arc<AlarmEnv>
         datacenter: "test".into(),
         master_url: "http://127.0.0.1".into(),
         idle_after,
+        agent_watch: Named::new(),
     })
 }
 

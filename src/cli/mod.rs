@@ -56,6 +56,12 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The probes of one zone or global zone (log-scan, http, cmd, …), sent
+    /// to its relay. Needs agent.uuid.
+    Agent {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Writes a consistent copy of a data dir's databases (amon.sqlite,
     /// relay.sqlite) while the daemon runs (SQLite's online backup).
     Backup {
@@ -139,9 +145,11 @@ pub fn pub_path(account: Option<&str>, verb: &str, rest: &str) -> anyhow::Result
 /// `main` runs itself.
 pub fn run(command: Command) -> Option<ExitCode> {
     let result = match command {
-        Command::Standalone { .. } | Command::Master { .. } | Command::Relay { .. } | Command::Ping { .. } => {
-            return None
-        }
+        Command::Standalone { .. }
+        | Command::Master { .. }
+        | Command::Relay { .. }
+        | Command::Agent { .. }
+        | Command::Ping { .. } => return None,
         Command::Backup { data_dir, dest } => backup::run(&data_dir, &dest),
         Command::Alarms(args) => block_on(&args.opts.clone(), |ctx| async move { alarms::run(&ctx, args).await }),
         Command::Maint(args) => block_on(&args.opts.clone(), |ctx| async move { maint::run(&ctx, args).await }),
@@ -204,6 +212,10 @@ mod tests {
         assert!(matches!(
             parse(&["relay", "--config", "r.toml"]),
             Command::Relay { config: Some(_) }
+        ));
+        assert!(matches!(
+            parse(&["agent", "-c", "a.toml"]),
+            Command::Agent { config: Some(_) }
         ));
         match parse(&["ping", "--url", "http://m:4300"]) {
             Command::Ping { url } => assert_eq!(url, "http://m:4300"),

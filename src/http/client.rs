@@ -1,13 +1,15 @@
 //! The relay's client for the Master API: `POST /events` with a batch, and
 //! the classification of the answer into "done", "retry" or "give up";
-//! `HEAD` and `GET /agentprobes` for the agent probe cache.
+//! `HEAD` and `GET /agentprobes` for the agent probe cache. The relay's
+//! agent API serves the same paths, so `amon agent` uses this client too,
+//! with its relay's address and no token.
 
 use std::time::Duration;
 
 use actix_web::web::Bytes;
 use uuid::Uuid;
 
-use crate::model::{Event, MachineReport};
+use crate::model::MachineReport;
 
 /// What went wrong with one request to the master.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +60,10 @@ impl MasterClient {
         }
     }
 
-    /// Sends a batch; `Ok` means the master answered 202, i.e. committed.
-    pub async fn post_events(&self, events: &[Event]) -> Result<(), SendError> {
+    /// Sends a batch; `Ok` means the master answered 202, i.e. committed
+    /// (a relay's agent API: the relay link has them). `T` is [`crate::model::Event`] for
+    /// a relay, `AgentEvent` for an agent.
+    pub async fn post_events<T: serde::Serialize>(&self, events: &[T]) -> Result<(), SendError> {
         match self
             .send_json(self.client.post(format!("{}/events", self.base_url)), events)
             .await?

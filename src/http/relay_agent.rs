@@ -11,12 +11,12 @@
 //! its own Unix socket (see `zone_socket`, not built yet).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{not_found, read_body, ApiError};
 use crate::actors::agent_probes::{AgentProbeCache, GetAgentProbes};
-use crate::actors::relay_link::{Publish, RelayLink};
+use crate::actors::relay_link::{AgentContact, Publish, RelayLink};
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
 use crate::http::client::AgentProbes;
@@ -54,29 +54,49 @@ pub fn configure(api: RelayAgentApi) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-/// An Amon v1 event as an agent sends it, before the relay stamps it.
-#[derive(Debug, Deserialize)]
+/// An Amon v1 event as an agent sends it, before the relay stamps it (what
+/// `amon agent` sends, too: one shape for both ends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AgentEvent {
-    v: u32,
+pub struct AgentEvent {
+    pub v: u32,
     #[serde(rename = "type")]
-    event_type: String,
-    user: Uuid,
-    probe_uuid: Uuid,
-    clear: bool,
-    data: AgentEventData,
+    pub event_type: String,
+    pub user: Uuid,
+    pub probe_uuid: Uuid,
+    pub clear: bool,
+    pub data: AgentEventData,
     #[serde(default)]
-    machine: Option<Uuid>,
+    pub machine: Option<Uuid>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AgentEventData {
-    message: String,
+pub struct AgentEventData {
+    pub message: String,
     #[serde(default)]
-    value: serde_json::Value,
+    pub value: serde_json::Value,
     #[serde(default)]
-    details: serde_json::Value,
+    pub details: serde_json::Value,
+}
+
+impl AgentEvent {
+    /// A probe's observation as the event its agent sends.
+    pub fn of(probe: Uuid, user: Uuid, machine: Option<Uuid>, seen: crate::probes::Observation) -> AgentEvent {
+        AgentEvent {
+            v: 1,
+            event_type: "probe".into(),
+            user,
+            probe_uuid: probe,
+            clear: seen.clear,
+            data: AgentEventData {
+                message: seen.message,
+                value: seen.value.unwrap_or(serde_json::Value::Null),
+                details: seen.details.unwrap_or(serde_json::Value::Null),
+            },
+            machine,
+        }
+    }
 }
 
 /// Parses `POST /events` from an agent (one event or an array) and checks
@@ -151,7 +171,19 @@ impl RelayAgentApi {
     }
 }
 
+impl RelayAgentApi {
+    /// Every request of the agent is a sign of life, which the relay link
+    /// carries to the master with its next heartbeat (missing data:
+    /// `notify.agent_silence`). A broken request counts too: the agent runs.
+    fn heard_from_agent(&self) {
+        if let Some(link) = self.link.get() {
+            link.do_send(AgentContact(self.agent));
+        }
+    }
+}
+
 async fn post_events(api: web::Data<RelayAgentApi>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    api.heard_from_agent();
     let body = read_body(payload, MAX_AGENT_BODY).await?;
     let events = parse_agent_events(&body)?;
     let link = api
@@ -183,6 +215,7 @@ async fn agent_probes(api: &RelayAgentApi) -> Result<AgentProbes, ApiError> {
 }
 
 async fn get_agent_probes(api: web::Data<RelayAgentApi>) -> Result<HttpResponse, ApiError> {
+    api.heard_from_agent();
     let probes = agent_probes(&api).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
@@ -241,6 +274,21 @@ mod tests {
         assert!(invalid(&event("").replace(r#""value":1"#, r#""value":[1]"#)).contains("data.value"));
         assert!(invalid(&event("").replace(r#"{"matches":[]}"#, "7")).contains("data.details"));
         assert!(invalid(&event("").replace(r#""clear":false"#, r#""clear":"no""#)).contains("invalid events"));
+    }
+
+    #[test]
+    fn what_an_agent_sends_is_what_the_relay_takes() {
+        let seen = crate::probes::Observation::fault("cmd failed", Some(serde_json::json!(2)), None);
+        let event = AgentEvent::of(Uuid::new_v4(), Uuid::new_v4(), None, seen);
+        let body = serde_json::to_vec(&vec![event.clone()]).unwrap();
+        assert_eq!(parse_agent_events(&body).unwrap(), [event]);
+        let clear = AgentEvent::of(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            None,
+            crate::probes::Observation::clear("ok"),
+        );
+        assert!(parse_agent_events(&serde_json::to_vec(&clear).unwrap()).unwrap()[0].clear);
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //! - the probe cache keyed by agent, each zone's list fetched from the master.
 //!
 //! Until then, a relay on SmartOS serves only the dev-mode TCP listener
-//! (`relay.agent_listen`) for the global zone's agent.
+//! (`relay.agent_listen`) for the global zone's agent, which `amon agent`
+//! reaches as its `agent.relay_url` (`docs/operator-guide.md`, "Agents").
 
 /// The socket path inside every zone. The platform's `joyent` brand knows this
 /// path (it kills a global-zone process holding it open when a zone halt

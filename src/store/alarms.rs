@@ -96,6 +96,21 @@ impl Store {
         .await
     }
 
+    /// Every open alarm, read on the writer, behind every write sent before:
+    /// for an actor that decides writes from them at its start (the
+    /// missing-data watch finds the faults it had opened).
+    pub async fn open_alarms(&self) -> Result<Vec<Alarm>, StoreError> {
+        self.call(|conn| {
+            json_rows(
+                conn,
+                "alarms",
+                "SELECT user || '/' || id, body FROM alarms WHERE closed = 0",
+                [],
+            )
+        })
+        .await
+    }
+
     /// Monitors with at least one open alarm (their actors are started at boot
     /// so that pending holds resume).
     pub async fn monitors_with_open_alarms(&self) -> Result<Vec<MonitorKey>, StoreError> {

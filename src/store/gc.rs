@@ -211,6 +211,7 @@ mod tests {
             server: Uuid::nil(),
             event: crate::model::ServerEventKind::Heartbeat,
             hostname: None,
+            agents: Vec::new(),
         })
     }
 

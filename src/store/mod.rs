@@ -234,6 +234,7 @@ mod tests {
             server: Uuid::nil(),
             event: ServerEventKind::Heartbeat,
             hostname: None,
+            agents: Vec::new(),
         })
     }
 

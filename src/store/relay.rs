@@ -244,6 +244,7 @@ mod tests {
             server: Uuid::nil(),
             event: ServerEventKind::Heartbeat,
             hostname: None,
+            agents: Vec::new(),
         })
     }
 

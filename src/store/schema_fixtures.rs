@@ -270,6 +270,7 @@ fn events(version: usize) -> Vec<(i64, EpochMs, Event)> {
             server: CN7,
             event: ServerEventKind::Heartbeat,
             hostname: Some("cn7".into()),
+            agents: Vec::new(),
         }),
         Event::Probe(ProbeEvent {
             v: 1,
@@ -729,6 +730,7 @@ fn spooled() -> Vec<Event> {
             server: RELAY_SERVER,
             event: ServerEventKind::Started,
             hostname: Some("cn-aa".into()),
+            agents: Vec::new(),
         }),
         relay_machine_event(RELAY_EVENTS[1], T + 11_000, false),
         relay_machine_event(RELAY_EVENTS[2], T + 12_000, true),

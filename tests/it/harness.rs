@@ -152,12 +152,13 @@ fn is_success_line(line: &str) -> bool {
 
 // ---- the amon binary ----
 
-/// `standalone`, `master` or `relay`.
+/// `standalone`, `master`, `relay` or `agent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Standalone,
     Master,
     Relay,
+    Agent,
 }
 
 impl Mode {
@@ -166,6 +167,7 @@ impl Mode {
             Mode::Standalone => "standalone",
             Mode::Master => "master",
             Mode::Relay => "relay",
+            Mode::Agent => "agent",
         }
     }
 }
@@ -902,6 +904,8 @@ pub struct AmonConfig {
     pub notify_extra: Vec<String>,
     /// More `[master]` lines, e.g. `ingest_backlog = 10`.
     pub master_extra: Vec<String>,
+    /// More lines at the end of the file, e.g. a `[probes]` section.
+    pub tail_extra: Vec<String>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -941,6 +945,7 @@ impl AmonConfig {
             heartbeat_timeout: None,
             notify_extra: Vec::new(),
             master_extra: Vec::new(),
+            tail_extra: Vec::new(),
         }
     }
 
@@ -999,6 +1004,10 @@ agent_probes_poll = "1s"
             text.push_str(&format!("smtp_url = \"smtp://127.0.0.1:{port}\"\n"));
         }
         text.push_str("from = \"amon@test.example.com\"\n\n[auth]\nopen = true\n\n[demo]\nenabled = false\n");
+        for line in &self.tail_extra {
+            text.push_str(line);
+            text.push('\n');
+        }
         text
     }
 
@@ -1334,4 +1343,273 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         body,
         close,
     })
+}
+
+// ---- an agent with its relay and master ----
+
+/// What an agent rig runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRigOptions {
+    /// `[agent] poll`: how often the agent asks its relay for its probes.
+    pub poll: Duration,
+    /// `[notify] agent_silence` on the master.
+    pub agent_silence: Duration,
+}
+
+impl Default for AgentRigOptions {
+    fn default() -> AgentRigOptions {
+        AgentRigOptions {
+            poll: Duration::from_secs(1),
+            agent_silence: Duration::from_secs(3),
+        }
+    }
+}
+
+/// `amon agent`'s config file: the agent of the relay's own compute node
+/// (the relay's TCP agent listener serves the global zone's agent).
+fn agent_config_text(uuid: Uuid, relay: SocketAddr, poll: Duration) -> String {
+    format!(
+        "[agent]\nuuid = \"{uuid}\"\nrelay_url = \"http://{relay}\"\npoll = \"{}ms\"\n\n[probes]\nmin_disk_interval = \"1s\"\n",
+        poll.as_millis()
+    )
+}
+
+/// A master (SQLite, SMTP to a real aiosmtpd), a relay (its agent API on
+/// loopback) and `amon agent` running as that relay's global-zone agent, in
+/// one temporary directory: the rig for one end-to-end test per probe type.
+///
+/// ```ignore
+/// let Some(rig) = AgentRig::start(AgentRigOptions::default()) else { return };
+/// rig.create_account("ops");
+/// let probe = rig.create_probe("ops", "cmd", json!({"cmd": "false"}));
+/// let mail = rig.wait_for_emails(1);
+/// ```
+///
+/// Probes get `agent` = [`AgentRig::agent_uuid`]; a probe on the master
+/// reaches the agent within a poll of the relay's cache (1 s) and one of the
+/// agent (`poll`). Files a probe should watch go in [`AgentRig::dir`].
+/// Dropping it stops the agent, the relay, then the master.
+pub struct AgentRig {
+    agent: Option<Amon>,
+    pub relay: Amon,
+    pub master: Amon,
+    pub smtp: SmtpServer,
+    /// The master API.
+    pub api: Api,
+    /// The agent's uuid: the relay's compute node.
+    pub agent_uuid: Uuid,
+    agent_config: PathBuf,
+    agent_starts: usize,
+    master_starts: usize,
+    _zones: ZoneFeed,
+    /// Last, so the files outlive the processes using them.
+    dir: tempfile::TempDir,
+}
+
+impl AgentRig {
+    /// Starts the three processes and waits for the agent's first poll;
+    /// `None` when this machine cannot run the SMTP server (as [`Site`]).
+    pub fn start(options: AgentRigOptions) -> Option<AgentRig> {
+        let dir = tempfile::Builder::new()
+            .prefix("amon-it-agentrig-")
+            .tempdir()
+            .expect("tempdir");
+        let path = |name: &str| dir.path().join(name);
+        let smtp = SmtpServer::start(dir.path())?;
+        let config = AmonConfig {
+            // A port of its own, so a restarted master is where the relay
+            // looks for it.
+            master_listen: format!("127.0.0.1:{}", free_port()),
+            smtp_port: Some(smtp.port),
+            notify_extra: vec![format!("agent_silence = \"{}ms\"", options.agent_silence.as_millis())],
+            tail_extra: vec!["\n[probes]\nmin_disk_interval = \"1s\"".into()],
+            ..AmonConfig::new(&path("master-data"))
+        }
+        .write(&path("master.toml"));
+        let master = Amon::start(Mode::Master, &config, &path("master.log"));
+        let zones = ZoneFeed::create(path("zones.jsonl"));
+        let config = AmonConfig {
+            master_url: Some(format!("http://{}", master.master_addr.expect("master address"))),
+            zones: Some(ExecZones::auto(zones.command())),
+            ..AmonConfig::new(&path("relay-data"))
+        }
+        .write(&path("relay.toml"));
+        let relay = Amon::start(Mode::Relay, &config, &path("relay.log"));
+        // The relay wrote its generated server uuid before it logged that
+        // it started.
+        let agent_uuid = Uuid::parse_str(
+            fs::read_to_string(path("relay-data").join("server_uuid"))
+                .expect("the relay's server_uuid file")
+                .trim(),
+        )
+        .expect("a uuid in server_uuid");
+        let relay_agent = relay.relay_agent_addr.expect("the relay logged no relay_agent_listen");
+        let agent_config = path("agent.toml");
+        fs::write(&agent_config, agent_config_text(agent_uuid, relay_agent, options.poll)).expect("agent config");
+        let api = master.api();
+        let mut rig = AgentRig {
+            agent: None,
+            relay,
+            master,
+            smtp,
+            api,
+            agent_uuid,
+            agent_config,
+            agent_starts: 0,
+            master_starts: 1,
+            _zones: zones,
+            dir,
+        };
+        rig.start_agent();
+        Some(rig)
+    }
+
+    /// A directory for the files probes watch (and anything else).
+    #[allow(dead_code)] // for the per-type tests built on the rig
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The running agent.
+    #[allow(dead_code)] // for the per-type tests built on the rig
+    pub fn agent(&self) -> &Amon {
+        self.agent.as_ref().expect("the agent is not running")
+    }
+
+    /// Starts the agent (again, after [`AgentRig::kill_agent`]), each run
+    /// with a log of its own (`agent-<n>.log`).
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "the agent is already running");
+        self.agent_starts += 1;
+        let log = self.dir.path().join(format!("agent-{}.log", self.agent_starts));
+        self.agent = Some(Amon::start(Mode::Agent, &self.agent_config, &log));
+    }
+
+    /// Stops the master (SIGTERM) and starts it again on the same data
+    /// directory and port, with a log of its own (`master-<n>.log`).
+    pub fn restart_master(&mut self) {
+        self.restart_master_after("nothing", |_| true);
+    }
+
+    /// [`AgentRig::restart_master`], starting it again only once `down`
+    /// holds (e.g. the relay has noticed that the master is gone).
+    pub fn restart_master_after(&mut self, what: &str, mut down: impl FnMut(&AgentRig) -> bool) {
+        self.master.terminate();
+        self.wait_until(&format!("{what} while the master is down"), || down(self).then_some(()));
+        self.master_starts += 1;
+        let log = self.dir.path().join(format!("master-{}.log", self.master_starts));
+        self.master = Amon::start(Mode::Master, &self.dir.path().join("master.toml"), &log);
+    }
+
+    /// SIGKILL: the agent is gone without a word.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.kill();
+        }
+    }
+
+    /// Creates an operator account `login` (`<login>@example.com`).
+    pub fn create_account(&self, login: &str) -> Value {
+        self.api.create(
+            "/accounts",
+            &json!({ "login": login, "email": format!("{login}@example.com"), "operator": true }),
+        )
+    }
+
+    /// `POST /pub/:login/probes` for a probe this agent runs, answering
+    /// with the status and body (a probe type not built answers 422).
+    pub fn try_create_probe(&self, login: &str, probe_type: &str, config: Value) -> (u16, Value) {
+        self.api.post(
+            &format!("/pub/{login}/probes"),
+            &json!({
+                "type": probe_type,
+                "name": format!("{probe_type} probe"),
+                "agent": self.agent_uuid.to_string(),
+                "config": config,
+            }),
+        )
+    }
+
+    /// As [`AgentRig::try_create_probe`], which must answer 200.
+    #[allow(dead_code)] // for the per-type tests built on the rig
+    pub fn create_probe(&self, login: &str, probe_type: &str, config: Value) -> Value {
+        let (status, body) = self.try_create_probe(login, probe_type, config);
+        assert_eq!(status, 200, "creating a {probe_type} probe answered {status}: {body}");
+        body
+    }
+
+    /// `PUT /pub/:login/probes/:uuid` with a new config (the rest as it was).
+    pub fn change_probe_config(&self, login: &str, probe: &Value, config: Value) -> Value {
+        let mut changed = probe.clone();
+        changed["config"] = config;
+        let uuid = probe["uuid"].as_str().expect("probe uuid");
+        let response = self
+            .api
+            .exchange("PUT", &format!("/pub/{login}/probes/{uuid}"), Some(&changed));
+        let (status, body) = response.status_and_json();
+        assert_eq!(status, 200, "PUT probe answered {status}: {body}");
+        body
+    }
+
+    /// The account's alarms (`GET /pub/:login/alarms?state=all`).
+    pub fn alarms(&self, login: &str) -> Vec<Value> {
+        let (status, body) = self.api.get(&format!("/pub/{login}/alarms?state=all"));
+        assert_eq!(status, 200, "GET alarms: {body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every email received so far.
+    pub fn emails(&self) -> Vec<Email> {
+        self.smtp.emails()
+    }
+
+    /// Waits until at least `n` emails arrived, and returns them all.
+    pub fn wait_for_emails(&self, n: usize) -> Vec<Email> {
+        self.wait_until(&format!("{n} email(s)"), || {
+            let emails = self.emails();
+            (emails.len() >= n).then_some(emails)
+        })
+    }
+
+    /// The running agent's log lines whose `msg` is `msg`.
+    pub fn agent_log(&self, msg: &str) -> Vec<Value> {
+        self.agent.as_ref().map(|a| a.log_messages(msg)).unwrap_or_default()
+    }
+
+    /// What the processes said and what mail arrived, for failure messages.
+    pub fn context(&self) -> String {
+        let mut out = format!("--- rig directory {}\n", self.dir.path().display());
+        for amon in [Some(&self.master), Some(&self.relay), self.agent.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            out.push_str(&format!(
+                "--- {} (pid {}):\n{}\n",
+                amon.log.display(),
+                amon.pid(),
+                tail_of(&amon.log, 40)
+            ));
+        }
+        out.push_str("--- emails received:\n");
+        for email in self.smtp.emails() {
+            out.push_str(&format!("to {}: {}\n", email.rcpt_to, email.subject));
+        }
+        out
+    }
+
+    /// [`wait_until`] with the rig's logs and mail as the context.
+    pub fn wait_until<T>(&self, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        wait_until(what, || self.context(), check)
+    }
+}
+
+impl Drop for AgentRig {
+    /// The agent first, then the relay (so it can still send), then the
+    /// master; each process's guard kills whatever is left.
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.terminate();
+        }
+        self.relay.terminate();
+    }
 }

@@ -18,6 +18,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod agent;
+mod agent_daemon;
 mod api;
 mod cli;
 mod clients;

@@ -104,6 +104,17 @@ fn run_as_a_service(what: &str, command: &str, config: &Path, dir: &Path) {
     assert!(status.success(), "{what} stopped with {status}\n{}", context());
 }
 
+/// An agent whose relay is not there: it runs on, polling.
+fn agent_config(dir: &Path) -> PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        "[agent]\nuuid = \"44454c4c-4400-1046-8050-b5c04f383432\"\nrelay_url = \"http://127.0.0.1:9\"\n",
+    )
+    .expect("agent config");
+    path
+}
+
 fn configs(dir: &Path) -> (PathBuf, PathBuf) {
     let master = AmonConfig::new(&dir.join("master-data")).write(&dir.join("master.toml"));
     let relay = AmonConfig {
@@ -123,9 +134,11 @@ fn the_smf_start_methods_run_refresh_and_stop_as_svc_startd_would() {
         .tempdir()
         .expect("tempdir");
     let (master_config, relay_config) = configs(dir.path());
+    let agent_config = agent_config(dir.path());
     for (file, config) in [
         ("smf/amon-master.xml", &master_config),
         ("smf/amon-relay.xml", &relay_config),
+        ("smf/amon-agent.xml", &agent_config),
     ] {
         let manifest = std::fs::read_to_string(repo(file)).expect("manifest");
         // The signals this test sends are the ones the manifest names.
@@ -142,9 +155,11 @@ fn the_systemd_units_run_reload_and_stop_as_systemd_would() {
         .tempdir()
         .expect("tempdir");
     let (master_config, relay_config) = configs(dir.path());
+    let agent_config = agent_config(dir.path());
     for (file, config) in [
         ("smf/systemd/amon-master.service", &master_config),
         ("smf/systemd/amon-relay.service", &relay_config),
+        ("smf/systemd/amon-agent.service", &agent_config),
     ] {
         let unit = std::fs::read_to_string(repo(file)).expect("unit");
         assert_eq!(unit_key(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID", "{file}");

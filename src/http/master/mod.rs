@@ -8,7 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{content_md5, decode_json, not_found, read_body, ApiError, FieldError, MAX_BODY};
-use crate::actors::router::{EventRouter, RouteEvents};
+use crate::actors::router::{EventRouter, IngestError};
 use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
@@ -620,41 +620,12 @@ async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result
         );
     }
     let count = events.len();
-    // Room in the backlog first: when the alarm actors cannot keep up, the
-    // relay keeps the events in its spool and retries (503, Retry-After).
-    if !api.backlog.try_reserve(count) {
-        crate::metrics::ingest_refused();
-        return Err(ApiError::ServiceUnavailable(format!(
-            "{} events wait to be applied; try again later",
-            api.backlog.len()
-        )));
-    }
-    let router = api.router.clone();
-    let backlog = api.backlog.clone();
-    // The store hands the new events to the router on its own thread, in
-    // commit order, before it answers: the router sees sequence numbers in
-    // order, whatever order the HTTP workers wake up in.
-    let committed = api
-        .store
-        .commit_events(events, api.clock.now_ms(), move |committed| {
-            let fresh = committed.fresh.len();
-            // Second copies of a uuid were dropped: they need no room.
-            backlog.release(count - fresh);
-            if fresh > 0 {
-                match router.get() {
-                    Some(router) => router.do_send(RouteEvents(committed.fresh)),
-                    // Restarting: it replays everything after its watermark,
-                    // these included.
-                    None => tracing::debug!("event router restarting; its replay routes these events"),
-                }
-            }
-            fresh
-        })
-        .await;
-    if committed.is_err() {
-        api.backlog.release(count);
-    }
-    committed?;
+    crate::actors::router::ingest(&api.store, &api.backlog, &api.router, events, api.clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            IngestError::Full(_) => ApiError::ServiceUnavailable(e.to_string()),
+            IngestError::Store(e) => ApiError::from(e),
+        })?;
     crate::metrics::events_ingested(count as u64);
     crate::metrics::ingest_backlog(api.backlog.len());
     Ok(HttpResponse::Accepted().finish())
