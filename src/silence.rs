@@ -32,9 +32,13 @@ pub enum Verdict {
     Back { agent: Uuid, probes: Vec<Uuid> },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Opened {
+    /// Faulted by this silence: cleared when it ends.
     probes: BTreeSet<Uuid>,
+    /// Decided but not faulted ([`AgentSilence::forget`]): neither faulted
+    /// again nor cleared while this silence lasts.
+    passed: BTreeSet<Uuid>,
     /// When the silence was declared: only a contact after it ends it.
     at: EpochMs,
 }
@@ -73,11 +77,21 @@ impl AgentSilence {
         self.opened
             .entry(agent)
             .or_insert_with(|| Opened {
-                probes: BTreeSet::new(),
                 at: now,
+                ..Opened::default()
             })
             .probes
             .insert(probe);
+    }
+
+    /// A fault `check` decided that was not raised after all (the probe's
+    /// alarm already had a fault of its own): nothing to clear later.
+    pub fn forget(&mut self, agent: Uuid, probe: Uuid) {
+        if let Some(opened) = self.opened.get_mut(&agent) {
+            if opened.probes.remove(&probe) {
+                opened.passed.insert(probe);
+            }
+        }
     }
 
     /// Decides, given each agent's enabled probes as they are now.
@@ -91,7 +105,7 @@ impl AgentSilence {
             .map(|(agent, _)| *agent)
             .collect();
         for agent in back {
-            if let Some(opened) = self.opened.remove(&agent) {
+            if let Some(opened) = self.opened.remove(&agent).filter(|o| !o.probes.is_empty()) {
                 verdicts.push(Verdict::Back {
                     agent,
                     probes: opened.probes.into_iter().collect(),
@@ -113,12 +127,16 @@ impl AgentSilence {
                 continue;
             }
             let opened = self.opened.entry(*agent).or_insert_with(|| Opened {
-                probes: BTreeSet::new(),
                 at: now,
+                ..Opened::default()
             });
             // A probe added to a silent agent is faulted too; one already
-            // faulted is not again.
-            let fresh: Vec<Uuid> = probes.iter().filter(|p| !opened.probes.contains(p)).copied().collect();
+            // decided is not again.
+            let fresh: Vec<Uuid> = probes
+                .iter()
+                .filter(|p| !opened.probes.contains(p) && !opened.passed.contains(p))
+                .copied()
+                .collect();
             if fresh.is_empty() {
                 continue;
             }
@@ -263,6 +281,26 @@ mod tests {
             [Verdict::Back {
                 agent: agent(1),
                 probes: probes(&[10])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_fault_not_raised_is_not_cleared_nor_raised_again() {
+        let mut s = AgentSilence::new(LIMIT, T0);
+        let w = watched(&[(1, &[10, 11])]);
+        assert_eq!(s.check(&w, T0 + 300 * SECOND).len(), 1);
+        s.forget(agent(1), Uuid::from_u128(10));
+        assert!(
+            s.check(&w, T0 + 301 * SECOND).is_empty(),
+            "not raised again while silent"
+        );
+        s.heard(agent(1), T0 + 302 * SECOND);
+        assert_eq!(
+            s.check(&w, T0 + 303 * SECOND),
+            [Verdict::Back {
+                agent: agent(1),
+                probes: probes(&[11])
             }]
         );
     }

@@ -23,7 +23,7 @@ use super::router::{ingest, Backlog, EventRouter, IngestError};
 use super::supervisor::{Lifeline, Named, Stop};
 use crate::catalog::SharedCatalog;
 use crate::clock::Clock;
-use crate::model::{EpochMs, Event, Probe, ProbeEvent, ProbeEventData};
+use crate::model::{EpochMs, Event, MonitorKey, Probe, ProbeEvent, ProbeEventData};
 use crate::silence::{AgentSilence, Verdict};
 use crate::store::Store;
 
@@ -97,9 +97,12 @@ impl AgentWatch {
                     let text = humantime::format_duration(Duration::from_secs((silent_ms / 1000).max(0) as u64));
                     tracing::warn!(%agent, probes = probes.len(), silent = %text, "agent silent; missing-data faults on its probes");
                     let message = format!("agent {agent} has sent nothing for {text}");
-                    for probe in probes.iter().filter_map(|p| find(&agents, agent, *p)) {
-                        self.unsent.push(self.event(probe, agent, false, &message));
-                    }
+                    let probes: Vec<Arc<Probe>> = probes
+                        .iter()
+                        .filter_map(|p| find(&agents, agent, *p))
+                        .cloned()
+                        .collect();
+                    self.fault_unless_faulted(agent, probes, message, ctx);
                 }
                 Verdict::Back { agent, probes } => {
                     tracing::info!(%agent, probes = probes.len(), "agent heard from again; missing-data faults cleared");
@@ -116,6 +119,50 @@ impl AgentWatch {
             }
         }
         self.send(ctx);
+    }
+
+    /// Faults each probe, unless its alarm already holds a fault of the
+    /// probe's own (a log scan's match, say): a missing-data fault would
+    /// replace it, and its clear would later close that alarm. Such a
+    /// probe's open alarm already asks for attention; it is left alone, and
+    /// nothing is cleared for it when the agent is back.
+    fn fault_unless_faulted(&mut self, agent: Uuid, probes: Vec<Arc<Probe>>, message: String, ctx: &mut Context<Self>) {
+        let store = self.env.store.clone();
+        ctx.spawn(
+            async move {
+                let mut checked = Vec::with_capacity(probes.len());
+                for probe in probes {
+                    let faulted = match store.open_alarm(MonitorKey::of(&probe)).await {
+                        Ok(Some(alarm)) => alarm
+                            .faults
+                            .iter()
+                            .chain(&alarm.maint_faults)
+                            .any(|f| f.probe == probe.uuid && !marked(&f.event)),
+                        Ok(None) => false,
+                        // Better a missing-data fault too many than none.
+                        Err(e) => {
+                            tracing::warn!(error = %e, probe = %probe.uuid, "cannot read the probe's alarm; faulting it");
+                            false
+                        }
+                    };
+                    checked.push((probe, faulted));
+                }
+                checked
+            }
+            .into_actor(self)
+            .map(move |checked, act, ctx| {
+                for (probe, faulted) in checked {
+                    if faulted {
+                        tracing::info!(%agent, probe = %probe.uuid, "probe's alarm already has a fault of its own; no missing-data fault on it");
+                        act.silence.forget(agent, probe.uuid);
+                    } else {
+                        let event = act.event(&probe, agent, false, &message);
+                        act.unsent.push(event);
+                    }
+                }
+                act.send(ctx);
+            }),
+        );
     }
 
     fn event(&self, probe: &Probe, agent: Uuid, clear: bool, message: &str) -> Event {
@@ -181,6 +228,17 @@ impl AgentWatch {
     }
 }
 
+/// Whether a fault's event is the watch's own.
+fn marked(event: &ProbeEvent) -> bool {
+    event
+        .data
+        .details
+        .as_ref()
+        .and_then(|d| d.get(MARK))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
 fn find(agents: &BTreeMap<Uuid, Vec<Arc<Probe>>>, agent: Uuid, probe: Uuid) -> Option<&Arc<Probe>> {
     agents.get(&agent)?.iter().find(|p| p.uuid == probe)
 }
@@ -198,14 +256,7 @@ impl Actor for AgentWatch {
                     let now = act.env.clock.steady_ms();
                     for fault in alarms.iter().flat_map(|a| a.faults.iter().chain(&a.maint_faults)) {
                         let event = &fault.event;
-                        let marked = event
-                            .data
-                            .details
-                            .as_ref()
-                            .and_then(|d| d.get(MARK))
-                            .and_then(serde_json::Value::as_bool)
-                            .unwrap_or(false);
-                        if let (true, Some(agent)) = (marked, event.agent) {
+                        if let (true, Some(agent)) = (marked(event), event.agent) {
                             act.silence.restore(agent, event.probe_uuid, now);
                         }
                     }
@@ -236,5 +287,111 @@ impl Handler<Stop> for AgentWatch {
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.lifeline.exit_normally();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::actors::testkit::{self, until, START_MS};
+    use crate::catalog::Catalog;
+    use crate::model::{Fault, ProbeType};
+
+    const SILENCE: Duration = Duration::from_secs(3);
+
+    /// A probe of an agent type on `agent`.
+    fn agent_probe(user: Uuid, agent: Uuid) -> Probe {
+        Probe {
+            probe_type: ProbeType::Cmd,
+            agent: Some(agent),
+            config: json!({ "cmd": "true" }),
+            ..(*testkit::machine_probe(user, Some(agent), &["email"], None)).clone()
+        }
+    }
+
+    async fn committed(store: &Store) -> Vec<ProbeEvent> {
+        store
+            .events_after(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Probe(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_silent_agents_probes_are_faulted_but_not_one_whose_alarm_has_a_fault_of_its_own() {
+        tokio::time::pause();
+        let store = Store::in_memory().unwrap();
+        let account = testkit::account("ops", true);
+        let agent = Uuid::new_v4();
+        let (busy, quiet) = (agent_probe(account.uuid, agent), agent_probe(account.uuid, agent));
+        // The busy probe's alarm is open with a fault the probe reported.
+        let mut alarm = crate::rules::new_alarm(MonitorKey::of(&busy), 1, START_MS);
+        alarm.faults.push(Fault {
+            fault_type: "probe".into(),
+            probe: busy.uuid,
+            event: testkit::probe_event(&busy, false),
+            time_faulted: START_MS,
+            notified: true,
+            folded: false,
+        });
+        store.save_alarm(alarm, Vec::new(), START_MS, None).await.unwrap();
+        let catalog = Arc::new(RwLock::new(Catalog::load(
+            vec![account],
+            Vec::new(),
+            Vec::new(),
+            vec![busy.clone(), quiet.clone()],
+        )));
+        let clock = Clock::tokio(START_MS);
+        let env = Arc::new(AgentWatchEnv {
+            store: store.clone(),
+            clock: clock.clone(),
+            catalog,
+            router: Named::new(),
+            backlog: Arc::new(Backlog::new(100)),
+            silence: SILENCE,
+        });
+        let watch = AgentWatch::new(env, Lifeline::detached()).start();
+
+        // Heard from now and then: nothing.
+        for _ in 0..4 {
+            watch.do_send(AgentsHeard(vec![(agent, clock.steady_ms())]));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(committed(&store).await.is_empty(), "an agent heard from is not silent");
+
+        // Silent for longer than the limit: one fault, on the quiet probe.
+        tokio::time::sleep(SILENCE + Duration::from_secs(2)).await;
+        until("a missing-data fault is committed", || async {
+            !committed(&store).await.is_empty()
+        })
+        .await;
+        let events = committed(&store).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].probe_uuid, quiet.uuid);
+        assert!(!events[0].clear);
+        assert!(marked(&events[0]));
+        assert!(events[0]
+            .data
+            .message
+            .contains(&format!("agent {agent} has sent nothing")));
+        assert_eq!(events[0].relay, None, "not taken for the agent's own word");
+
+        // Back: one clear, of the quiet probe only.
+        watch.do_send(AgentsHeard(vec![(agent, clock.steady_ms())]));
+        until("the clear is committed", || async {
+            committed(&store).await.len() == 2
+        })
+        .await;
+        tokio::time::sleep(SILENCE / 2).await;
+        let events = committed(&store).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!((events[1].probe_uuid, events[1].clear), (quiet.uuid, true));
     }
 }
