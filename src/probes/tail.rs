@@ -187,7 +187,14 @@ impl Follower {
                 0
             }
             None if self.at_end => meta.len(),
-            None => 0,
+            None => {
+                if self.absence_logged {
+                    // The other half of "waiting for it": operators (and
+                    // tests) see when a log began to be read.
+                    tracing::info!(path = %self.path.display(), "log file appeared; reading it from the start");
+                }
+                0
+            }
         };
         self.at_end = false;
         file.seek(SeekFrom::Start(offset)).await?;

@@ -24,7 +24,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{now_ms, tail_of, wait_until, webhook_receiver as receiver, Amon, AmonConfig, Answer, Api, Mode};
+use crate::harness::{
+    now_ms, tail_of, wait_until, webhook_receiver as receiver, Amon, AmonConfig, Answer, Api, Mode, Tmpfs,
+};
 
 /// A master with a 1 s hold, alice with the webhook contact `hook` at `url`
 /// and a probe on `machine` that notifies it.
@@ -429,27 +431,6 @@ fn an_smtp_server_slower_than_the_timeout_gets_the_same_message_again_until_it_i
 
 // ---- the disk ----
 
-/// A tmpfs of `size` mounted at `at` (root only), unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).expect("mount point");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Fills the file system holding `path` until it refuses another byte.
 fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("filler");
@@ -535,7 +516,7 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
         eprintln!("skipped: mounting a tmpfs needs root (this test fills a small disk)");
         return;
     };
-    let text = AmonConfig::new(&disk.0).text();
+    let text = AmonConfig::new(disk.path()).text();
     let config = dir.path().join("master.toml");
     std::fs::write(&config, text).expect("config");
     let log = dir.path().join("master.log");
@@ -543,7 +524,7 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
     let api = amon.api();
     assert_eq!(api.get("/ping").0, 200);
 
-    fill(&disk.0.join("filler"));
+    fill(&disk.path().join("filler"));
     let (acknowledged, refused) = post_until_refused(&api, &log);
     assert!(
         amon.log_lines().iter().any(|l| l.to_string().contains("disk is full")),
@@ -557,7 +538,7 @@ fn a_full_disk_answers_503_and_recovers_by_itself_losing_nothing_acknowledged() 
     );
 
     // Room again: the master takes writes without anyone touching it.
-    std::fs::remove_file(disk.0.join("filler")).expect("remove filler");
+    std::fs::remove_file(disk.path().join("filler")).expect("remove filler");
     wait_until(
         "GET /ping to answer 200",
         || tail_of(&log, 20),

@@ -33,6 +33,7 @@ mod hostile;
 mod ingest;
 mod load;
 mod loglevel;
+mod probes;
 mod relay;
 mod service;
 mod tenancy;
