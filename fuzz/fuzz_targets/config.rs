@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     if lower.contains("file") || lower.contains("\\u") {
         return;
     }
-    for mode in [Mode::Master, Mode::Relay, Mode::Standalone] {
+    for mode in [Mode::Master, Mode::Relay, Mode::Standalone, Mode::Agent] {
         if let Err(e) = load_str(mode, text, Vec::new()) {
             assert!(!e.key.is_empty(), "{e:?}");
         }
