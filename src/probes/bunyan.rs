@@ -18,6 +18,7 @@ use super::log_scan::{self, Follow, Scan, Source};
 use super::matcher::Matcher;
 use super::Report;
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 /// A `bunyan-log-scan` probe's config.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +63,10 @@ const MAX_SAMPLE_RECORD: usize = 4096;
 pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = super::object(config, errors)?;
     let before = errors.len();
-    log_scan::refuse_unknown(
+    super::refuse_unknown(
         map,
         &["path", "smfServiceName", "match", "fields", "threshold", "period"],
+        ProbeType::BunyanLogScan,
         errors,
     );
     let source = log_scan::parse_source(map, errors);

@@ -23,6 +23,7 @@ use super::matcher::Matcher;
 use super::window::FaultTracker;
 use super::{Observation, Report};
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 /// The longest `cmd`: a command line, not a script (`/bin/sh -c` takes far
 /// more, but a probe config travels in every agent's probe list).
@@ -115,14 +116,7 @@ const FIELDS: [&str; 11] = [
 pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = super::object(config, errors)?;
     let before = errors.len();
-    for key in map.keys() {
-        if !FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::invalid(
-                &format!("config.{key}"),
-                format!("unknown field config.{key} for a cmd probe"),
-            ));
-        }
-    }
+    super::refuse_unknown(map, &FIELDS, ProbeType::Cmd, errors);
     let cmd = match map.get("cmd") {
         None | Some(Value::Null) => {
             errors.push(FieldError::missing("config.cmd"));

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::window::FaultTracker;
 use super::{Limits, Observation, Report};
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 /// The original's defaults: 20 % free, checked hourly.
 const DEFAULT_THRESHOLD: Threshold = Threshold::Percent(20);
@@ -99,14 +100,7 @@ pub fn below(threshold: Threshold, space: Space) -> bool {
 pub fn parse(config: &Value, limits: Limits, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = super::object(config, errors)?;
     let before = errors.len();
-    for key in map.keys() {
-        if !["path", "threshold", "interval"].contains(&key.as_str()) {
-            errors.push(FieldError::invalid(
-                &format!("config.{key}"),
-                format!("unknown field config.{key} for a disk-usage probe"),
-            ));
-        }
-    }
+    super::refuse_unknown(map, &["path", "threshold", "interval"], ProbeType::DiskUsage, errors);
     let path = match map.get("path") {
         None | Some(Value::Null) => {
             errors.push(FieldError::missing("config.path"));

@@ -19,6 +19,7 @@ use super::matcher::Matcher;
 use super::window::FaultTracker;
 use super::{count, object, seconds, Observation, Report};
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 const FIELDS: [&str; 13] = [
     "url",
@@ -95,14 +96,7 @@ impl std::fmt::Debug for BasicAuth {
 pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = object(config, errors)?;
     let before = errors.len();
-    for key in map.keys() {
-        if !FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::invalid(
-                &format!("config.{key}"),
-                format!("unknown field config.{key} in an http probe"),
-            ));
-        }
-    }
+    super::refuse_unknown(map, &FIELDS, ProbeType::Http, errors);
     let url = parse_url(map, errors);
     let method = match map.get("method") {
         None | Some(Value::Null) => Method::GET,

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::window::FaultTracker;
 use super::{count, object, seconds, Observation, Report};
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 const FIELDS: [&str; 6] = ["host", "npackets", "dataSize", "interval", "threshold", "period"];
 
@@ -48,14 +49,7 @@ pub struct Config {
 pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = object(config, errors)?;
     let before = errors.len();
-    for key in map.keys() {
-        if !FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::invalid(
-                &format!("config.{key}"),
-                format!("unknown field config.{key} in an icmp probe"),
-            ));
-        }
-    }
+    super::refuse_unknown(map, &FIELDS, ProbeType::Icmp, errors);
     let host = match map.get("host") {
         None | Some(Value::Null) => {
             errors.push(FieldError::missing("config.host"));

@@ -28,6 +28,7 @@ use super::tail::Follower;
 use super::window::Window;
 use super::{Observation, Report};
 use crate::http::FieldError;
+use crate::model::ProbeType;
 
 /// The original's defaults.
 pub const DEFAULT_THRESHOLD: u32 = 1;
@@ -72,7 +73,12 @@ pub struct Config {
 pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     let map = super::object(config, errors)?;
     let before = errors.len();
-    refuse_unknown(map, &["path", "smfServiceName", "match", "threshold", "period"], errors);
+    super::refuse_unknown(
+        map,
+        &["path", "smfServiceName", "match", "threshold", "period"],
+        ProbeType::LogScan,
+        errors,
+    );
     let source = parse_source(map, errors);
     let matcher = match map.get("match") {
         None | Some(Value::Null) => {
@@ -91,16 +97,6 @@ pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
         threshold,
         period,
     })
-}
-
-/// Refuses the fields of `map` that are not in `known`.
-pub(super) fn refuse_unknown(map: &Map<String, Value>, known: &[&str], errors: &mut Vec<FieldError>) {
-    for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
-        errors.push(FieldError::invalid(
-            &format!("config.{key}"),
-            format!("unknown field config.{key}"),
-        ));
-    }
 }
 
 /// `path` or `smfServiceName`, exactly one.

@@ -151,6 +151,22 @@ pub fn object<'a>(config: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a
     }
 }
 
+/// Refuses every field of `config` that `known` does not list, naming it
+/// (`config.<field>`) and the probe type it is not a field of.
+pub fn refuse_unknown(
+    map: &serde_json::Map<String, Value>,
+    known: &[&str],
+    probe_type: ProbeType,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.push(FieldError::invalid(
+            &format!("config.{key}"),
+            format!("unknown field config.{key} for a {} probe", probe_type.as_str()),
+        ));
+    }
+}
+
 /// A duration field of `config`: whole seconds (a number) or a string like
 /// `"90s"`, `"5m"`; `default` when absent; at least `min`.
 pub fn seconds(
