@@ -126,15 +126,7 @@ impl AgentProbeCache {
         let agent = self.agent;
         let known = self.cached.as_ref().map(|c| c.content_md5.clone());
         ctx.spawn(
-            async move {
-                // With nothing cached every answer is news: skip the HEAD.
-                if let Some(known) = known {
-                    if client.head_agent_probes(agent).await? == known {
-                        return Ok(None);
-                    }
-                }
-                client.get_agent_probes(agent).await.map(Some)
-            }
+            async move { client.agent_probes_if_changed(agent, known).await }
             .into_actor(self)
             .map(|result, act, ctx| {
                 act.refreshing = false;

@@ -142,15 +142,7 @@ impl RelayLink {
             sent: 0,
             dropped: 0,
             dead_lettered: 0,
-            backoff: ExponentialBackoff {
-                initial_interval: Duration::from_millis(250),
-                current_interval: Duration::from_millis(250),
-                max_interval: Duration::from_secs(30),
-                multiplier: 2.0,
-                randomization_factor: 0.3,
-                max_elapsed_time: None,
-                ..ExponentialBackoff::default()
-            },
+            backoff: crate::http::client::retry_backoff(),
             inventory: std::collections::BTreeMap::new(),
             inventory_sending: false,
             agents: std::collections::BTreeMap::new(),

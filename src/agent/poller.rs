@@ -69,15 +69,7 @@ impl ProbePoller {
         let client = self.client.clone();
         let (agent, known) = (self.agent, self.known.clone());
         ctx.spawn(
-            async move {
-                // With no list yet every answer is news: skip the HEAD.
-                if let Some(known) = known {
-                    if client.head_agent_probes(agent).await? == known {
-                        return Ok(None);
-                    }
-                }
-                client.get_agent_probes(agent).await.map(Some)
-            }
+            async move { client.agent_probes_if_changed(agent, known).await }
             .into_actor(self)
             .map(|result, act, _| {
                 act.polling = false;

@@ -44,15 +44,7 @@ impl EventSender {
             outbox: Outbox::new(capacity),
             sending: false,
             failing: false,
-            backoff: ExponentialBackoff {
-                initial_interval: Duration::from_millis(250),
-                current_interval: Duration::from_millis(250),
-                max_interval: Duration::from_secs(30),
-                multiplier: 2.0,
-                randomization_factor: 0.3,
-                max_elapsed_time: None,
-                ..ExponentialBackoff::default()
-            },
+            backoff: crate::http::client::retry_backoff(),
             lifeline,
         }
     }

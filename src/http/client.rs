@@ -41,6 +41,21 @@ pub struct MasterClient {
     client: awc::Client,
 }
 
+/// How a sender retries its upstream (the relay link to the master, the
+/// agent's sender to its relay): from 250 ms, doubling to 30 s, jittered,
+/// for ever.
+pub fn retry_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(250),
+        current_interval: Duration::from_millis(250),
+        max_interval: Duration::from_secs(30),
+        multiplier: 2.0,
+        randomization_factor: 0.3,
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    }
+}
+
 impl MasterClient {
     /// `token`: the bearer token (role `relay`) when the master requires one.
     pub fn new(base_url: &str, token: Option<&str>) -> MasterClient {
@@ -111,6 +126,22 @@ impl MasterClient {
 
     /// `HEAD /agentprobes?agent=`: the `Content-MD5` of the agent's probe
     /// list, to compare with the cached one before fetching.
+    /// The agent probe list if its `Content-MD5` is not `known` (`None`:
+    /// unchanged); with nothing known every answer is news, so the `HEAD`
+    /// is skipped.
+    pub async fn agent_probes_if_changed(
+        &self,
+        agent: Uuid,
+        known: Option<String>,
+    ) -> Result<Option<AgentProbes>, SendError> {
+        if let Some(known) = known {
+            if self.head_agent_probes(agent).await? == known {
+                return Ok(None);
+            }
+        }
+        self.get_agent_probes(agent).await.map(Some)
+    }
+
     pub async fn head_agent_probes(&self, agent: Uuid) -> Result<String, SendError> {
         let response = self
             .client
