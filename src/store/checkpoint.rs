@@ -53,19 +53,26 @@ pub(super) fn start(path: &Path) -> std::io::Result<Checkpointer> {
 }
 
 fn run(path: &Path, stop: &AtomicBool, failing: &AtomicBool) {
-    let conn = match Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) {
+    let mut conn = match open(path) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "no checkpoint thread; the writer will checkpoint");
             return;
         }
     };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(EVERY);
+        if failing.load(Ordering::Acquire) {
+            // A connection that met a read-only file system can stay
+            // read-only after the file system takes writes again (SQLite
+            // opens what it cannot write read-only, and keeps it so; the
+            // checkpoints then failed for good and /ping answered 503):
+            // while checkpoints fail, each turn starts on a new one.
+            match open(path) {
+                Ok(fresh) => conn = fresh,
+                Err(e) => tracing::debug!(error = %e, "cannot open the database for a checkpoint yet"),
+            }
+        }
         let outcome = match checkpoint(&conn, "PASSIVE") {
             Ok((log, _)) if log > TRUNCATE_ABOVE => checkpoint(&conn, "TRUNCATE").map(|_| ()),
             Ok(_) => Ok(()),
@@ -85,6 +92,15 @@ fn run(path: &Path, stop: &AtomicBool, failing: &AtomicBool) {
             }
         }
     }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 /// Runs one checkpoint; returns the WAL's frames and how many are copied.
