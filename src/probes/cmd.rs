@@ -33,9 +33,6 @@ const MAX_CMD: usize = 16 * 1024;
 const MAX_ENV: usize = 256;
 const MAX_ENV_TEXT: usize = 16 * 1024;
 
-/// The longest `cwd`.
-const MAX_PATH: usize = 4096;
-
 /// How much of each of stdout and stderr a run keeps and matches; the rest
 /// is read and thrown away so a chatty command does not block on a full
 /// pipe (and then time out for the wrong reason).
@@ -141,16 +138,7 @@ pub fn parse(config: &Value, errors: &mut Vec<FieldError>) -> Option<Config> {
     };
     let cwd = match map.get("cwd") {
         None | Some(Value::Null) => None,
-        Some(Value::String(cwd)) if cwd.starts_with('/') && cwd.len() <= MAX_PATH && !cwd.contains('\0') => {
-            Some(PathBuf::from(cwd))
-        }
-        Some(other) => {
-            errors.push(FieldError::invalid(
-                "config.cwd",
-                format!("config.cwd must be an absolute path, not {other}"),
-            ));
-            None
-        }
+        Some(value) => super::absolute_path(value, "config.cwd", errors),
     };
     let env = parse_env(map.get("env"), errors);
     let encoding = match map.get("encoding") {

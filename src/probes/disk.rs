@@ -26,9 +26,6 @@ use crate::model::ProbeType;
 const DEFAULT_THRESHOLD: Threshold = Threshold::Percent(20);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// The longest `path`.
-const MAX_PATH: usize = 4096;
-
 /// How long a statvfs may take before the check counts as failed: a hung
 /// NFS mount blocks it for good, and the probe must say so rather than
 /// wait with it.
@@ -106,14 +103,7 @@ pub fn parse(config: &Value, limits: Limits, errors: &mut Vec<FieldError>) -> Op
             errors.push(FieldError::missing("config.path"));
             PathBuf::new()
         }
-        Some(Value::String(p)) if p.starts_with('/') && p.len() <= MAX_PATH && !p.contains('\0') => PathBuf::from(p),
-        Some(other) => {
-            errors.push(FieldError::invalid(
-                "config.path",
-                format!("config.path has an invalid format: must be an absolute path, not {other}"),
-            ));
-            PathBuf::new()
-        }
+        Some(value) => super::absolute_path(value, "config.path", errors).unwrap_or_default(),
     };
     let threshold = match map.get("threshold") {
         None | Some(Value::Null) => DEFAULT_THRESHOLD,

@@ -117,16 +117,7 @@ pub(super) fn parse_source(map: &Map<String, Value>, errors: &mut Vec<FieldError
             ));
             None
         }
-        (Some(path), None) => match path.as_str() {
-            Some(p) if p.starts_with('/') && p.len() <= 4096 && !p.contains('\0') => Some(Source::Path(p.into())),
-            _ => {
-                errors.push(FieldError::invalid(
-                    "config.path",
-                    format!("config.path ({path}) must be an absolute file path"),
-                ));
-                None
-            }
-        },
+        (Some(path), None) => super::absolute_path(path, "config.path", errors).map(Source::Path),
         (None, Some(name)) => match name.as_str() {
             Some(n) if is_fmri(n) => Some(Source::Smf(n.to_string())),
             _ => {

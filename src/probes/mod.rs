@@ -167,6 +167,24 @@ pub fn refuse_unknown(
     }
 }
 
+/// Longest path a probe's config may name.
+const MAX_PATH: usize = 4096;
+
+/// A path field of `config` (`name` is `config.<field>`): absolute, at most
+/// [`MAX_PATH`] bytes, no NUL; else an error naming the field.
+pub fn absolute_path(value: &Value, name: &str, errors: &mut Vec<FieldError>) -> Option<std::path::PathBuf> {
+    match value {
+        Value::String(p) if p.starts_with('/') && p.len() <= MAX_PATH && !p.contains('\0') => Some(p.into()),
+        other => {
+            errors.push(FieldError::invalid(
+                name,
+                format!("{name} must be an absolute path of at most {MAX_PATH} bytes, not {other}"),
+            ));
+            None
+        }
+    }
+}
+
 /// A duration field of `config`: whole seconds (a number) or a string like
 /// `"90s"`, `"5m"`; `default` when absent; at least `min`.
 pub fn seconds(
