@@ -83,33 +83,48 @@ impl Store {
 
     /// Records a delivery attempt: `Ok` marks it sent, a permanent error
     /// marks it dead, a temporary one leaves it pending.
-    pub async fn record_delivery(&self, id: Uuid, outcome: DeliveryOutcome) -> Result<(), StoreError> {
-        self.record_deliveries(vec![(id, outcome)]).await
+    pub async fn record_delivery(&self, id: Uuid, outcome: DeliveryOutcome, at: EpochMs) -> Result<(), StoreError> {
+        self.record_deliveries(vec![(id, outcome)], at).await
     }
 
     /// Records several delivery outcomes in one call (a worker's outcomes
-    /// since its last record).
-    pub async fn record_deliveries(&self, outcomes: Vec<(Uuid, DeliveryOutcome)>) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let mut update = conn.prepare_cached(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
-            )?;
-            for (id, outcome) in &outcomes {
-                let digest;
-                let (state, error) = match outcome {
-                    DeliveryOutcome::Sent => ("sent", None),
-                    DeliveryOutcome::Digested(into) => {
-                        digest = format!("sent in digest {into}");
-                        ("digested", Some(digest.as_str()))
+    /// since its last record). Those sent or digested count in the
+    /// [`Store::activity`] minute of `at` (when they are recorded: at most
+    /// a commit after they happened), once committed.
+    pub async fn record_deliveries(
+        &self,
+        outcomes: Vec<(Uuid, DeliveryOutcome)>,
+        at: EpochMs,
+    ) -> Result<(), StoreError> {
+        let activity = self.activity.clone();
+        self.db
+            .call_then(
+                move |conn| {
+                    let mut update = conn.prepare_cached(
+                        "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE id = ?1",
+                    )?;
+                    let mut delivered = 0;
+                    for (id, outcome) in &outcomes {
+                        let digest;
+                        let (state, error) = match outcome {
+                            DeliveryOutcome::Sent => ("sent", None),
+                            DeliveryOutcome::Digested(into) => {
+                                digest = format!("sent in digest {into}");
+                                ("digested", Some(digest.as_str()))
+                            }
+                            DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
+                            DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
+                        };
+                        let updated = update.execute(params![id.to_string(), state, error])?;
+                        if matches!(outcome, DeliveryOutcome::Sent | DeliveryOutcome::Digested(_)) {
+                            delivered += updated as u64;
+                        }
                     }
-                    DeliveryOutcome::Retrying(e) => ("pending", Some(e.as_str())),
-                    DeliveryOutcome::Dead(e) => ("dead", Some(e.as_str())),
-                };
-                update.execute(params![id.to_string(), state, error])?;
-            }
-            Ok(())
-        })
-        .await
+                    Ok(delivered)
+                },
+                move |delivered| activity.record_notifications(at, delivered),
+            )
+            .await
     }
 }
 
@@ -121,4 +136,53 @@ pub enum DeliveryOutcome {
     Digested(Uuid),
     Retrying(String),
     Dead(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::notify::transport::tests::notification;
+
+    /// A fault notification of `user`'s alarm `alarm`, with a fresh id.
+    fn of_alarm(user: Uuid, alarm: u64) -> Notification {
+        Notification {
+            id: Uuid::new_v4(),
+            account_uuid: user,
+            alarm_id: alarm,
+            ..notification()
+        }
+    }
+
+    async fn enqueued(store: &Store, n: Notification, created: EpochMs) -> Uuid {
+        store.enqueue(vec![n.clone()], created).await.unwrap();
+        n.id
+    }
+
+    #[actix_rt::test]
+    async fn notifications_sent_or_digested_count_in_the_minute_they_are_recorded() {
+        let store = Store::in_memory().unwrap();
+        let user = Uuid::new_v4();
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(enqueued(&store, of_alarm(user, 1), 0).await);
+        }
+        let at = 120_000;
+        let outcomes = vec![
+            (ids[0], DeliveryOutcome::Sent),
+            (ids[1], DeliveryOutcome::Digested(ids[0])),
+            (ids[2], DeliveryOutcome::Dead("550 no such user".into())),
+            (ids[3], DeliveryOutcome::Retrying("421 busy".into())),
+            (Uuid::new_v4(), DeliveryOutcome::Sent),
+        ];
+        store.record_deliveries(outcomes, at + 59_999).await.unwrap();
+        let last = *store.activity().last_hour(at).last().unwrap();
+        assert_eq!(last.minute, at);
+        assert_eq!(
+            (last.events, last.notifications),
+            (0, 2),
+            "a row not in the outbox is no delivery"
+        );
+    }
 }
