@@ -35,7 +35,7 @@ pub use backup::backup_database;
 pub use db::{Db, StoreError};
 pub use events::Committed;
 pub use inventory::{InventoryRecord, OwnerChange};
-pub use outbox::{DeliveryOutcome, PendingDelivery};
+pub use outbox::{DeliveryOutcome, DeliveryRecord, OutboxSummary, PendingDelivery};
 pub use relay::{RelayStore, ZoneRecord};
 pub use servers::MachineRecord;
 
