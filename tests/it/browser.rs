@@ -206,20 +206,17 @@ impl Browser {
     }
 
     /// Every URL the browser was seen at so far.
-    #[allow(dead_code)] // for the UI tests (ui.rs)
     pub fn visited(&self) -> Vec<String> {
         self.visited.borrow().clone()
     }
 
     /// Reloads the page.
-    #[allow(dead_code)] // for the UI tests (ui.rs)
     pub fn refresh(&self) {
         self.run("refresh", self.client().refresh());
         self.current_url();
     }
 
     /// The page's HTML as it is now (after scripts changed it).
-    #[allow(dead_code)] // for the UI tests (ui.rs)
     pub fn source(&self) -> String {
         self.run("source", self.client().source())
     }
@@ -240,18 +237,6 @@ impl Browser {
     /// The text of the first element matching `css`, if any.
     pub fn text(&self, css: &str) -> Option<String> {
         self.texts(css).into_iter().next()
-    }
-
-    /// The attribute `name` of each element matching `css` that has it.
-    #[allow(dead_code)] // for the UI tests (ui.rs)
-    pub fn attrs(&self, css: &str, name: &str) -> Vec<String> {
-        self.read_each(css, name, |e| {
-            let name = name.to_string();
-            async move { e.attr(&name).await }
-        })
-        .into_iter()
-        .flatten()
-        .collect()
     }
 
     fn read_each<T, F, Fut>(&self, css: &str, what: &str, read: F) -> Vec<T>
@@ -304,7 +289,6 @@ impl Browser {
     }
 
     /// The cookies the page's origin has: (name, value, HttpOnly).
-    #[allow(dead_code)] // for the UI tests (ui.rs)
     pub fn cookies(&self) -> Vec<(String, String, bool)> {
         self.run("get_all_cookies", self.client().get_all_cookies())
             .into_iter()
