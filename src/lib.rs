@@ -13,12 +13,14 @@
 //!   [`catalog`]: which monitors an event concerns, pure; [`progress`]: the
 //!   router's watermark over routed batches, pure; [`flood`]: the flood
 //!   guard's server incidents, pure; [`silence`]: which agents are silent
-//!   (missing data), pure.
+//!   (missing data), pure; [`activity`]: the master's last hour, per minute,
+//!   in memory, for the web UI's chart.
 //! - [`config`], [`clock`], [`telemetry`], [`metrics`]: settings, time, logs, counters.
 //! - [`agent`]: `amon agent`, one supervised actor per probe, its queue to the relay.
 //! - [`daemon`]: builds the supervision tree for each process; [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod actors;
 pub mod agent;
 pub mod catalog;

@@ -56,6 +56,10 @@ fn run_daemon(settings: config::Settings, file: Option<PathBuf>) -> anyhow::Resu
     let running = system
         .block_on(daemon::start(settings, listeners.try_clone()?, Clock::system()))
         .context("cannot start")?;
+    // The handlers are in place before "amon started" is said: a refresh
+    // (SIGHUP) sent as soon as the service is up is a reload, never the
+    // default action of a signal nobody handles yet (ending the process).
+    let signals = system.block_on(async { Signals::install() })?;
     let show = |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
     // Tests and operators read the bound addresses from this line.
     tracing::info!(
@@ -69,20 +73,45 @@ fn run_daemon(settings: config::Settings, file: Option<PathBuf>) -> anyhow::Resu
         "amon started"
     );
     system.block_on(async move {
-        actix_rt::spawn(handle_signals(running, listeners, mode, file));
+        actix_rt::spawn(handle_signals(signals, running, listeners, mode, file));
     });
     Ok(system.run_with_code()?)
+}
+
+/// The signals the daemon answers, caught from the moment they are made.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// SIGTERM/SIGINT: stop every actor in reverse order and exit 0. SIGHUP (SMF
 /// `refresh`): read the configuration again; if it is valid, stop the tree
 /// and start it again with it, on the sockets already bound (listen
 /// addresses change only with a restart); if not, say why and keep running.
-async fn handle_signals(mut running: daemon::Running, listeners: Listeners, mode: Mode, file: Option<PathBuf>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+async fn handle_signals(
+    signals: Signals,
+    mut running: daemon::Running,
+    listeners: Listeners,
+    mode: Mode,
+    file: Option<PathBuf>,
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -222,7 +222,9 @@ impl NotifierPool {
             async move {
                 store.enqueue(vec![digest.clone()], created).await?;
                 for id in held_ids {
-                    store.record_delivery(id, DeliveryOutcome::Digested(digest.id)).await?;
+                    store
+                        .record_delivery(id, DeliveryOutcome::Digested(digest.id), created)
+                        .await?;
                 }
                 Ok::<_, crate::store::StoreError>(digest)
             }
@@ -321,11 +323,12 @@ impl Handler<Flush> for Notifier {
         // in order, so this one's answer comes after it.
         let outcomes = std::mem::take(&mut self.outcomes);
         let store = self.env.store.clone();
+        let now = self.env.clock.now_ms();
         Box::pin(async move {
             if outcomes.is_empty() {
                 // Still a round trip, to let a record under way finish first.
-                let _ = store.record_deliveries(Vec::new()).await;
-            } else if let Err(e) = store.record_deliveries(outcomes).await {
+                let _ = store.record_deliveries(Vec::new(), now).await;
+            } else if let Err(e) = store.record_deliveries(outcomes, now).await {
                 tracing::error!(error = %e, "cannot record delivery outcomes at stop");
             }
         })
@@ -355,9 +358,10 @@ impl Notifier {
         self.recording = true;
         let outcomes = std::mem::take(&mut self.outcomes);
         let store = self.env.store.clone();
+        let now = self.env.clock.now_ms();
         ctx.spawn(
             async move {
-                if let Err(e) = store.record_deliveries(outcomes).await {
+                if let Err(e) = store.record_deliveries(outcomes, now).await {
                     tracing::error!(error = %e, "cannot record delivery outcomes");
                 }
             }
@@ -581,6 +585,12 @@ mod tests {
         assert!(!sent[2..].contains(&files[0]), "the rest went in the digest only");
         let digest = std::fs::read_to_string(mail.path().join(&files[0])).unwrap();
         assert!(digest.contains("3 more notifications for jill"), "{digest}");
+        let hour = env.store.activity().last_hour(env.clock.now_ms());
+        assert_eq!(
+            hour.iter().map(|m| m.notifications).sum::<u64>(),
+            6,
+            "on the activity chart: two sent, three digested, and the digest"
+        );
     }
 
     #[actix_rt::test]

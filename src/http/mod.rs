@@ -17,6 +17,7 @@ pub mod relay_admin;
 pub mod relay_agent;
 pub mod server;
 pub mod shapes;
+pub mod ui;
 #[cfg(target_os = "illumos")]
 pub mod zone_socket;
 

@@ -20,14 +20,22 @@ impl Store {
     /// hands the new ones with their sequence numbers to `after` once they
     /// are durable, on the store thread, in commit order: two concurrent
     /// callers are answered in any order, but their `after`s run in the
-    /// order of the sequence numbers. Answers what `after` returns.
+    /// order of the sequence numbers. Answers what `after` returns. The new
+    /// ones count in the [`Store::activity`] minute of `received`.
     pub async fn commit_events<U, A>(&self, events: Vec<Event>, received: EpochMs, after: A) -> Result<U, StoreError>
     where
         U: Send + 'static,
         A: FnOnce(Committed) -> U + Send + 'static,
     {
+        let activity = self.activity.clone();
         self.db
-            .call_then(move |conn| insert_events(conn, events, received), after)
+            .call_then(
+                move |conn| insert_events(conn, events, received),
+                move |committed| {
+                    activity.record_events(received, committed.fresh.len() as u64);
+                    after(committed)
+                },
+            )
             .await
     }
 
@@ -260,6 +268,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(3, 0, 1));
+    }
+
+    #[actix_rt::test]
+    async fn new_events_count_in_the_activity_minute_they_are_received_and_second_copies_do_not() {
+        let store = Store::in_memory().unwrap();
+        let a = Uuid::new_v4();
+        let minute = 600_000;
+        store
+            .commit_events(vec![machine_event(a), server_event(Uuid::new_v4())], minute + 1, |c| c)
+            .await
+            .unwrap();
+        store
+            .commit_events(
+                vec![machine_event(a), probe_event(Uuid::new_v4())],
+                minute + 59_999,
+                |c| c,
+            )
+            .await
+            .unwrap();
+        let hour = store.activity().last_hour(minute);
+        assert_eq!(hour.last().unwrap().minute, minute);
+        assert_eq!(hour.iter().map(|m| m.events).sum::<u64>(), 3);
+        assert_eq!(hour.last().unwrap().events, 3);
     }
 
     #[actix_rt::test]

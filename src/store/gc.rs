@@ -541,20 +541,20 @@ mod tests {
         let digested = at(notification(), 10).await;
         let pending = at(notification(), 10).await;
         let recent = at(notification(), 5_000).await;
-        store.record_delivery(sent, DeliveryOutcome::Sent).await.unwrap();
+        store.record_delivery(sent, DeliveryOutcome::Sent, 0).await.unwrap();
         store
-            .record_delivery(dead, DeliveryOutcome::Dead("550 no such user".into()))
+            .record_delivery(dead, DeliveryOutcome::Dead("550 no such user".into()), 0)
             .await
             .unwrap();
         store
-            .record_delivery(digested, DeliveryOutcome::Digested(recent))
+            .record_delivery(digested, DeliveryOutcome::Digested(recent), 0)
             .await
             .unwrap();
         store
-            .record_delivery(pending, DeliveryOutcome::Retrying("421 busy".into()))
+            .record_delivery(pending, DeliveryOutcome::Retrying("421 busy".into()), 0)
             .await
             .unwrap();
-        store.record_delivery(recent, DeliveryOutcome::Sent).await.unwrap();
+        store.record_delivery(recent, DeliveryOutcome::Sent, 0).await.unwrap();
 
         assert_eq!(store.gc_outbox(1_000, 2).await.unwrap(), 2);
         assert_eq!(store.gc_outbox(1_000, 2).await.unwrap(), 1);

@@ -35,10 +35,11 @@ pub use backup::backup_database;
 pub use db::{Db, StoreError};
 pub use events::Committed;
 pub use inventory::{InventoryRecord, OwnerChange};
-pub use outbox::{DeliveryOutcome, PendingDelivery};
+pub use outbox::{DeliveryOutcome, DeliveryRecord, OutboxSummary, PendingDelivery};
 pub use relay::{RelayStore, ZoneRecord};
 pub use servers::MachineRecord;
 
+use crate::activity::Activity;
 use crate::model::{Alarm, Contact, MaintenanceWindow, MonitorKey, Probe, ProbeGroup};
 use crate::notify::Notification;
 
@@ -64,6 +65,10 @@ pub enum Lookup<T> {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Events and notifications per minute over the last hour, counted
+    /// here after each commit (`commit_events`, `record_deliveries`): the
+    /// store is where both become true, whoever asked for them.
+    activity: Activity,
 }
 
 impl Store {
@@ -71,6 +76,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Ok(Store {
             db: Db::open_with_readers(path, schema::MASTER, db::READERS)?,
+            activity: Activity::new(),
         })
     }
 
@@ -78,7 +84,14 @@ impl Store {
     pub fn in_memory() -> Result<Store, StoreError> {
         Ok(Store {
             db: Db::in_memory(schema::MASTER)?,
+            activity: Activity::new(),
         })
+    }
+
+    /// The last hour's events and notifications, per minute (in memory:
+    /// empty again after a restart).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -95,6 +95,9 @@ fn run_as_a_service(what: &str, command: &str, config: &Path, dir: &Path) {
     // Refresh: the configuration is read again, in the same process.
     process.signal("HUP");
     wait_until(&format!("{what} to reload"), context, || {
+        // A refresh must never end it (found under load: a SIGHUP right
+        // after "amon started" came before the handler was installed).
+        assert!(process.exited().is_none(), "{what} exited on a refresh\n{}", context());
         (messages(&log, "configuration reloaded") == 1).then_some(())
     });
     assert!(process.exited().is_none(), "{what} still runs after a refresh");
