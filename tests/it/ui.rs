@@ -155,13 +155,14 @@ impl Ui {
     }
 
     /// A form's `POST` of `body` (url-encoded) to `path`, as a browser
-    /// without scripts sends it.
+    /// sends it from one of the UI's pages (its `Origin` included).
     fn post_form(&self, path: &str, body: &str, cookie: Option<&str>) -> Response {
         let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/html\r\n{cookie}\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/html\r\nOrigin: {}\r\n\
+             {cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             self.site.api.addr,
+            self.base,
             body.len()
         );
         send_request(self.site.api.addr, &format!("POST {path}"), request.as_bytes())
