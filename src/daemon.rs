@@ -208,6 +208,7 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
                 open: settings.auth.open,
                 tokens: settings.auth.tokens.clone(),
             },
+            sessions: Default::default(),
             guard: GuardSettings {
                 hold: settings.notify.hold,
                 burst_count: settings.notify.burst_count,
@@ -299,6 +300,9 @@ struct MasterParts {
     ingest_backlog: usize,
     monitor_idle: std::time::Duration,
     auth: crate::http::auth::Auth,
+    /// The web page's signed-in viewers: kept across restarts of the
+    /// master's subtree (a reload signs everyone out).
+    sessions: crate::http::ui::Sessions,
     datacenter: String,
     public_url: String,
     listener: Rc<TcpListener>,
@@ -377,13 +381,20 @@ impl MasterParts {
                 probe_limits: self.probe_limits,
             };
             let auth = self.auth.clone();
+            let ui = crate::http::ui::Ui {
+                api: api.clone(),
+                auth: auth.clone(),
+                sessions: self.sessions.clone(),
+                heartbeat_timeout: self.guard.heartbeat_timeout,
+            };
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
-                let (api, auth) = (api.clone(), auth.clone());
+                let (api, auth, ui) = (api.clone(), auth.clone(), ui.clone());
                 crate::http::serve("master", listener, Shape::MASTER, move || {
                     actix_web::App::new()
                         .app_data(actix_web::web::Data::new(auth.clone()))
                         .app_data(actix_web::web::Data::new(api.store.clone()))
                         .wrap(actix_web::middleware::from_fn(crate::http::auth::authorize))
+                        .configure(crate::http::ui::configure(ui.clone()))
                         .configure(crate::http::master::configure(api.clone()))
                 })
             }));

@@ -2,7 +2,7 @@
 //! each with a role — `operator` (everything), `account:<uuid>` (only its own
 //! `/pub/:account`), `relay` (only `/events` and `/agentprobes`). Without a
 //! valid token: `401`; outside the role: `403`. `GET /ping` is always open
-//! (health checks). With `auth.open` nothing is checked (a loopback
+//! (health checks); the web page under `/ui` checks its own sessions. With `auth.open` nothing is checked (a loopback
 //! standalone), and the startup log says so.
 //!
 //! Tokens are compared in constant time (as fixed-size digests, so neither
@@ -143,7 +143,10 @@ pub async fn authorize(
     let (Some(auth), Some(store)) = (auth, store) else {
         return Err(ApiError::Internal("auth is not configured".into()).into());
     };
-    if auth.open || (req.method() == actix_web::http::Method::GET && req.path() == "/ping") {
+    // The web page (`/ui`) signs its viewers in with the same tokens and
+    // keeps them in sessions of its own (`http::ui`).
+    let page = req.path() == "/ui" || req.path().starts_with("/ui/");
+    if auth.open || page || (req.method() == actix_web::http::Method::GET && req.path() == "/ping") {
         return next.call(req).await;
     }
     let presented = req

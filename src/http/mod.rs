@@ -8,6 +8,7 @@
 //! the connection) through [`read_json`], which bounds its size and turns bad
 //! JSON into a clear `InvalidArgument`.
 
+pub mod alarm_filter;
 pub mod auth;
 pub mod client;
 pub mod error;

@@ -44,43 +44,47 @@ impl Store {
         now: EpochMs,
         applied: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            if let Some(seq) = applied {
-                events::write_monitor_mark(conn, &alarm.monitor(), seq)?;
-            }
-            conn.prepare_cached(
-                "INSERT INTO alarms (user, id, monitor, closed, time_closed, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        let result = self
+            .call(move |conn| {
+                if let Some(seq) = applied {
+                    events::write_monitor_mark(conn, &alarm.monitor(), seq)?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO alarms (user, id, monitor, closed, time_closed, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(user, id) DO UPDATE SET monitor = ?3, closed = ?4, time_closed = ?5, body = ?6",
-            )?
-            .execute(params![
-                alarm.user.to_string(),
-                alarm.id as i64,
-                monitor_column(&alarm.monitor()),
-                alarm.closed,
-                alarm.time_closed,
-                serde_json::to_string(&alarm)?
-            ])?;
-            let mut enqueue = conn.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
-            )?;
-            for n in &notifications {
-                enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
-            }
-            Ok(())
-        })
-        .await
+                )?
+                .execute(params![
+                    alarm.user.to_string(),
+                    alarm.id as i64,
+                    monitor_column(&alarm.monitor()),
+                    alarm.closed,
+                    alarm.time_closed,
+                    serde_json::to_string(&alarm)?
+                ])?;
+                let mut enqueue = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
+                )?;
+                for n in &notifications {
+                    enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
+                }
+                Ok(())
+            })
+            .await;
+        self.changed(result)
     }
 
     /// Deletes an alarm; its id stays issued, so it answers 410 from now on.
     pub async fn delete_alarm(&self, user: Uuid, id: u64) -> Result<bool, StoreError> {
-        self.call(move |conn| {
-            let deleted = conn.execute(
-                "DELETE FROM alarms WHERE user = ?1 AND id = ?2",
-                params![user.to_string(), id as i64],
-            )?;
-            Ok(deleted > 0)
-        })
-        .await
+        let result = self
+            .call(move |conn| {
+                let deleted = conn.execute(
+                    "DELETE FROM alarms WHERE user = ?1 AND id = ?2",
+                    params![user.to_string(), id as i64],
+                )?;
+                Ok(deleted > 0)
+            })
+            .await;
+        self.changed(result)
     }
 
     /// The newest open alarm of a monitor, if any.

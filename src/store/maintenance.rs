@@ -11,32 +11,36 @@ use crate::model::MaintenanceWindow;
 impl Store {
     /// Stores a new window, giving it its owner's next id.
     pub async fn create_window(&self, mut window: MaintenanceWindow) -> Result<MaintenanceWindow, StoreError> {
-        self.call(move |conn| {
-            let owner = window_owner(window.user);
-            let id: i64 = conn.query_row(
-                "INSERT INTO maintenance_ids (owner, last_id) VALUES (?1, 1)
+        let result = self
+            .call(move |conn| {
+                let owner = window_owner(window.user);
+                let id: i64 = conn.query_row(
+                    "INSERT INTO maintenance_ids (owner, last_id) VALUES (?1, 1)
                  ON CONFLICT(owner) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
-                params![owner],
-                |r| r.get(0),
-            )?;
-            window.id = id as u64;
-            conn.execute(
-                "INSERT INTO maintenances (owner, id, body) VALUES (?1, ?2, ?3)",
-                params![owner, id, serde_json::to_string(&window)?],
-            )?;
-            Ok(window)
-        })
-        .await
+                    params![owner],
+                    |r| r.get(0),
+                )?;
+                window.id = id as u64;
+                conn.execute(
+                    "INSERT INTO maintenances (owner, id, body) VALUES (?1, ?2, ?3)",
+                    params![owner, id, serde_json::to_string(&window)?],
+                )?;
+                Ok(window)
+            })
+            .await;
+        self.changed(result)
     }
 
     pub async fn delete_window(&self, user: Option<Uuid>, id: u64) -> Result<bool, StoreError> {
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM maintenances WHERE owner = ?1 AND id = ?2",
-                params![window_owner(user), id as i64],
-            )? > 0)
-        })
-        .await
+        let result = self
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM maintenances WHERE owner = ?1 AND id = ?2",
+                    params![window_owner(user), id as i64],
+                )? > 0)
+            })
+            .await;
+        self.changed(result)
     }
 
     /// Every stored window (ended ones are deleted when they end).

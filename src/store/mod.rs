@@ -69,6 +69,10 @@ pub struct Store {
     /// here after each commit (`commit_events`, `record_deliveries`): the
     /// store is where both become true, whoever asked for them.
     activity: Activity,
+    /// Grows with every committed change of what the web page shows
+    /// (alarms, notifications, maintenance windows), so a page can ask
+    /// "anything new?" without reading the tables ([`Store::generation`]).
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -77,6 +81,7 @@ impl Store {
         Ok(Store {
             db: Db::open_with_readers(path, schema::MASTER, db::READERS)?,
             activity: Activity::new(),
+            generation: Default::default(),
         })
     }
 
@@ -85,6 +90,7 @@ impl Store {
         Ok(Store {
             db: Db::in_memory(schema::MASTER)?,
             activity: Activity::new(),
+            generation: Default::default(),
         })
     }
 
@@ -92,6 +98,20 @@ impl Store {
     /// empty again after a restart).
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// How many changes the web page would show have been committed since
+    /// the master started: equal readings mean nothing new.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a committed change for [`Store::generation`].
+    fn changed<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_ok() {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>

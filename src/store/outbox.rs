@@ -24,16 +24,18 @@ impl Store {
     /// Queues notifications that belong to no alarm change (server
     /// incidents) in the outbox.
     pub async fn enqueue(&self, notifications: Vec<Notification>, now: EpochMs) -> Result<(), StoreError> {
-        self.call(move |conn| {
-            let mut enqueue = conn.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
-            )?;
-            for n in &notifications {
-                enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
-            }
-            Ok(())
-        })
-        .await
+        let result = self
+            .call(move |conn| {
+                let mut enqueue = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
+                )?;
+                for n in &notifications {
+                    enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
+                }
+                Ok(())
+            })
+            .await;
+        self.changed(result)
     }
 
     /// Deliveries not yet done, oldest first (resumed after a restart).
@@ -97,7 +99,8 @@ impl Store {
         at: EpochMs,
     ) -> Result<(), StoreError> {
         let activity = self.activity.clone();
-        self.db
+        let result = self
+            .db
             .call_then(
                 move |conn| {
                     let mut update = conn.prepare_cached(
@@ -124,7 +127,8 @@ impl Store {
                 },
                 move |delivered| activity.record_notifications(at, delivered),
             )
-            .await
+            .await;
+        self.changed(result)
     }
 
     /// Every outbox row of one alarm, whatever its state, oldest first:

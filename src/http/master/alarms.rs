@@ -23,18 +23,30 @@ async fn command(
 ) -> Result<(), ApiError> {
     let account = api.account(account).await?;
     let alarm = api.alarm(account.uuid, id).await?;
-    let result = api
-        .router()?
-        .send(ForMonitor {
-            monitor: alarm.monitor(),
-            command: command(alarm.id),
+    api.command_alarm(&alarm, command(alarm.id)).await
+}
+
+impl MasterApi {
+    /// Has the actor of the alarm's monitor, which owns the open alarm,
+    /// carry out `command` (the API's and the web page's actions).
+    pub(crate) async fn command_alarm(
+        &self,
+        alarm: &crate::model::Alarm,
+        command: AlarmCommand,
+    ) -> Result<(), ApiError> {
+        let result = self
+            .router()?
+            .send(ForMonitor {
+                monitor: alarm.monitor(),
+                command,
+            })
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
+        result.map_err(|e| match e {
+            CommandError::Missing(id) => ApiError::Gone(format!("alarm {id} was deleted or expunged")),
+            CommandError::Store(why) => ApiError::Internal(why),
         })
-        .await
-        .map_err(|e| ApiError::ServiceUnavailable(format!("event router: {e}")))?;
-    result.map_err(|e| match e {
-        CommandError::Missing(id) => ApiError::Gone(format!("alarm {id} was deleted or expunged")),
-        CommandError::Store(why) => ApiError::Internal(why),
-    })
+    }
 }
 
 /// `POST /pub/:account/alarms/:id?action=close|reopen|suppress|unsuppress`:

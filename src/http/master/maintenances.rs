@@ -18,17 +18,17 @@ use crate::store::Lookup;
 /// Amon's limit on `notes`.
 const MAX_NOTES: usize = 255;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct WindowBody {
-    start: Option<serde_json::Value>,
-    end: Option<serde_json::Value>,
-    notes: Option<String>,
-    all: Option<bool>,
-    probes: Option<Vec<String>>,
-    probe_groups: Option<Vec<String>>,
-    machines: Option<Vec<String>>,
-    servers: Option<Vec<String>>,
+pub(crate) struct WindowBody {
+    pub start: Option<serde_json::Value>,
+    pub end: Option<serde_json::Value>,
+    pub notes: Option<String>,
+    pub all: Option<bool>,
+    pub probes: Option<Vec<String>>,
+    pub probe_groups: Option<Vec<String>>,
+    pub machines: Option<Vec<String>>,
+    pub servers: Option<Vec<String>>,
 }
 
 /// `now`, an ISO 8601 time, or epoch milliseconds (number or digits).
@@ -85,7 +85,7 @@ fn uuids(field: &str, values: Option<Vec<String>>, errors: &mut Vec<FieldError>)
 }
 
 /// Turns a body into a window (id 0 until stored) or says what is wrong.
-pub(super) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
+pub(crate) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Result<MaintenanceWindow, ApiError> {
     let mut errors = Vec::new();
     let start = match &body.start {
         None => now,
@@ -181,15 +181,20 @@ impl MasterApi {
     async fn create_window(&self, user: Option<Uuid>, body: &[u8]) -> Result<HttpResponse, ApiError> {
         let body: WindowBody = decode_json(body, "window")?;
         let window = validate(user, body, self.clock.now_ms())?;
-        let window = self
+        Ok(HttpResponse::Ok().json(self.open_window(window).await?))
+    }
+
+    /// Puts a validated window in force through the keeper (the API's and
+    /// the web page's way in).
+    pub(crate) async fn open_window(&self, window: MaintenanceWindow) -> Result<MaintenanceWindow, ApiError> {
+        Ok(self
             .keeper()?
             .send(CreateWindow(window))
             .await
-            .map_err(|e| ApiError::ServiceUnavailable(format!("maintenance keeper: {e}")))??;
-        Ok(HttpResponse::Ok().json(window))
+            .map_err(|e| ApiError::ServiceUnavailable(format!("maintenance keeper: {e}")))??)
     }
 
-    async fn window(&self, user: Option<Uuid>, id: &str) -> Result<MaintenanceWindow, ApiError> {
+    pub(crate) async fn window(&self, user: Option<Uuid>, id: &str) -> Result<MaintenanceWindow, ApiError> {
         let id: u64 = id
             .parse()
             .ok()
@@ -205,12 +210,19 @@ impl MasterApi {
     }
 
     async fn delete_window(&self, user: Option<Uuid>, id: &str) -> Result<HttpResponse, ApiError> {
+        self.end_window(user, id).await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+
+    /// Ends (deletes) a window: `user` is the account it must belong to,
+    /// `None` for an operator (any window).
+    pub(crate) async fn end_window(&self, user: Option<Uuid>, id: &str) -> Result<(), ApiError> {
         let window = self.window(user, id).await?;
         self.keeper()?
             .send(DeleteWindow { user, id: window.id })
             .await
             .map_err(|e| ApiError::ServiceUnavailable(format!("maintenance keeper: {e}")))??;
-        Ok(HttpResponse::NoContent().finish())
+        Ok(())
     }
 }
 

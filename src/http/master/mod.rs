@@ -12,6 +12,7 @@ use crate::actors::router::{EventRouter, IngestError};
 use crate::actors::server_guard::GetServers;
 use crate::actors::supervisor::Named;
 use crate::clock::Clock;
+use crate::http::alarm_filter::AlarmState;
 use crate::model::{Account, Alarm, EpochMs, Event};
 use crate::store::{AlarmLookup, Store};
 
@@ -42,6 +43,8 @@ mod accounts;
 mod alarms;
 mod maintenances;
 mod probes;
+
+pub(crate) use maintenances::{validate as validate_window, WindowBody};
 
 pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -176,13 +179,13 @@ fn pong() -> HttpResponse {
 }
 
 impl MasterApi {
-    fn router(&self) -> Result<actix::Addr<EventRouter>, ApiError> {
+    pub(crate) fn router(&self) -> Result<actix::Addr<EventRouter>, ApiError> {
         self.router
             .get()
             .ok_or_else(|| ApiError::ServiceUnavailable("the event router is restarting".into()))
     }
 
-    async fn account(&self, key: &str) -> Result<Account, ApiError> {
+    pub(crate) async fn account(&self, key: &str) -> Result<Account, ApiError> {
         self.store
             .get_account(key.to_string())
             .await?
@@ -197,26 +200,18 @@ struct AlarmQuery {
     probe_group: Option<Uuid>,
 }
 
-/// The `state` filter of alarm listings: `recent` (open, or closed within
-/// the last hour; the default), `open`, `closed`, `all`.
-type AlarmFilter = Box<dyn Fn(&Alarm) -> bool>;
-
-fn state_filter(state: Option<&str>, now: i64) -> Result<AlarmFilter, ApiError> {
-    Ok(match state.unwrap_or("recent") {
-        "recent" => Box::new(move |a: &Alarm| !a.closed || a.time_closed.is_some_and(|t| now - t <= RECENT_MS)),
-        "open" => Box::new(|a: &Alarm| !a.closed),
-        "closed" => Box::new(|a: &Alarm| a.closed),
-        "all" => Box::new(|_: &Alarm| true),
-        other => {
-            return Err(ApiError::InvalidArgument(format!(
-                "state {other:?} is invalid: expected recent, open, closed or all"
-            )))
-        }
-    })
+/// The `state` filter of alarm listings ([`AlarmState`]; `recent` when
+/// none is given).
+fn state_filter(state: Option<&str>) -> Result<AlarmState, ApiError> {
+    match state {
+        None => Ok(AlarmState::default()),
+        Some(text) => AlarmState::parse(text).ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "state {text:?} is invalid: expected recent, open, closed or all"
+            ))
+        }),
+    }
 }
-
-/// How long a closed alarm still counts as "recent".
-const RECENT_MS: i64 = 60 * 60 * 1000;
 
 async fn list_alarms(
     api: web::Data<MasterApi>,
@@ -225,14 +220,14 @@ async fn list_alarms(
 ) -> Result<HttpResponse, ApiError> {
     let account = api.account(&path).await?;
     let now = api.clock.now_ms();
-    let keep = state_filter(query.state.as_deref(), now)?;
+    let keep = state_filter(query.state.as_deref())?;
     let group = query.probe_group;
     let alarms: Vec<Alarm> = api
         .store
         .list_alarms(account.uuid)
         .await?
         .into_iter()
-        .filter(|a| keep(a) && (group.is_none() || a.probe_group == group))
+        .filter(|a| keep.keeps(a, now) && (group.is_none() || a.probe_group == group))
         .collect();
     Ok(HttpResponse::Ok().json(alarms))
 }
@@ -240,15 +235,14 @@ async fn list_alarms(
 /// `GET /alarms?state=`: every account's alarms (operators).
 async fn list_all_alarms(api: web::Data<MasterApi>, query: web::Query<AlarmQuery>) -> Result<HttpResponse, ApiError> {
     let now = api.clock.now_ms();
-    let keep = state_filter(query.state.as_deref(), now)?;
-    let open_only = query.state.as_deref() == Some("open");
+    let keep = state_filter(query.state.as_deref())?;
     let group = query.probe_group;
     let alarms: Vec<Alarm> = api
         .store
-        .all_alarms(open_only)
+        .all_alarms(keep == AlarmState::Open)
         .await?
         .into_iter()
-        .filter(|a| keep(a) && (group.is_none() || a.probe_group == group))
+        .filter(|a| keep.keeps(a, now) && (group.is_none() || a.probe_group == group))
         .collect();
     Ok(HttpResponse::Ok().json(alarms))
 }
@@ -334,7 +328,7 @@ async fn get_alarm(api: web::Data<MasterApi>, path: web::Path<(String, String)>)
 impl MasterApi {
     /// An account's alarm by its id in the path: 400 for a bad id, 410 for
     /// a deleted or expunged one, 404 for one never issued.
-    async fn alarm(&self, user: Uuid, id: &str) -> Result<Alarm, ApiError> {
+    pub(crate) async fn alarm(&self, user: Uuid, id: &str) -> Result<Alarm, ApiError> {
         let id: u64 = id
             .parse()
             .ok()
