@@ -57,8 +57,9 @@ fn missing() -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scripts {
     On,
-    /// Chromium's content setting blocks every page script; WebDriver's own
-    /// scripts still run, so the test can look at the page.
+    /// Chromium's content setting blocks every page script. WebDriver's own
+    /// synchronous scripts still run, so the test can look at the page, but
+    /// not axe, whose promise never settles there.
     Off,
 }
 
@@ -327,7 +328,7 @@ impl Browser {
         // that forbids inline scripts does not stop it.
         self.execute(&axe, vec![]);
         let result = self.run(
-            "axe.run",
+            &format!("axe.run on {}", self.current_url()),
             self.client().execute_async(
                 "const done = arguments[arguments.length - 1];
                  axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})
