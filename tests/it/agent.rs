@@ -51,12 +51,11 @@ impl Pair {
     }
 
     fn agent_api(&self) -> Api {
-        Api {
-            addr: self
-                .relay
+        Api::new(
+            self.relay
                 .relay_agent_addr
                 .expect("the relay logged no relay_agent_listen"),
-        }
+        )
     }
 
     /// The relay's server uuid, which is its global zone agent's uuid.
@@ -207,9 +206,7 @@ fn an_unreachable_master_is_unavailable_never_an_empty_list() {
     }
     .write(&dir.path().join("relay.toml"));
     let relay = Amon::start(Mode::Relay, &config, &dir.path().join("relay.log"));
-    let agent = Api {
-        addr: relay.relay_agent_addr.expect("relay_agent_listen"),
-    };
+    let agent = Api::new(relay.relay_agent_addr.expect("relay_agent_listen"));
     let (status, error) = agent.get("/agentprobes");
     assert_eq!(
         (status, error["code"].as_str()),

@@ -169,9 +169,7 @@ fn a_relay_reports_its_agents_polls_in_its_heartbeats() {
         "no agent has polled yet: {before:?}"
     );
     // One poll, answered or not (the fake master has no probe list).
-    let agent_api = Api {
-        addr: relay.relay_agent_addr.expect("relay agent listener"),
-    };
+    let agent_api = Api::new(relay.relay_agent_addr.expect("relay agent listener"));
     agent_api.exchange("HEAD", "/agentprobes", None);
     let beat = wait_until(
         "a heartbeat naming the agent that polled",

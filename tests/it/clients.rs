@@ -116,9 +116,7 @@ impl Pair {
     }
 
     fn agent_api(&self) -> Api {
-        Api {
-            addr: self.relay.relay_agent_addr.expect("relay_agent_listen"),
-        }
+        Api::new(self.relay.relay_agent_addr.expect("relay_agent_listen"))
     }
 
     fn admin_api(&self) -> Api {

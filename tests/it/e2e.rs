@@ -239,9 +239,7 @@ fn garbage_zone_line_is_logged_and_skipped() {
         skipped[0]
     );
     assert!(relay.is_running(), "the relay exited after a garbage line");
-    let admin = Api {
-        addr: relay.relay_admin_addr.expect("relay admin address"),
-    };
+    let admin = Api::new(relay.relay_admin_addr.expect("relay admin address"));
     let (status, body) = admin.get("/ping");
     assert_eq!(status, 200, "relay admin /ping: {body}");
 }

@@ -297,11 +297,10 @@ impl Amon {
 
     /// The relay admin API of this process.
     pub fn admin(&self) -> Api {
-        Api {
-            addr: self
-                .relay_admin_addr
+        Api::new(
+            self.relay_admin_addr
                 .expect("this amon process serves no relay admin API"),
-        }
+        )
     }
 
     /// The log lines whose `msg` is `msg`.
@@ -320,9 +319,7 @@ impl Amon {
 
     /// The master API of this process.
     pub fn api(&self) -> Api {
-        Api {
-            addr: self.master_addr.expect("this amon process serves no master API"),
-        }
+        Api::new(self.master_addr.expect("this amon process serves no master API"))
     }
 }
 
@@ -356,9 +353,25 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[derive(Debug, Clone, Copy)]
 pub struct Api {
     pub addr: SocketAddr,
+    /// Sent as `Authorization: Bearer …`: for a master whose auth is not
+    /// open (`Site` with tokens).
+    pub token: Option<&'static str>,
 }
 
 impl Api {
+    /// The API at `addr`, asked without a token.
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { addr, token: None }
+    }
+
+    /// The same API, asked as the holder of `token`.
+    pub fn with_token(self, token: &'static str) -> Api {
+        Api {
+            token: Some(token),
+            ..self
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         self.request("GET", path, None)
     }
@@ -388,29 +401,34 @@ impl Api {
     /// One request, and the whole response: status, headers and raw body.
     pub fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
         let body = body.map(Value::to_string).unwrap_or_default();
-        let mut stream = TcpStream::connect(self.addr)
-            .unwrap_or_else(|e| panic!("{method} {path}: cannot connect to {}: {e}", self.addr));
-        stream.set_read_timeout(Some(DEADLINE)).expect("set_read_timeout");
+        let authorization = self
+            .token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+             {authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );
-        stream
-            .write_all(request.as_bytes())
-            .unwrap_or_else(|e| panic!("{method} {path}: cannot send: {e}"));
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .unwrap_or_else(|e| panic!("{method} {path}: cannot read the response: {e}"));
-        parse_response(&raw).unwrap_or_else(|| {
-            panic!(
-                "{method} {path}: unparseable response {:?}",
-                String::from_utf8_lossy(&raw)
-            )
-        })
+        send_request(self.addr, &format!("{method} {path}"), request.as_bytes())
     }
+}
+
+/// Sends `request`, a whole HTTP/1.1 request with `Connection: close`, to
+/// `addr` on a connection of its own, and reads the whole response; `what`
+/// names the request in failures.
+pub fn send_request(addr: SocketAddr, what: &str, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{what}: cannot connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(DEADLINE)).expect("set_read_timeout");
+    stream
+        .write_all(request)
+        .unwrap_or_else(|e| panic!("{what}: cannot send: {e}"));
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{what}: cannot read the response: {e}"));
+    parse_response(&raw).unwrap_or_else(|| panic!("{what}: unparseable response {:?}", String::from_utf8_lossy(&raw)))
 }
 
 /// A complete HTTP response.
@@ -870,13 +888,24 @@ pub struct SiteOptions {
     pub layout: Layout,
     /// Notifier actors delivering in parallel.
     pub workers: usize,
+    /// Bearer tokens as (token, role). Empty: `[auth] open = true`. Else
+    /// auth is closed with these tokens (and one for the site's relay), and
+    /// the site's `api` asks as the first `operator` token.
+    pub tokens: &'static [(&'static str, &'static str)],
 }
 
 impl SiteOptions {
     pub fn new(layout: Layout) -> SiteOptions {
-        SiteOptions { layout, workers: 4 }
+        SiteOptions {
+            layout,
+            workers: 4,
+            tokens: &[],
+        }
     }
 }
+
+/// The token a [`Site`] with tokens gives its relay.
+const SITE_RELAY_TOKEN: &str = "site-relay-token-0123456789";
 
 fn toml_string(text: &str) -> String {
     // A JSON string is a valid TOML basic string.
@@ -906,6 +935,10 @@ pub struct AmonConfig {
     pub master_extra: Vec<String>,
     /// More lines at the end of the file, e.g. a `[probes]` section.
     pub tail_extra: Vec<String>,
+    /// `[[auth.tokens]]` as (token, role); empty leaves `[auth] open = true`.
+    pub tokens: Vec<(String, String)>,
+    /// `[relay] master_token`: what the relay shows a closed master.
+    pub master_token: Option<String>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -946,6 +979,8 @@ impl AmonConfig {
             notify_extra: Vec::new(),
             master_extra: Vec::new(),
             tail_extra: Vec::new(),
+            tokens: Vec::new(),
+            master_token: None,
         }
     }
 
@@ -971,6 +1006,9 @@ agent_probes_poll = "1s"
         );
         if let Some(url) = &self.master_url {
             text.push_str(&format!("master_url = {}\n", toml_string(url)));
+        }
+        if let Some(token) = &self.master_token {
+            text.push_str(&format!("master_token = {}\n", toml_string(token)));
         }
         if let Some(zones) = &self.zones {
             text.push_str(&format!(
@@ -1003,7 +1041,20 @@ agent_probes_poll = "1s"
         if let Some(port) = self.smtp_port {
             text.push_str(&format!("smtp_url = \"smtp://127.0.0.1:{port}\"\n"));
         }
-        text.push_str("from = \"amon@test.example.com\"\n\n[auth]\nopen = true\n\n[demo]\nenabled = false\n");
+        text.push_str("from = \"amon@test.example.com\"\n\n");
+        if self.tokens.is_empty() {
+            text.push_str("[auth]\nopen = true\n");
+        } else {
+            text.push_str("[auth]\nopen = false\n");
+            for (token, role) in &self.tokens {
+                text.push_str(&format!(
+                    "\n[[auth.tokens]]\ntoken = {}\nrole = {}\n",
+                    toml_string(token),
+                    toml_string(role)
+                ));
+            }
+        }
+        text.push_str("\n[demo]\nenabled = false\n");
         for line in &self.tail_extra {
             text.push_str(line);
             text.push('\n');
@@ -1038,9 +1089,20 @@ impl Site {
         let dir = tempfile::Builder::new().prefix("amon-it-").tempdir().expect("tempdir");
         let smtp = SmtpServer::start(dir.path())?;
         let zones = ZoneFeed::create(dir.path().join("zones.jsonl"));
+        let closed = !options.tokens.is_empty();
+        let tokens: Vec<(String, String)> = options
+            .tokens
+            .iter()
+            .chain(closed.then_some(&(SITE_RELAY_TOKEN, "relay")))
+            .map(|&(token, role)| (token.to_string(), role.to_string()))
+            .collect();
         let config_for = |data: &str, zones: Option<ExecZones>, master_url: Option<String>| AmonConfig {
             smtp_port: Some(smtp.port),
             workers: options.workers,
+            // The relay's part (a relay, or a standalone's) shows the
+            // master its token; a master's own config needs none.
+            master_token: (closed && zones.is_some()).then(|| SITE_RELAY_TOKEN.to_string()),
+            tokens: tokens.clone(),
             zones,
             master_url,
             ..AmonConfig::new(&dir.path().join(data))
@@ -1062,7 +1124,16 @@ impl Site {
                 (master, Some(relay))
             }
         };
-        let api = master.api();
+        let api = match options.tokens.iter().find(|(_, role)| *role == "operator") {
+            Some(&(token, _)) => master.api().with_token(token),
+            None => {
+                assert!(
+                    !closed,
+                    "a site with tokens needs an operator token for its own requests"
+                );
+                master.api()
+            }
+        };
         Some(Site {
             relay,
             master,

@@ -9,7 +9,9 @@
 //! Triton's own clients rely on (response headers, read-modify-write `PUT`,
 //! the relay's `syncprobes`, account attributes as contacts, the webhook
 //! body); `tenancy` who may watch which machine; `faults` delivery and
-//! storage faults; `clock` the wall clock stepped under a running daemon.
+//! storage faults; `clock` the wall clock stepped under a running daemon;
+//! `browser` headless Chromium (through chromedriver) and axe-core, with
+//! which `ui` checks the web UI.
 
 // clippy.toml bans the wall clock so that logic is tested with paused time.
 // Here the processes under test are real and run on real time: deadlines,
@@ -20,6 +22,7 @@
 mod agent;
 mod agent_daemon;
 mod api;
+mod browser;
 mod cli;
 mod clients;
 mod clock;
@@ -37,4 +40,5 @@ mod probes;
 mod relay;
 mod service;
 mod tenancy;
+mod ui;
 mod upgrade;
