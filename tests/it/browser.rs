@@ -267,11 +267,28 @@ impl Browser {
 
     /// Clicks the first element matching `css` (which must exist), and
     /// records where the browser went.
+    ///
+    /// A live page may redraw its `<main>` between finding the element and
+    /// clicking it (its script swaps in the new content when anything
+    /// changed): the click then finds it again, as a person would.
     pub fn click(&self, css: &str) {
-        self.run(&format!("click {css}"), async {
-            self.client().find(Locator::Css(css)).await?.click().await
-        });
-        self.current_url();
+        for _ in 0..5 {
+            let attempt = self
+                .runtime
+                .block_on(async { self.client().find(Locator::Css(css)).await?.click().await });
+            match attempt {
+                Ok(()) => {
+                    self.current_url();
+                    return;
+                }
+                Err(e) if e.is_stale_element_reference() => continue,
+                Err(e) => panic!("browser: click {css}: {e}\n{}", self.context()),
+            }
+        }
+        panic!(
+            "browser: click {css}: the element kept being replaced\n{}",
+            self.context()
+        )
     }
 
     /// Types `text` into the (emptied) field matching `css`.

@@ -323,7 +323,13 @@ pub(super) async fn show(
         html! {
             @for f in faults {
                 tr.fault {
-                    td { @if let Some(m) = f.event.machine { (dir.machine_name(m)) br; span.uuid { (m) } } @else { "—" } }
+                    td {
+                        @if let Some(m) = f.event.machine {
+                            @let name = dir.machine_name(m);
+                            @if name != m.to_string() { (name) br; }
+                            span.uuid { (m) }
+                        } @else { "—" }
+                    }
                     td { @if let Some(s) = f.event.machine.and_then(|m| dir.server_of(m)) { (dir.server_name(s)) } @else { "—" } }
                     td { (dir.probe_name(f.probe)) }
                     td { (f.event.data.message) }

@@ -61,7 +61,7 @@ pub fn page(frame: Page<'_>, body: Markup) -> Markup {
                             }
                         }
                         div.who {
-                            "Signed in as " span #role { (viewer.name) }
+                            span { "Signed in as " span #role { (viewer.name) } }
                             form method="post" action="/ui/signout" {
                                 button type="submit" { "Sign out" }
                             }
