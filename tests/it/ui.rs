@@ -543,4 +543,59 @@ fn every_page_passes_axe_and_works_without_scripts() {
     assert_eq!(ui.server_windows().len(), 2, "a window until it is ended");
     quiet.goto(&ui.url("/ui/maintenance"));
     assert_eq!(quiet.count("tr[data-window]"), 2, "{}", quiet.source());
+
+    // The maintenance page's form, scripts off: a window on one machine
+    // for 30 minutes, validated as the API validates one.
+    quiet.click("#scope-machines");
+    quiet.fill("#targets", &zone.to_string());
+    quiet.fill("#end", "30m");
+    quiet.fill("#notes", "from the form");
+    quiet.click("form.window button[type=submit]");
+    ui.wait(&quiet, "the maintenance page again, with a notice", || {
+        (on_page(&quiet, "/ui/maintenance") && quiet.count("#notice") == 1).then_some(())
+    });
+    assert_eq!(quiet.count("tr[data-window]"), 3, "{}", quiet.source());
+    let (_, windows) = ui.site.api.get("/maintenances");
+    let made = windows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["notes"] == "from the form")
+        .unwrap_or_else(|| panic!("the form's window: {windows}"));
+    assert_eq!(made["machines"], json!([zone]), "{made}");
+    let left = ends_in(made).unwrap_or_else(|| panic!("the window has an end: {made}"));
+    assert!(
+        left > Duration::from_secs(28 * 60) && left <= Duration::from_secs(30 * 60),
+        "{made}"
+    );
+    // A window the API would refuse is refused on the page, saying why.
+    quiet.click("#scope-machines");
+    quiet.fill("#targets", "not-a-uuid");
+    quiet.click("form.window button[type=submit]");
+    ui.wait(&quiet, "the refusal", || {
+        (quiet.count("[role=alert]") == 1).then_some(())
+    });
+    let said = quiet.text("[role=alert]").unwrap_or_default();
+    assert!(said.contains("not-a-uuid"), "{said}");
+
+    // The alarm's actions, scripts off: close, then reopen.
+    quiet.goto(&ui.url(&page));
+    quiet.click(r#"button[name="action"][value="close"]"#);
+    ui.wait(&quiet, "the alarm closed", || {
+        (on_page(&quiet, &page) && quiet.count(r#"button[name="action"][value="reopen"]"#) == 1).then_some(())
+    });
+    let (_, closed) = ui.site.api.get(&format!("/pub/alice/alarms/{}", alarm["id"]));
+    assert_eq!(closed["closed"], json!(true), "{closed}");
+    quiet.click(r#"button[name="action"][value="reopen"]"#);
+    ui.wait(&quiet, "the alarm open again", || {
+        (quiet.count(r#"button[name="action"][value="close"]"#) == 1).then_some(())
+    });
+
+    // An error is a page too, and as accessible.
+    browser.goto(&ui.url(&format!(
+        "/ui/alarms/{}/999999",
+        alarm["user"].as_str().unwrap_or_default()
+    )));
+    assert_eq!(browser.count("[role=alert]"), 1, "{}", browser.source());
+    browser.assert_accessible("the error page");
 }

@@ -146,7 +146,9 @@ pub(crate) fn validate(user: Option<Uuid>, body: WindowBody, now: EpochMs) -> Re
             "all covers everything: give no other scope with it",
         ));
     }
-    if !scope.all && !monitor && !machine {
+    // A scope that is empty only because its uuids were refused is said
+    // once, by those refusals.
+    if !scope.all && !monitor && !machine && errors.is_empty() {
         errors.push(FieldError::missing("all"));
     }
     if !scope.probes.is_empty() && !scope.probe_groups.is_empty() {
@@ -350,6 +352,17 @@ mod tests {
                 Err(ApiError::ValidationFailed { errors, .. }) => assert_eq!(errors[0].field, "end", "{end}"),
                 other => panic!("{end}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_scope_empty_only_because_its_uuids_were_refused_is_said_once() {
+        match validate(None, body(serde_json::json!({"machines": ["nope"]})), 0) {
+            Err(ApiError::ValidationFailed { errors, .. }) => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                assert_eq!(fields, ["machines"], "{errors:?}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -159,10 +159,13 @@ impl ResponseError for UiError {
             }
             _ => Vec::new(),
         };
+        // The details are inside the alert, so a screen reader says them.
         let body = html! {
-            p.error role="alert" { (api.to_string()) }
-            @if !details.is_empty() {
-                ul { @for d in &details { li { (d) } } }
+            div.error role="alert" {
+                p { (api.to_string()) }
+                @if !details.is_empty() {
+                    ul { @for d in &details { li { (d) } } }
+                }
             }
             p { a href="/ui/" { "Back to the overview" } }
         };
