@@ -61,13 +61,7 @@ impl Store {
                     alarm.time_closed,
                     serde_json::to_string(&alarm)?
                 ])?;
-                let mut enqueue = conn.prepare_cached(
-                    "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
-                )?;
-                for n in &notifications {
-                    enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
-                }
-                Ok(())
+                super::outbox::write_pending(conn, &notifications, now)
             })
             .await;
         self.changed(result)

@@ -20,21 +20,26 @@ pub struct PendingDelivery {
     pub created: EpochMs,
 }
 
+/// Writes notifications to the outbox as `pending` (an id already there is
+/// left alone): queued on their own, or in the commit of an alarm change.
+pub(super) fn write_pending(
+    conn: &rusqlite::Connection,
+    notifications: &[Notification],
+    now: EpochMs,
+) -> Result<(), StoreError> {
+    let mut enqueue =
+        conn.prepare_cached("INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)")?;
+    for n in notifications {
+        enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Queues notifications that belong to no alarm change (server
     /// incidents) in the outbox.
     pub async fn enqueue(&self, notifications: Vec<Notification>, now: EpochMs) -> Result<(), StoreError> {
-        let result = self
-            .call(move |conn| {
-                let mut enqueue = conn.prepare_cached(
-                    "INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)",
-                )?;
-                for n in &notifications {
-                    enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
-                }
-                Ok(())
-            })
-            .await;
+        let result = self.call(move |conn| write_pending(conn, &notifications, now)).await;
         self.changed(result)
     }
 
