@@ -445,6 +445,11 @@ fn an_account_token_sees_only_its_own_alarms_and_no_token_leaks() {
     // Signing out ends the session.
     browser.goto(&ui.url("/ui/"));
     browser.click(SIGN_OUT);
+    // The sign-out's answer sends the browser to the sign-in page; going
+    // elsewhere before it arrives could cut the request short.
+    ui.wait(&browser, "the sign-in page after signing out", || {
+        on_page(&browser, "/ui/signin").then_some(())
+    });
     browser.goto(&ui.url("/ui/"));
     assert!(browser.current_url().ends_with("/ui/signin"), "{}", browser.context());
 
