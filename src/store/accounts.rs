@@ -4,7 +4,7 @@
 //! contacts are kept per account by name (the implicit `email` is not
 //! stored).
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{json_rows, stored, stored_uuid, Store, StoreError};
@@ -161,7 +161,7 @@ impl Store {
     }
 }
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreError>> {
+fn account_row(r: &super::sql::Row) -> Result<Result<Account, StoreError>, StoreError> {
     let uuid: String = r.get(0)?;
     let login: String = r.get(1)?;
     let email: String = r.get(2)?;

@@ -3,7 +3,7 @@
 //! `410`. An alarm is saved with the notifications it decided and the
 //! monitor's replay mark, in one commit (`save_alarm`).
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{events, json_row, json_rows, monitor_column, stored, Store, StoreError};

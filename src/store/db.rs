@@ -9,12 +9,21 @@
 //! other, so reads that only answer someone skip the writer's queue. Used by
 //! the master's [`super::Store`] (writer and readers) and the relay's
 //! [`super::RelayStore`] (writer only), each with its own schema.
+//!
+//! The master may instead keep its database in PostgreSQL
+//! ([`Db::connect_postgres`]), shared by several masters: the same threads,
+//! each with its own connection (the writer's group commit is one
+//! transaction there too, reads are `REPEATABLE READ READ ONLY`
+//! transactions), reconnecting when the connection drops. Requests see
+//! either engine as a [`Conn`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{Conn, PgSession};
 
 /// Requests that can wait in the mailbox; beyond this, senders wait.
 const MAILBOX: usize = 4096;
@@ -30,6 +39,18 @@ pub(super) const READERS: usize = 2;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// A query for one row found none (see `sql::OptionalExtension`).
+    #[error("no row found")]
+    NoRow,
+    /// A column that is not what the code reads it as.
+    #[error("unexpected column: {0}")]
+    Column(String),
+    /// PostgreSQL could not be reached or refused to open the database
+    /// (the address is shown without its password).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
     #[error("stored json is unreadable: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0} already exists")]
@@ -41,7 +62,7 @@ pub enum StoreError {
     #[error("cannot open database {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
     #[error("migration to schema version {version} failed: {source}")]
-    Migration { version: usize, source: rusqlite::Error },
+    Migration { version: usize, source: Box<StoreError> },
     /// A request panicked: it was rolled back alone and the store went on.
     #[error("the store request panicked: {0}")]
     Panicked(String),
@@ -66,6 +87,8 @@ impl StoreError {
                 e.sqlite_error_code(),
                 Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked)
             ),
+            StoreError::Postgres(e) => postgres_unavailable(e),
+            StoreError::Connect { .. } => true,
             // A failed COMMIT is reported as SQLite's message.
             StoreError::Commit(message) => [
                 "WAL checkpoints fail",
@@ -73,6 +96,14 @@ impl StoreError {
                 "readonly database",
                 "disk I/O error",
                 "database is locked",
+                // PostgreSQL: the connection dropped, or the server is
+                // shutting down, out of room, or could not serialise.
+                "connection closed",
+                "error communicating with the server",
+                "terminating connection",
+                "could not serialize",
+                "deadlock detected",
+                "no space left",
             ]
             .iter()
             .any(|m| message.contains(m)),
@@ -81,10 +112,24 @@ impl StoreError {
     }
 }
 
+/// A PostgreSQL error the caller may retry: the connection is gone, the
+/// server is starting or stopping, out of resources, or a transaction lost
+/// a serialisation race (SQLSTATE classes 08, 53, 57 and 40).
+fn postgres_unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => ["08", "53", "57", "40"].iter().any(|class| code.code().starts_with(class)),
+        // No SQLSTATE: an I/O error talking to the server.
+        None => e.as_db_error().is_none(),
+    }
+}
+
 /// Runs one request, turning a panic into [`StoreError::Panicked`] so the
 /// thread that runs it (the writer, a reader) goes on with the others.
 /// Logged here, once; the caller gets the message as its error.
-fn guarded<T>(f: impl FnOnce(&Connection) -> Result<T, StoreError>, conn: &Connection) -> Result<T, StoreError> {
+fn guarded<T>(f: impl FnOnce(&Conn) -> Result<T, StoreError>, conn: &Conn) -> Result<T, StoreError> {
     // The connection is unwind safe in the sense that matters: the writer
     // rolls a failed request back to its savepoint and a reader drops its
     // read transaction, so no half-done state outlives the request.
@@ -142,10 +187,10 @@ impl<T: Send> Finish for Reply<T> {
 
 /// A request: runs against the connection and says whether it succeeded (a
 /// failed one is rolled back to its savepoint) and how to answer after commit.
-type Op = Box<dyn FnOnce(&Connection) -> (bool, Box<dyn Finish>) + Send>;
+type Op = Box<dyn FnOnce(&Conn) -> (bool, Box<dyn Finish>) + Send>;
 
 /// A read: runs against a reader's connection and sends its own answer.
-type ReadOp = Box<dyn FnOnce(&Connection) + Send>;
+type ReadOp = Box<dyn FnOnce(&Conn) + Send>;
 
 /// A cheap, cloneable handle to a database's threads.
 #[derive(Clone)]
@@ -158,6 +203,7 @@ pub struct Db {
     /// connection cannot share with another, or a database opened without
     /// readers): reads go to the writer.
     reads: Option<mpsc::Sender<ReadOp>>,
+    engine: super::sql::Engine,
 }
 
 impl Db {
@@ -221,16 +267,62 @@ impl Db {
         // outgrows the cache every insert reads pages back from the OS.
         conn.pragma_update(None, "cache_size", -65_536)?;
         migrate(&mut conn, migrations)?;
-        let (tx, rx) = mpsc::channel(MAILBOX);
-        std::thread::Builder::new()
-            .name("amon-db".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|e| StoreError::Commit(format!("cannot start database thread: {e}")))?;
+        let mailbox = spawn_writer(SqliteWriter(conn))?;
         Ok(Db {
-            mailbox: tx,
+            mailbox,
             _checkpointer: None,
             reads: None,
+            engine: super::sql::Engine::Sqlite,
         })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (a `postgres://` URL or
+    /// a libpq key=value string), works in `schema` (created if missing,
+    /// so several installations can share one database), applies the
+    /// migrations it lacks (one master at a time: under an advisory lock),
+    /// and starts the writer and `readers` reader threads, each with its
+    /// own connection.
+    pub fn connect_postgres(
+        url: &str,
+        schema: &str,
+        migrations: &'static [&'static str],
+        readers: usize,
+    ) -> Result<Db, StoreError> {
+        let target = PgTarget::new(url, schema)?;
+        let mut client = target.connect()?;
+        migrate_postgres(&mut client, schema, migrations)?;
+        let mailbox = spawn_writer(PgWriter {
+            session: PgSession::new(client),
+            target: target.clone(),
+            open: Default::default(),
+        })?;
+        let reads = if readers > 0 {
+            let (tx, rx) = mpsc::channel(READ_QUEUE);
+            let queue = Arc::new(Mutex::new(rx));
+            for _ in 0..readers {
+                let session = PgSession::new(target.connect()?);
+                let queue = queue.clone();
+                let target = target.clone();
+                std::thread::Builder::new()
+                    .name("amon-db-read".into())
+                    .spawn(move || serve_postgres_reads(session, target, queue))
+                    .map_err(|e| StoreError::Commit(format!("cannot start database reader thread: {e}")))?;
+            }
+            Some(tx)
+        } else {
+            None
+        };
+        Ok(Db {
+            mailbox,
+            _checkpointer: None,
+            reads,
+            engine: super::sql::Engine::Postgres,
+        })
+    }
+
+    /// Which engine this database runs on.
+    pub fn engine(&self) -> super::sql::Engine {
+        self.engine
     }
 
     /// Whether the last WAL checkpoint failed (a full disk, a read-only
@@ -243,7 +335,7 @@ impl Db {
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
@@ -262,7 +354,7 @@ impl Db {
     where
         T: Send + 'static,
         U: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
         A: FnOnce(T) -> U + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -285,21 +377,14 @@ impl Db {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let Some(reads) = &self.reads else {
             return self.call(f).await;
         };
         let (tx, rx) = oneshot::channel();
         let read: ReadOp = Box::new(move |conn| {
-            // One snapshot for every statement of `f`. Dropping the
-            // transaction rolls it back, which for a read only ends it, so
-            // the next read starts from the newest commit.
-            let result = conn
-                .unchecked_transaction()
-                .map_err(StoreError::from)
-                .and_then(|tx| guarded(f, &tx));
-            let _ = tx.send(result);
+            let _ = tx.send(read_transaction(conn, f));
         });
         reads.send(read).await.map_err(|_| StoreError::Stopped)?;
         answer(rx).await.map_err(|_| StoreError::Stopped)?
@@ -329,6 +414,24 @@ async fn answer<T: Send + 'static>(rx: oneshot::Receiver<T>) -> Result<T, onesho
     }
 }
 
+/// Runs a read in one snapshot for every statement of `f`. Ending the
+/// transaction (a rollback: it only read) lets the next read start from the
+/// newest commit.
+fn read_transaction<T>(conn: &Conn, f: impl FnOnce(&Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => {
+            let tx = c.unchecked_transaction()?;
+            guarded(f, &Conn::Sqlite(&tx))
+        }
+        Conn::Postgres(_) => {
+            conn.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let result = guarded(f, conn);
+            let ended = conn.execute_batch("ROLLBACK");
+            result.and_then(|t| ended.map(|_| t))
+        }
+    }
+}
+
 /// Opens `count` read-only connections to `path` and starts a reader thread
 /// for each, all taking from one queue; they stop when every handle is gone.
 fn start_readers(path: &Path, count: usize) -> Result<mpsc::Sender<ReadOp>, StoreError> {
@@ -350,15 +453,34 @@ fn start_readers(path: &Path, count: usize) -> Result<mpsc::Sender<ReadOp>, Stor
     Ok(tx)
 }
 
+/// The next read from a queue the reader threads share, `None` once every
+/// handle is gone.
+fn next_read(queue: &Mutex<mpsc::Receiver<ReadOp>>) -> Option<ReadOp> {
+    // Locked only to take the next read; the other readers wait for the
+    // one after it. Nothing panics while holding it, but a poisoned lock
+    // still guards a sound receiver.
+    queue.lock().unwrap_or_else(PoisonError::into_inner).blocking_recv()
+}
+
 /// A reader thread: one read at a time until every handle is gone.
 fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
-    loop {
-        // Locked only to take the next read; the other readers wait for the
-        // one after it. Nothing panics while holding it, but a poisoned lock
-        // still guards a sound receiver.
-        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).blocking_recv();
-        let Some(read) = next else { break };
-        read(&conn);
+    while let Some(read) = next_read(&queue) {
+        read(&Conn::Sqlite(&conn));
+    }
+}
+
+/// A PostgreSQL reader thread: as [`serve_reads`], reconnecting before a
+/// read when the connection has dropped (a read that cannot reconnect
+/// fails on the closed one, and says so).
+fn serve_postgres_reads(mut session: PgSession, target: PgTarget, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
+    while let Some(read) = next_read(&queue) {
+        if session.is_closed() {
+            match target.connect() {
+                Ok(client) => session = PgSession::new(client),
+                Err(e) => tracing::warn!(error = %e, "store reader: cannot reconnect to PostgreSQL"),
+            }
+        }
+        read(&Conn::Postgres(&session));
     }
 }
 
@@ -366,48 +488,172 @@ pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), 
     let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (index, sql) in migrations.iter().enumerate().skip(current) {
         let version = index + 1;
+        let failed = |source: rusqlite::Error| StoreError::Migration {
+            version,
+            source: Box::new(source.into()),
+        };
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "user_version", version as i64))
-            .map_err(|source| StoreError::Migration { version, source })?;
-        tx.commit()
-            .map_err(|source| StoreError::Migration { version, source })?;
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
         tracing::info!(version, "database schema upgraded");
     }
     Ok(())
 }
 
-/// The store thread: group commit until every handle is gone.
-fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
-    let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = mailbox.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match mailbox.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
-            }
+/// Where a PostgreSQL store lives: the connection settings and the schema,
+/// kept to open the readers' connections and to reconnect.
+#[derive(Clone)]
+struct PgTarget {
+    config: postgres::Config,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl PgTarget {
+    fn new(url: &str, schema: &str) -> Result<PgTarget, StoreError> {
+        let shown = redact_url(url);
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| StoreError::Connect {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        if !crate::store::valid_schema_name(schema) {
+            return Err(StoreError::Connect {
+                url: shown,
+                reason: format!("{schema:?} is not a schema name (lower-case letters, digits and _)"),
+            });
         }
-        let mut finishers: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
-        if !conn.is_autocommit() {
+        // Every connection works in the schema (the name is checked: no
+        // quoting needed).
+        config.options(&format!("-c search_path={schema}"));
+        config.application_name("amon");
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        Ok(PgTarget { config, shown })
+    }
+
+    fn connect(&self) -> Result<postgres::Client, StoreError> {
+        self.config
+            .connect(postgres::NoTls)
+            .map_err(|e| StoreError::Connect {
+                url: self.shown.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// A database URL as it may be shown: any password replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_string(),
+        };
+        let path = path.map(|p| format!("/{}", redact_query(p))).unwrap_or_default();
+        format!("{scheme}://{authority}{path}")
+    } else {
+        // key=value form: hide the value of password=.
+        url.split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn redact_query(path: &str) -> String {
+    match path.split_once('?') {
+        Some((p, query)) => {
+            let query = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            format!("{p}?{query}")
+        }
+        None => path.to_string(),
+    }
+}
+
+/// Applies the migrations a PostgreSQL schema lacks, in one transaction
+/// under an advisory lock, so two masters starting together migrate once.
+/// The version is kept in `amon_schema` (PostgreSQL has no `user_version`).
+fn migrate_postgres(client: &mut postgres::Client, schema: &str, migrations: &[&str]) -> Result<(), StoreError> {
+    client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))?;
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('amon migrations ' || $1::text))",
+        &[&schema],
+    )?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS amon_schema (id INTEGER PRIMARY KEY CHECK (id = 0), version BIGINT NOT NULL)")?;
+    let current: i64 = tx
+        .query_opt("SELECT version FROM amon_schema WHERE id = 0", &[])?
+        .map_or(0, |r| r.get(0));
+    for (index, sql) in migrations.iter().enumerate().skip(current as usize) {
+        let version = index + 1;
+        tx.batch_execute(sql)
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO amon_schema (id, version) VALUES (0, $1) ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                    &[&(version as i64)],
+                )
+            })
+            .map_err(|source| StoreError::Migration {
+                version,
+                source: Box::new(source.into()),
+            })?;
+        tracing::info!(version, "database schema upgraded");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// What the group-commit loop needs of an engine's writing connection.
+trait Writer: Send + 'static {
+    fn conn(&self) -> Conn<'_>;
+    /// Readies the connection for the next group: ends a transaction a
+    /// failed commit left open, reconnects a dropped connection.
+    fn ready(&mut self);
+    fn begin(&self) -> Result<(), String>;
+    /// Commits; on failure rolls back and says why.
+    fn commit(&self) -> Result<(), String>;
+}
+
+struct SqliteWriter(Connection);
+
+impl Writer for SqliteWriter {
+    fn conn(&self) -> Conn<'_> {
+        Conn::Sqlite(&self.0)
+    }
+
+    fn ready(&mut self) {
+        if !self.0.is_autocommit() {
             // A transaction a failed commit left open (its ROLLBACK failed
             // too, as it can while the file system refuses writes) would
             // make every later BEGIN fail: end it first.
             tracing::warn!("store: rolling back a transaction a failed commit left open");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = self.0.execute_batch("ROLLBACK");
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        for op in group.drain(..) {
-            // A savepoint per request: a failed request rolls back alone.
-            let _ = conn.execute_batch("SAVEPOINT op");
-            let (ok, finish) = op(&conn);
-            if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO op");
-            }
-            let _ = conn.execute_batch("RELEASE op");
-            finishers.push(finish);
-        }
-        let committed = began.and_then(|_| conn.execute_batch("COMMIT")).map_err(|e| {
+    }
+
+    fn begin(&self) -> Result<(), String> {
+        self.0.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        let conn = &self.0;
+        conn.execute_batch("COMMIT").map_err(|e| {
             use rusqlite::ErrorCode::{CannotOpen, DiskFull, ReadOnly, SystemIoFailure};
             if matches!(e.sqlite_error_code(), Some(DiskFull | ReadOnly | SystemIoFailure | CannotOpen)) {
                 // SQLite says "disk I/O error" for a write refused by a
@@ -422,7 +668,106 @@ fn run(conn: Connection, mut mailbox: mpsc::Receiver<Op>) {
                 }
             }
             e.to_string()
+        })
+    }
+}
+
+struct PgWriter {
+    session: PgSession,
+    target: PgTarget,
+    /// A transaction is open (begun, not yet committed or rolled back).
+    open: std::cell::Cell<bool>,
+}
+
+impl Writer for PgWriter {
+    fn conn(&self) -> Conn<'_> {
+        Conn::Postgres(&self.session)
+    }
+
+    fn ready(&mut self) {
+        if self.session.is_closed() {
+            match self.target.connect() {
+                Ok(client) => {
+                    tracing::info!(url = %self.target.shown, "store: reconnected to PostgreSQL");
+                    self.session = PgSession::new(client);
+                }
+                // The group then fails on the closed connection, and its
+                // callers hear the store is unavailable (the API says 503).
+                Err(e) => tracing::error!(error = %e, "store: cannot reconnect to PostgreSQL"),
+            }
+        } else if self.open.get() {
+            // A transaction whose COMMIT and ROLLBACK both failed would
+            // swallow the next group: end it.
+            if self.session.client().batch_execute("ROLLBACK").is_ok() {
+                self.open.set(false);
+            }
+        }
+    }
+
+    fn begin(&self) -> Result<(), String> {
+        self.session.client().batch_execute("BEGIN").map_err(|e| e.to_string())?;
+        self.open.set(true);
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        let mut client = self.session.client();
+        let committed = client.batch_execute("COMMIT").map_err(|e| {
+            tracing::error!(error = %e, "store commit failed");
+            e.to_string()
         });
+        // A failed COMMIT ends the transaction in PostgreSQL; the rollback
+        // is for a connection that failed mid-way.
+        if committed.is_ok() || client.batch_execute("ROLLBACK").is_ok() || client.is_closed() {
+            self.open.set(false);
+        }
+        committed
+    }
+}
+
+/// Starts the writer thread of a database.
+fn spawn_writer(writer: impl Writer) -> Result<mpsc::Sender<Op>, StoreError> {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    std::thread::Builder::new()
+        .name("amon-db".into())
+        .spawn(move || run(writer, rx))
+        .map_err(|e| StoreError::Commit(format!("cannot start database thread: {e}")))?;
+    Ok(tx)
+}
+
+/// The store thread: group commit until every handle is gone.
+fn run(mut writer: impl Writer, mut mailbox: mpsc::Receiver<Op>) {
+    let mut group: Vec<Op> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = mailbox.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match mailbox.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut finishers: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
+        writer.ready();
+        let began = writer.begin();
+        let conn = writer.conn();
+        for op in group.drain(..) {
+            // A savepoint per request: a failed request rolls back alone.
+            let _ = conn.execute_batch("SAVEPOINT op");
+            let (ok, finish) = op(&conn);
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK TO SAVEPOINT op");
+            }
+            let _ = conn.execute_batch("RELEASE SAVEPOINT op");
+            finishers.push(finish);
+        }
+        let committed = match began {
+            Ok(()) => writer.commit(),
+            Err(e) => {
+                tracing::error!(error = %e, "store: cannot begin a transaction");
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
         for finish in finishers {
             // An answer's callback (`call_then`'s `after`) is caller code
             // too: its panic must not take the store thread with it. Its
@@ -445,15 +790,15 @@ mod tests {
 
     const NOTES: &[&str] = &["CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"];
 
-    fn write(conn: &Connection, text: &str) -> Result<(), StoreError> {
+    fn write(conn: &Conn, text: &str) -> Result<(), StoreError> {
         conn.execute("INSERT INTO notes (text) VALUES (?1)", [text])?;
         Ok(())
     }
 
-    fn notes(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    fn notes(conn: &Conn) -> Result<Vec<String>, StoreError> {
         let mut stmt = conn.prepare("SELECT text FROM notes ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// A read that should not wait for anything, failing the test if it hangs.

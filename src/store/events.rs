@@ -3,7 +3,7 @@
 //! exact: the router's watermark (every event up to it is applied) and each
 //! monitor's last applied event (written in the commit of its alarm).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{params, Conn, OptionalExtension};
 
 use super::{monitor_column, Store, StoreError};
 use crate::model::{EpochMs, Event, MonitorKey};
@@ -138,34 +138,38 @@ impl Store {
 
 /// Records the last event a monitor applied; called inside the commit that
 /// saves the effect of that event.
-pub(super) fn write_monitor_mark(conn: &Connection, monitor: &MonitorKey, seq: i64) -> Result<(), StoreError> {
+pub(super) fn write_monitor_mark(conn: &Conn, monitor: &MonitorKey, seq: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO monitor_marks (monitor, seq) VALUES (?1, ?2)
-         ON CONFLICT (monitor) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+         ON CONFLICT (monitor) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > monitor_marks.seq",
     )?
     .execute(params![monitor_column(monitor), seq])?;
     Ok(())
 }
 
-fn sequenced(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String)> {
+fn sequenced(row: &super::sql::Row) -> Result<(i64, String), StoreError> {
     Ok((row.get(0)?, row.get(1)?))
 }
 
-fn insert_events(conn: &Connection, events: Vec<Event>, received: EpochMs) -> Result<Committed, StoreError> {
-    let mut insert =
-        conn.prepare_cached("INSERT OR IGNORE INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)")?;
+fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<Committed, StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING RETURNING seq",
+    )?;
     let mut fresh = Vec::with_capacity(events.len());
     let mut counts: Vec<(&'static str, i64)> = Vec::new();
     for event in events {
         let body = serde_json::to_string(&event)?;
-        let inserted = insert.execute(params![event.uuid().as_bytes(), event.time(), received, body])?;
-        if inserted == 1 {
+        let inserted: Option<i64> = insert
+            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = inserted {
             let kind = event_type(&event);
             match counts.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((kind, 1)),
             }
-            fresh.push((conn.last_insert_rowid(), event));
+            fresh.push((seq, event));
         }
     }
     // One statement per type and request, not per event: ingest is the hot
@@ -251,7 +255,7 @@ mod tests {
             ] {
                 conn.execute(
                     "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)",
-                    params![
+                    rusqlite::params![
                         event.uuid().as_bytes(),
                         event.time(),
                         1,

@@ -5,7 +5,7 @@
 //! ingest, and a crash loses at most the batch in flight, which deleted
 //! only rows nothing needs any more.
 
-use rusqlite::params;
+use super::sql::params;
 
 use super::{Store, StoreError};
 use crate::model::EpochMs;
@@ -178,7 +178,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
+    use crate::store::sql::Conn;
     use uuid::Uuid;
 
     use super::super::{monitor_column, DeliveryOutcome, MachineRecord};
@@ -219,9 +219,9 @@ mod tests {
     /// directly.
     async fn sql<T: Send + 'static>(
         store: &Store,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> T {
-        store.call(move |conn| Ok(f(conn)?)).await.unwrap()
+        store.call(f).await.unwrap()
     }
 
     async fn set_watermark(store: &Store, applied: i64) {

@@ -2,7 +2,7 @@
 //! them, as relays report them. Tenancy rests on it: an account's probe
 //! alarms only on a machine the inventory says it owns (`catalog::may_watch`).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{params, Conn, OptionalExtension};
 use uuid::Uuid;
 
 use super::{stored_uuid, Store, StoreError};
@@ -136,7 +136,7 @@ impl Store {
     }
 }
 
-fn inventory_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<InventoryRecord, StoreError>> {
+fn inventory_row(r: &super::sql::Row) -> Result<Result<InventoryRecord, StoreError>, StoreError> {
     let machine: String = r.get(0)?;
     let server: String = r.get(1)?;
     let alias: Option<String> = r.get(2)?;
@@ -152,7 +152,7 @@ fn inventory_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<InventoryReco
 }
 
 fn replace_server_machines(
-    tx: &Connection,
+    tx: &Conn,
     server: Uuid,
     machines: &[MachineReport],
     now: EpochMs,

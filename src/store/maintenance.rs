@@ -2,7 +2,7 @@
 //! window across accounts. Ids count per owner and are never reused, so a
 //! deleted or ended window answers `410`.
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::{json_row, json_rows, Lookup, Store, StoreError};

@@ -24,10 +24,11 @@ mod schema;
 #[cfg(test)]
 mod schema_fixtures;
 mod servers;
+pub(crate) mod sql;
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension};
+use sql::{Conn, OptionalExtension, Params};
 use uuid::Uuid;
 
 pub use alarms::AlarmLookup;
@@ -85,6 +86,21 @@ impl Store {
         })
     }
 
+    /// Connects to the master database in PostgreSQL (`url`, in `schema`),
+    /// migrating it if needed: a database several masters can share.
+    pub fn connect_postgres(url: &str, schema: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            db: Db::connect_postgres(url, schema, schema::MASTER_POSTGRES, db::READERS)?,
+            activity: Activity::new(),
+            generation: Default::default(),
+        })
+    }
+
+    /// Which engine keeps this store.
+    pub fn engine(&self) -> sql::Engine {
+        self.db.engine()
+    }
+
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
         Ok(Store {
@@ -117,7 +133,7 @@ impl Store {
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.db.call(f).await
     }
@@ -131,7 +147,7 @@ impl Store {
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         self.db.read(f).await
     }
@@ -185,15 +201,25 @@ impl Stored for Alarm {
     }
 }
 
-/// A row's key (its first column) as text, whatever its SQLite type.
-fn key_text(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+/// A PostgreSQL schema name Amon accepts (`store.schema`): lower-case
+/// letters, digits and `_`, not starting with a digit, at most 63 bytes, so
+/// it needs no quoting anywhere.
+pub fn valid_schema_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A row's key (its first column) as text, whatever its type.
+fn key_text(r: &sql::Row) -> Result<String, StoreError> {
     key_text_at(r, 0)
 }
 
-fn key_text_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<String> {
-    Ok(match r.get::<_, rusqlite::types::Value>(column)? {
-        rusqlite::types::Value::Integer(n) => n.to_string(),
-        rusqlite::types::Value::Text(t) => t,
+fn key_text_at(r: &sql::Row, column: usize) -> Result<String, StoreError> {
+    Ok(match r.get::<_, sql::Value>(column)? {
+        sql::Value::Int(n) => n.to_string(),
+        sql::Value::Text(t) => t,
         other => format!("{other:?}"),
     })
 }
@@ -201,10 +227,10 @@ fn key_text_at(r: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<String>
 /// Runs a query for at most one row of `table` whose columns are its key
 /// (for the error that names a corrupt row) and its JSON body.
 fn json_row<T: Stored>(
-    conn: &Connection,
+    conn: &Conn,
     table: &'static str,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: impl Params,
 ) -> Result<Option<T>, StoreError> {
     let row: Option<(String, String)> = conn
         .prepare_cached(sql)?
@@ -216,10 +242,10 @@ fn json_row<T: Stored>(
 /// Runs a query of `table` whose columns are a key and a JSON body, and
 /// parses every row.
 fn json_rows<T: Stored>(
-    conn: &Connection,
+    conn: &Conn,
     table: &'static str,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: impl Params,
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, |r| Ok((key_text(r)?, r.get::<_, String>(1)?)))?;
@@ -297,7 +323,7 @@ mod tests {
         let path = dir.path().join("amon.sqlite");
         drop(Store::open(&path).unwrap());
         drop(Store::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version as usize, schema::MASTER.len());
     }
@@ -318,7 +344,7 @@ mod tests {
     }
 
     pub(super) fn user_version(path: &Path) -> usize {
-        let conn = Connection::open(path).unwrap();
+        let conn = rusqlite::Connection::open(path).unwrap();
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
             .unwrap() as usize
     }

@@ -4,7 +4,7 @@
 //! attempts and last error. Notifications of an alarm change are written by
 //! `save_alarm`, in the commit of the change.
 
-use rusqlite::params;
+use super::sql::{params, Conn};
 use uuid::Uuid;
 
 use super::{key_text_at, stored, Store, StoreError};
@@ -23,7 +23,7 @@ pub struct PendingDelivery {
 /// Writes notifications to the outbox as `pending` (an id already there is
 /// left alone): queued on their own, or in the commit of an alarm change.
 pub(super) fn write_pending(
-    conn: &rusqlite::Connection,
+    conn: &Conn,
     notifications: &[Notification],
     now: EpochMs,
 ) -> Result<(), StoreError> {
@@ -189,8 +189,7 @@ impl Store {
         self.read(|conn| {
             let mut summary = OutboxSummary::default();
             let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
+            for row in stmt.rows([])? {
                 let (state, count): (String, i64) = (row.get(0)?, row.get(1)?);
                 let slot = match state.as_str() {
                     "pending" => &mut summary.pending,

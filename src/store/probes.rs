@@ -3,7 +3,7 @@
 //! agent (`GET|HEAD /agentprobes`); deleting a group ungroups its probes in
 //! the same commit.
 
-use rusqlite::params;
+use super::sql::params;
 use uuid::Uuid;
 
 use super::{json_row, json_rows, stored, Store, StoreError};
@@ -249,7 +249,7 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute(
                 "INSERT INTO probes (uuid, user, machine, body) VALUES (?1, ?2, ?3, ?4)",
-                params![
+                rusqlite::params![
                     probe.uuid.to_string(),
                     probe.user.to_string(),
                     agent.to_string(),

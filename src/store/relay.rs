@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rusqlite::params;
+use super::sql::{params, Conn};
 use uuid::Uuid;
 
 use super::db::{Db, StoreError};
@@ -173,9 +173,9 @@ impl RelayStore {
 /// zone is then watched from its next report, as a new one), never read as
 /// a nil uuid; an unreadable owner is left out, with a warning.
 fn read_zones(
-    conn: &rusqlite::Connection,
+    conn: &Conn,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: impl super::sql::Params,
 ) -> Result<Vec<ZoneRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, |r| {
@@ -212,7 +212,7 @@ fn read_zones(
     Ok(zones)
 }
 
-fn put_zones(conn: &rusqlite::Connection, zones: &[ZoneRecord]) -> Result<(), StoreError> {
+fn put_zones(conn: &Conn, zones: &[ZoneRecord]) -> Result<(), StoreError> {
     let mut upsert = conn.prepare_cached(
         "INSERT INTO zones (machine, server, state, alias, owner) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(machine) DO UPDATE SET server = ?2, state = ?3,

@@ -3,7 +3,7 @@
 //! up or down), kept so a restarted master still knows what a silent server
 //! takes down.
 
-use rusqlite::params;
+use super::sql::params;
 use uuid::Uuid;
 
 use super::{stored_uuid, Store, StoreError};
