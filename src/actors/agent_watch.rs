@@ -327,7 +327,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_silent_agents_probes_are_faulted_but_not_one_whose_alarm_has_a_fault_of_its_own() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let account = testkit::account("ops", true);
         let agent = Uuid::new_v4();
         let (busy, quiet) = (agent_probe(account.uuid, agent), agent_probe(account.uuid, agent));

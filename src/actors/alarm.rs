@@ -846,7 +846,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_fault_open_after_its_hold_is_notified_once_and_its_clear_too() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();
         tokio::time::sleep(HOLD).await;
@@ -874,7 +874,7 @@ mod tests {
     #[actix_rt::test]
     async fn contact_attributes_are_notified_and_a_webhook_gets_the_alarm_as_saved() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let attributes = [
             ("pagerdutyemail".to_string(), "pd@example.com".to_string()),
             ("opswebhook".to_string(), "https://hooks.example.com/amon".to_string()),
@@ -919,7 +919,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_reboot_inside_the_hold_tells_nobody() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (addr, probe) = actor(&store);
         addr.send(event(&probe, 1, false)).await.unwrap();
         tokio::time::sleep(HOLD / 2).await;

@@ -238,7 +238,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_collection_deletes_more_than_a_batch_of_events_leaving_the_newest() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let events: Vec<Event> = (0..GC_BATCH + 10).map(|_| heartbeat()).collect();
         let committed = store.commit_events(events, 0, |c| c).await.unwrap();
         store.set_route_mark(committed.fresh.last().unwrap().0).await.unwrap();
@@ -256,7 +256,7 @@ mod tests {
     #[actix_rt::test]
     async fn the_janitor_collects_on_its_own_once_its_clock_passes_the_retention() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let clock = Clock::tokio(0);
         let committed = store
             .commit_events(vec![heartbeat(), heartbeat(), heartbeat()], 0, |c| c)

@@ -277,7 +277,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_step_of_the_wall_clock_past_a_windows_end_ends_it_within_a_recheck() {
         tokio::time::pause();
-        let (clock, store) = (Clock::tokio(START), Store::in_memory().unwrap());
+        let (clock, store) = (Clock::tokio(START), Store::for_test());
         let (keeper, maintenance) = start_keeper(&clock, &store);
         create(&keeper, START + 2 * HOUR).await;
         assert!(in_force(&maintenance));
@@ -291,7 +291,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_step_back_postpones_a_windows_end_until_the_wall_clock_reaches_it_again() {
         tokio::time::pause();
-        let (clock, store) = (Clock::tokio(START), Store::in_memory().unwrap());
+        let (clock, store) = (Clock::tokio(START), Store::for_test());
         let (keeper, maintenance) = start_keeper(&clock, &store);
         create(&keeper, START + 60_000).await;
 
@@ -308,7 +308,7 @@ mod tests {
     #[actix_rt::test]
     async fn windows_in_the_store_are_in_force_after_a_restart() {
         tokio::time::pause();
-        let (clock, store) = (Clock::tokio(START), Store::in_memory().unwrap());
+        let (clock, store) = (Clock::tokio(START), Store::for_test());
         let (first, _) = start_keeper(&clock, &store);
         create(&first, START + HOUR).await;
         let (_again, maintenance) = start_keeper(&clock, &store);

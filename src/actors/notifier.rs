@@ -463,7 +463,7 @@ mod tests {
 
     fn env(mail: &std::path::Path) -> Arc<NotifierEnv> {
         Arc::new(NotifierEnv {
-            store: Store::in_memory().unwrap(),
+            store: Store::for_test(),
             mailer: Mailer::eml_dir(mail),
             from: "amon <no-reply@example.com>".into(),
             clock: Clock::system(),

@@ -1045,7 +1045,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_machine_event_reaches_every_monitor_watching_the_machine_and_nobody_else() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
         let [web0, web1, bobs, server] = [(); 4].map(|_| uuid::Uuid::new_v4());
         let reports = vec![owned(web0, alice.uuid), owned(web1, alice.uuid), owned(bobs, bob.uuid)];
@@ -1127,7 +1127,7 @@ mod tests {
     #[actix_rt::test]
     async fn the_watermark_moves_past_a_batch_only_once_every_earlier_one_is_applied() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = testkit::account("alice", false);
         let a = in_shard(0, 2, || testkit::probe(alice.uuid));
         let b = in_shard(1, 2, || testkit::probe(alice.uuid));
@@ -1162,7 +1162,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_batch_a_shard_missed_is_routed_again_until_applied_and_each_monitor_applies_it_once() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = testkit::account("alice", false);
         let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
         store
@@ -1203,7 +1203,7 @@ mod tests {
     #[actix_rt::test]
     async fn events_committed_while_no_router_runs_are_applied_once_it_starts() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = testkit::account("alice", false);
         let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
         store
@@ -1236,7 +1236,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_new_router_replays_after_the_watermark_and_monitors_skip_what_they_applied() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = testkit::account("alice", false);
         let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());
         store
@@ -1287,7 +1287,7 @@ mod tests {
     #[actix_rt::test]
     async fn an_accounts_probe_hears_of_a_machine_only_while_the_account_owns_it() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
         let root = testkit::account("root", true);
         let [web0, web1, server] = [(); 3].map(|_| uuid::Uuid::new_v4());
@@ -1385,7 +1385,7 @@ mod tests {
     #[actix_rt::test]
     async fn the_backlog_holds_a_batch_until_it_is_applied_and_refuses_beyond_its_bound() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = testkit::account("alice", false);
         let a = in_shard(0, 2, || testkit::probe(alice.uuid));
         let b = in_shard(1, 2, || testkit::probe(alice.uuid));
@@ -1418,7 +1418,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_batch_routed_again_does_not_bring_back_an_owner_the_inventory_has_replaced() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (alice, bob) = (testkit::account("alice", false), testkit::account("bob", false));
         let root = testkit::account("root", true);
         let [web0, server] = [(); 2].map(|_| uuid::Uuid::new_v4());

@@ -460,7 +460,7 @@ mod tests {
         }
 
         async fn start_with(settings: GuardSettings) -> Rig {
-            let store = Store::in_memory().unwrap();
+            let store = Store::for_test();
             // An operator account: its probe watches the machine without a
             // relay's report of who owns it.
             let account = Account {

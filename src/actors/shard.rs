@@ -421,7 +421,7 @@ mod tests {
     #[actix_rt::test]
     async fn an_idle_actor_stops_and_the_next_event_brings_it_back_with_its_state() {
         tokio::time::pause();
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let account = Account {
             uuid: uuid::Uuid::new_v4(),
             login: "alice".into(),

@@ -200,7 +200,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn roles_reach_only_their_paths() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let mine = Uuid::new_v4();
         store
             .create_account(

@@ -184,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_uuid_is_an_error_naming_the_table_and_row() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         store
             .call(|conn| {
                 conn.execute(
@@ -207,7 +207,7 @@ mod tests {
     }
     #[actix_rt::test]
     async fn accounts_are_found_by_uuid_or_login_and_unique() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let account = Account {
             uuid: Uuid::new_v4(),
             login: "alice".into(),

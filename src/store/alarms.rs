@@ -26,7 +26,7 @@ impl Store {
         self.call(move |conn| {
             let id: i64 = conn.query_row(
                 "INSERT INTO alarm_ids (user, last_id) VALUES (?1, 1)
-                 ON CONFLICT(user) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+                 ON CONFLICT(user) DO UPDATE SET last_id = alarm_ids.last_id + 1 RETURNING last_id",
                 params![user.to_string()],
                 |r| r.get(0),
             )?;
@@ -198,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_alarm_with_neither_probe_nor_group_is_refused_as_corrupt() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let user = Uuid::new_v4();
         let body = serde_json::json!({
             "user": user, "id": 7, "closed": false, "suppressed": false, "timeOpened": 1,
@@ -229,7 +229,7 @@ mod tests {
     }
     #[actix_rt::test]
     async fn alarm_ids_count_from_one_per_account_and_deleted_ids_are_gone() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let alice = Uuid::new_v4();
         let bob = Uuid::new_v4();
         assert_eq!(store.next_alarm_id(alice).await.unwrap(), 1);

@@ -120,7 +120,9 @@ fn postgres_unavailable(e: &postgres::Error) -> bool {
         return true;
     }
     match e.code() {
-        Some(code) => ["08", "53", "57", "40"].iter().any(|class| code.code().starts_with(class)),
+        Some(code) => ["08", "53", "57", "40"]
+            .iter()
+            .any(|class| code.code().starts_with(class)),
         // No SQLSTATE: an I/O error talking to the server.
         None => e.as_db_error().is_none(),
     }
@@ -289,8 +291,19 @@ impl Db {
         readers: usize,
     ) -> Result<Db, StoreError> {
         let target = PgTarget::new(url, schema)?;
-        let mut client = target.connect()?;
-        migrate_postgres(&mut client, schema, migrations)?;
+        // The client drives its connection with a runtime of its own, which
+        // cannot start inside the caller's (a tokio or actix one): connect
+        // and migrate on a thread of their own.
+        let client = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut client = target.connect()?;
+                    migrate_postgres(&mut client, schema, migrations)?;
+                    Ok::<_, StoreError>(client)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Panicked("connecting to PostgreSQL panicked".into())))
+        })?;
         let mailbox = spawn_writer(PgWriter {
             session: PgSession::new(client),
             target: target.clone(),
@@ -300,12 +313,13 @@ impl Db {
             let (tx, rx) = mpsc::channel(READ_QUEUE);
             let queue = Arc::new(Mutex::new(rx));
             for _ in 0..readers {
-                let session = PgSession::new(target.connect()?);
                 let queue = queue.clone();
                 let target = target.clone();
+                // The reader connects on its own thread (see above); the
+                // first read that finds it unconnected tries again.
                 std::thread::Builder::new()
                     .name("amon-db-read".into())
-                    .spawn(move || serve_postgres_reads(session, target, queue))
+                    .spawn(move || serve_postgres_reads(target, queue))
                     .map_err(|e| StoreError::Commit(format!("cannot start database reader thread: {e}")))?;
             }
             Some(tx)
@@ -472,15 +486,25 @@ fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
 /// A PostgreSQL reader thread: as [`serve_reads`], reconnecting before a
 /// read when the connection has dropped (a read that cannot reconnect
 /// fails on the closed one, and says so).
-fn serve_postgres_reads(mut session: PgSession, target: PgTarget, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
-    while let Some(read) = next_read(&queue) {
-        if session.is_closed() {
-            match target.connect() {
-                Ok(client) => session = PgSession::new(client),
-                Err(e) => tracing::warn!(error = %e, "store reader: cannot reconnect to PostgreSQL"),
-            }
+fn serve_postgres_reads(target: PgTarget, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
+    let connect = || match target.connect() {
+        Ok(client) => Some(PgSession::new(client)),
+        Err(e) => {
+            tracing::warn!(error = %e, "store reader: cannot connect to PostgreSQL");
+            None
         }
-        read(&Conn::Postgres(&session));
+    };
+    let mut session = connect();
+    while let Some(read) = next_read(&queue) {
+        if session.as_ref().is_none_or(PgSession::is_closed) {
+            session = connect().or(session);
+        }
+        match &session {
+            Some(session) => read(&Conn::Postgres(session)),
+            // Never connected: the read is dropped unanswered, and its
+            // caller hears the store has stopped for it.
+            None => drop(read),
+        }
     }
 }
 
@@ -535,12 +559,10 @@ impl PgTarget {
     }
 
     fn connect(&self) -> Result<postgres::Client, StoreError> {
-        self.config
-            .connect(postgres::NoTls)
-            .map_err(|e| StoreError::Connect {
-                url: self.shown.clone(),
-                reason: e.to_string(),
-            })
+        self.config.connect(postgres::NoTls).map_err(|e| StoreError::Connect {
+            url: self.shown.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -596,7 +618,9 @@ fn migrate_postgres(client: &mut postgres::Client, schema: &str, migrations: &[&
         "SELECT pg_advisory_xact_lock(hashtext('amon migrations ' || $1::text))",
         &[&schema],
     )?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS amon_schema (id INTEGER PRIMARY KEY CHECK (id = 0), version BIGINT NOT NULL)")?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS amon_schema (id INTEGER PRIMARY KEY CHECK (id = 0), version BIGINT NOT NULL)",
+    )?;
     let current: i64 = tx
         .query_opt("SELECT version FROM amon_schema WHERE id = 0", &[])?
         .map_or(0, |r| r.get(0));
@@ -705,7 +729,10 @@ impl Writer for PgWriter {
     }
 
     fn begin(&self) -> Result<(), String> {
-        self.session.client().batch_execute("BEGIN").map_err(|e| e.to_string())?;
+        self.session
+            .client()
+            .batch_execute("BEGIN")
+            .map_err(|e| e.to_string())?;
         self.open.set(true);
         Ok(())
     }

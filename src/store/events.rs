@@ -52,9 +52,10 @@ impl Store {
             ));
         }
         self.call(|conn| {
-            conn.prepare_cached(
+            conn.prepare_cached(conn.pick(
                 "INSERT INTO event_counts (type, stored) VALUES ('~probe ' || hex(zeroblob(32768)), 0)",
-            )?
+                "INSERT INTO event_counts (type, stored) VALUES ('~probe ' || repeat('00', 32768), 0)",
+            ))?
             .execute([])?;
             conn.prepare_cached("DELETE FROM event_counts WHERE type LIKE '~probe %'")?
                 .execute([])?;
@@ -66,14 +67,14 @@ impl Store {
     /// The router's watermark: every event with a sequence number up to it
     /// has been applied by every alarm actor it concerns.
     pub async fn route_mark(&self) -> Result<i64, StoreError> {
-        self.call(|conn| Ok(conn.query_row("SELECT applied FROM route_mark WHERE id = 0", [], |r| r.get(0))?))
+        self.call(|conn| conn.query_row("SELECT applied FROM route_mark WHERE id = 0", [], |r| r.get(0)))
             .await
     }
 
     /// Moves the watermark forward (never back).
     pub async fn set_route_mark(&self, applied: i64) -> Result<(), StoreError> {
         self.call(move |conn| {
-            conn.prepare_cached("UPDATE route_mark SET applied = MAX(applied, ?1) WHERE id = 0")?
+            conn.prepare_cached("UPDATE route_mark SET applied = ?1 WHERE id = 0 AND applied < ?1")?
                 .execute(params![applied])?;
             Ok(())
         })
@@ -119,7 +120,7 @@ impl Store {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT type, stored FROM event_counts ORDER BY type")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.collect::<Result<_, _>>()
         })
         .await
     }
@@ -127,10 +128,9 @@ impl Store {
     /// The last event a monitor applied (`None`: none recorded).
     pub async fn monitor_mark(&self, monitor: MonitorKey) -> Result<Option<i64>, StoreError> {
         self.call(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT seq FROM monitor_marks WHERE monitor = ?1")?
+            conn.prepare_cached("SELECT seq FROM monitor_marks WHERE monitor = ?1")?
                 .query_row(params![monitor_column(&monitor)], |r| r.get(0))
-                .optional()?)
+                .optional()
         })
         .await
     }
@@ -161,7 +161,9 @@ fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<C
     for event in events {
         let body = serde_json::to_string(&event)?;
         let inserted: Option<i64> = insert
-            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| r.get(0))
+            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| {
+                r.get(0)
+            })
             .optional()?;
         if let Some(seq) = inserted {
             let kind = event_type(&event);
@@ -176,7 +178,7 @@ fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<C
     // path.
     let mut count = conn.prepare_cached(
         "INSERT INTO event_counts (type, stored) VALUES (?1, ?2)
-         ON CONFLICT (type) DO UPDATE SET stored = stored + excluded.stored",
+         ON CONFLICT (type) DO UPDATE SET stored = event_counts.stored + excluded.stored",
     )?;
     for (kind, n) in counts {
         count.execute(params![kind, n])?;
@@ -223,7 +225,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn stored_events_are_counted_by_type_and_second_copies_are_not() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         assert_eq!(store.events_stored_by_type().await.unwrap(), counts(0, 0, 0));
         let machines: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         let mut batch: Vec<Event> = machines.iter().map(|m| machine_event(*m)).collect();
@@ -276,7 +278,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn new_events_count_in_the_activity_minute_they_are_received_and_second_copies_do_not() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let a = Uuid::new_v4();
         let minute = 600_000;
         store
@@ -299,7 +301,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_second_copy_of_an_event_uuid_is_dropped() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let first = store.commit_events(vec![machine_event(a)], 1, |c| c).await.unwrap();
@@ -316,7 +318,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn events_after_the_route_mark_are_replayed_in_order() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let committed = store
             .commit_events(vec![machine_event(b), machine_event(a), machine_event(c)], 1, |c| c)
@@ -347,7 +349,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn callbacks_see_commits_in_sequence_order() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let commits = (0..50).map(|_| {
             let seen = seen.clone();
@@ -371,7 +373,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_monitor_mark_is_written_with_its_alarm_and_never_goes_back() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let key = MonitorKey::Probe {
             user: Uuid::new_v4(),
             probe: Uuid::new_v4(),

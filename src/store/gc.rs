@@ -42,18 +42,25 @@ impl Store {
     /// events longer.
     pub async fn gc_events(&self, received_before: EpochMs, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
+            // PostgreSQL's LEAST skips a NULL (no events), where SQLite's
+            // MIN is NULL: either way nothing is then deleted.
             let last_allowed: Option<i64> = conn.query_row(
-                "SELECT MIN((SELECT applied FROM route_mark WHERE id = 0), (SELECT MAX(seq) FROM events) - 1)",
+                conn.pick(
+                    "SELECT MIN((SELECT applied FROM route_mark WHERE id = 0), (SELECT MAX(seq) FROM events) - 1)",
+                    "SELECT LEAST((SELECT applied FROM route_mark WHERE id = 0), (SELECT MAX(seq) FROM events) - 1)",
+                ),
                 [],
                 |r| r.get(0),
             )?;
             let Some(last_allowed) = last_allowed else {
                 return Ok(0);
             };
-            let mut front = conn.prepare_cached(
+            let mut front = conn.prepare_cached(conn.pick(
                 "SELECT seq, received, json_extract(body, '$.type') FROM events
                  WHERE seq <= ?1 ORDER BY seq LIMIT ?2",
-            )?;
+                "SELECT seq, received, body::jsonb ->> 'type' FROM events
+                 WHERE seq <= ?1 ORDER BY seq LIMIT ?2",
+            ))?;
             let rows = front.query_map(params![last_allowed, batch as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
             })?;
@@ -93,16 +100,19 @@ impl Store {
     /// however old: they are still to be delivered or dead-lettered.
     pub async fn gc_outbox(&self, before: EpochMs, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
-            // Rows are in creation order by rowid, so the old ones are found
-            // first.
-            Ok(conn
-                .prepare_cached(
-                    "DELETE FROM outbox WHERE rowid IN (
+            // SQLite's rows are in creation order by rowid, so the old ones
+            // are found first; PostgreSQL's row address (ctid) has no order.
+            conn.prepare_cached(conn.pick(
+                "DELETE FROM outbox WHERE rowid IN (
                         SELECT rowid FROM outbox
                         WHERE state IN ('sent', 'digested', 'dead') AND created < ?1
                         LIMIT ?2)",
-                )?
-                .execute(params![before, batch as i64])?)
+                "DELETE FROM outbox WHERE ctid IN (
+                        SELECT ctid FROM outbox
+                        WHERE state IN ('sent', 'digested', 'dead') AND created < ?1
+                        LIMIT ?2)",
+            ))?
+            .execute(params![before, batch as i64])
         })
         .await
     }
@@ -116,16 +126,21 @@ impl Store {
     /// guard must still count it when its server goes down.
     pub async fn gc_machines(&self, seen_before: EpochMs, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "DELETE FROM machines WHERE rowid IN (
+            conn.prepare_cached(conn.pick(
+                "DELETE FROM machines WHERE rowid IN (
                         SELECT m.rowid FROM machines m
                         WHERE m.seen < ?1
                           AND (m.up = 0 OR NOT EXISTS (
                                 SELECT 1 FROM servers s WHERE s.uuid = m.server AND s.last_seen >= ?1))
                         LIMIT ?2)",
-                )?
-                .execute(params![seen_before, batch as i64])?)
+                "DELETE FROM machines WHERE ctid IN (
+                        SELECT m.ctid FROM machines m
+                        WHERE m.seen < ?1
+                          AND (m.up = 0 OR NOT EXISTS (
+                                SELECT 1 FROM servers s WHERE s.uuid = m.server AND s.last_seen >= ?1))
+                        LIMIT ?2)",
+            ))?
+            .execute(params![seen_before, batch as i64])
         })
         .await
     }
@@ -134,14 +149,17 @@ impl Store {
     /// most `batch`; their ids answer 410 from now on.
     pub async fn expunge_closed(&self, before: EpochMs, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "DELETE FROM alarms WHERE rowid IN (
+            conn.prepare_cached(conn.pick(
+                "DELETE FROM alarms WHERE rowid IN (
                         SELECT rowid FROM alarms
                         WHERE closed = 1 AND time_closed IS NOT NULL AND time_closed < ?1
                         LIMIT ?2)",
-                )?
-                .execute(params![before, batch as i64])?)
+                "DELETE FROM alarms WHERE ctid IN (
+                        SELECT ctid FROM alarms
+                        WHERE closed = 1 AND time_closed IS NOT NULL AND time_closed < ?1
+                        LIMIT ?2)",
+            ))?
+            .execute(params![before, batch as i64])
         })
         .await
     }
@@ -151,12 +169,13 @@ impl Store {
     /// to their alarm actor, which closes them when told the monitor is gone.
     pub async fn gc_orphan_alarms(&self, batch: usize) -> Result<usize, StoreError> {
         self.call(move |conn| {
+            let row = conn.pick("rowid", "ctid");
             let sql = format!(
-                "DELETE FROM alarms WHERE rowid IN (
-                    SELECT a.rowid FROM alarms a WHERE a.closed = 1 AND NOT {} LIMIT ?1)",
+                "DELETE FROM alarms WHERE {row} IN (
+                    SELECT a.{row} FROM alarms a WHERE a.closed = 1 AND NOT {} LIMIT ?1)",
                 monitor_exists("a")
             );
-            Ok(conn.prepare_cached(&sql)?.execute(params![batch as i64])?)
+            conn.prepare_cached(&sql)?.execute(params![batch as i64])
         })
         .await
     }
@@ -170,7 +189,7 @@ impl Store {
                     SELECT m.monitor FROM monitor_marks m WHERE NOT {} LIMIT ?1)",
                 monitor_exists("m")
             );
-            Ok(conn.prepare_cached(&sql)?.execute(params![batch as i64])?)
+            conn.prepare_cached(&sql)?.execute(params![batch as i64])
         })
         .await
     }
@@ -244,10 +263,12 @@ mod tests {
     /// of the rows.
     async fn assert_counts_exact(store: &Store) {
         let real: Vec<(String, u64)> = sql(store, |c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare(c.pick(
                 "SELECT t.type, (SELECT COUNT(*) FROM events WHERE json_extract(body, '$.type') = t.type)
                  FROM event_counts t ORDER BY t.type",
-            )?;
+                "SELECT t.type, (SELECT COUNT(*) FROM events WHERE body::jsonb ->> 'type' = t.type)
+                 FROM event_counts t ORDER BY t.type",
+            ))?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
@@ -270,7 +291,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn events_past_retention_go_oldest_first_in_batches_and_their_counts_with_them() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         commit(&store, (0..5).map(|_| machine_event(100)).collect(), 100).await;
         commit(&store, (0..3).map(|_| server_event(200)).collect(), 200).await;
         let (_, newest) = commit(&store, vec![machine_event(900)], 900).await;
@@ -294,7 +315,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn events_after_the_route_watermark_are_kept_however_old() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (first, last) = commit(&store, (0..6).map(|_| machine_event(1)).collect(), 1).await;
         commit(&store, vec![machine_event(2)], 2).await;
         // Alarm actors have applied the first two events only.
@@ -308,7 +329,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_newest_event_is_kept_so_its_seq_is_never_handed_out_again() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (_, newest) = commit(&store, (0..3).map(|_| machine_event(1)).collect(), 1).await;
         set_watermark(&store, newest).await;
         assert_eq!(store.gc_events(1_000, 1_000).await.unwrap(), 2);
@@ -320,7 +341,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn collection_stops_at_the_first_event_inside_the_retention() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         commit(&store, vec![machine_event(1)], 1).await;
         // Received later, but a clock stepped back stamped the next one
         // earlier: it waits for the one before it.
@@ -334,7 +355,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_second_copy_of_a_kept_event_is_still_dropped_after_a_collection() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let old = machine_event(1);
         let kept = machine_event(5_000);
         commit(&store, vec![old.clone()], 1).await;
@@ -411,7 +432,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn closed_alarms_past_retention_are_expunged_in_batches() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let user = Uuid::new_v4();
         let p = probe(user, None);
         store.put_probe(p.clone()).await.unwrap();
@@ -435,7 +456,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn closed_alarms_and_marks_of_deleted_monitors_go_and_the_rest_stays() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let user = Uuid::new_v4();
         let kept_probe = probe(user, None);
         let gone_probe = probe(user, None);
@@ -528,7 +549,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn finished_outbox_rows_past_retention_go_and_pending_ones_never() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let at = |n: Notification, created: EpochMs| {
             let store = store.clone();
             async move {
@@ -574,7 +595,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn machines_nobody_reported_go_unless_running_on_a_server_still_heard_from() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (live, retired) = (Uuid::new_v4(), Uuid::new_v4());
         let machine = |server, up| MachineRecord {
             uuid: Uuid::new_v4(),

@@ -53,8 +53,8 @@ impl Store {
             let mut changed = Vec::new();
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO inventory (machine, server, owner, alias, updated) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(machine) DO UPDATE SET server = ?2, owner = ?3, alias = COALESCE(?4, alias), updated = ?5
-                 WHERE owner IS NOT ?3",
+                 ON CONFLICT(machine) DO UPDATE SET server = ?2, owner = ?3, alias = COALESCE(?4, inventory.alias), updated = ?5
+                 WHERE inventory.owner IS DISTINCT FROM ?3",
             )?;
             for (machine, server, owner, alias) in &seen {
                 let n = upsert.execute(params![
@@ -125,12 +125,12 @@ impl Store {
     /// inventory has machines on.
     pub async fn is_compute_node(&self, uuid: Uuid) -> Result<bool, StoreError> {
         self.read(move |conn| {
-            Ok(conn.query_row(
+            conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM servers WHERE uuid = ?1)
                          OR EXISTS (SELECT 1 FROM inventory WHERE server = ?1)",
                 params![uuid.to_string()],
                 |r| r.get::<_, bool>(0),
-            )?)
+            )
         })
         .await
     }
@@ -221,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_report_replaces_what_it_carried_and_says_which_owners_changed() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (cn1, cn2) = (Uuid::new_v4(), Uuid::new_v4());
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (web, db, cache) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());

@@ -16,7 +16,7 @@ impl Store {
                 let owner = window_owner(window.user);
                 let id: i64 = conn.query_row(
                     "INSERT INTO maintenance_ids (owner, last_id) VALUES (?1, 1)
-                 ON CONFLICT(owner) DO UPDATE SET last_id = last_id + 1 RETURNING last_id",
+                 ON CONFLICT(owner) DO UPDATE SET last_id = maintenance_ids.last_id + 1 RETURNING last_id",
                     params![owner],
                     |r| r.get(0),
                 )?;

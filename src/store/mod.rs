@@ -153,6 +153,27 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// The store a unit test runs on: in memory on SQLite, or with
+    /// `AMON_TEST_STORE=postgres` a fresh schema of the PostgreSQL database
+    /// at `AMON_TEST_DATABASE_URL` (so `.ci/run` runs the store's tests,
+    /// and the actors' on top of it, on both engines).
+    pub(crate) fn for_test() -> Store {
+        match std::env::var("AMON_TEST_STORE").as_deref() {
+            Ok("postgres") => {
+                let url = std::env::var("AMON_TEST_DATABASE_URL")
+                    .expect("AMON_TEST_STORE=postgres needs AMON_TEST_DATABASE_URL");
+                let schema = format!("amon_t_{}", Uuid::new_v4().simple());
+                Store::connect_postgres(&url, &schema)
+                    .unwrap_or_else(|e| panic!("cannot open a test store in PostgreSQL: {e}"))
+            }
+            Ok("sqlite") | Err(_) => Store::in_memory().expect("an in-memory store opens"),
+            Ok(other) => panic!("AMON_TEST_STORE={other:?}: expected sqlite or postgres"),
+        }
+    }
+}
+
 /// A uuid column of a stored row, or [`StoreError::Corrupt`] naming the row.
 fn stored_uuid(table: &'static str, key: &str, text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt {
@@ -208,7 +229,9 @@ pub fn valid_schema_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A row's key (its first column) as text, whatever its type.

@@ -22,13 +22,10 @@ pub struct PendingDelivery {
 
 /// Writes notifications to the outbox as `pending` (an id already there is
 /// left alone): queued on their own, or in the commit of an alarm change.
-pub(super) fn write_pending(
-    conn: &Conn,
-    notifications: &[Notification],
-    now: EpochMs,
-) -> Result<(), StoreError> {
-    let mut enqueue =
-        conn.prepare_cached("INSERT OR IGNORE INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3)")?;
+pub(super) fn write_pending(conn: &Conn, notifications: &[Notification], now: EpochMs) -> Result<(), StoreError> {
+    let mut enqueue = conn.prepare_cached(
+        "INSERT INTO outbox (id, created, state, body) VALUES (?1, ?2, 'pending', ?3) ON CONFLICT DO NOTHING",
+    )?;
     for n in notifications {
         enqueue.execute(params![n.id.to_string(), now, serde_json::to_string(n)?])?;
     }
@@ -153,11 +150,14 @@ impl Store {
             return Ok(Vec::new());
         }
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(conn.pick(
                 "SELECT body, state, attempts, last_error, created, id FROM outbox
                  WHERE json_extract(body, '$.account_uuid') = ?1 AND json_extract(body, '$.alarm_id') = ?2
                  ORDER BY created, rowid",
-            )?;
+                "SELECT body, state, attempts, last_error, created, id FROM outbox
+                 WHERE (body::jsonb ->> 'account_uuid') = ?1 AND (body::jsonb -> 'alarm_id') = to_jsonb(?2::bigint)
+                 ORDER BY created, ord",
+            ))?;
             let rows = stmt.query_map(params![user.to_string(), alarm as i64], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -274,7 +274,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn an_alarms_deliveries_are_all_its_rows_in_any_state_oldest_first() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (jill, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let sent = enqueued(&store, of_alarm(jill, 3), 20).await;
         let dead = enqueued(&store, of_alarm(jill, 3), 10).await;
@@ -330,7 +330,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn the_outbox_summary_counts_rows_by_state_and_dates_the_oldest_pending() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         assert_eq!(store.outbox_summary().await.unwrap(), OutboxSummary::default());
         let user = Uuid::new_v4();
         let mut ids = Vec::new();
@@ -358,7 +358,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn notifications_sent_or_digested_count_in_the_minute_they_are_recorded() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let user = Uuid::new_v4();
         let mut ids = Vec::new();
         for _ in 0..4 {

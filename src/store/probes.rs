@@ -173,7 +173,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn probes_round_trip() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let user = Uuid::new_v4();
         let probe = Probe {
             uuid: Uuid::new_v4(),
@@ -215,7 +215,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn probes_for_an_agent_span_accounts_in_uuid_order() {
-        let store = Store::in_memory().unwrap();
+        let store = Store::for_test();
         let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
         let agent = Uuid::new_v4();
         let later = machine_up(alice, Uuid::from_u128(3), Some(agent));

@@ -150,12 +150,11 @@ impl RelayStore {
             .call(move |conn| {
                 // Rows are in the order they were dead-lettered, by rowid, so
                 // the old ones are found first.
-                Ok(conn
-                    .prepare_cached(
-                        "DELETE FROM dead_letter WHERE rowid IN (
+                conn.prepare_cached(
+                    "DELETE FROM dead_letter WHERE rowid IN (
                             SELECT rowid FROM dead_letter WHERE time < ?1 LIMIT ?2)",
-                    )?
-                    .execute(params![before, batch as i64])?)
+                )?
+                .execute(params![before, batch as i64])
             })
             .await
     }
@@ -172,11 +171,7 @@ impl RelayStore {
 /// uuids do not parse is skipped with an error naming the table and key (the
 /// zone is then watched from its next report, as a new one), never read as
 /// a nil uuid; an unreadable owner is left out, with a warning.
-fn read_zones(
-    conn: &Conn,
-    sql: &str,
-    params: impl super::sql::Params,
-) -> Result<Vec<ZoneRecord>, StoreError> {
+fn read_zones(conn: &Conn, sql: &str, params: impl super::sql::Params) -> Result<Vec<ZoneRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, |r| {
         Ok((

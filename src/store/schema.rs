@@ -276,6 +276,7 @@ pub const MASTER_POSTGRES: &[&str] = &[
         attempts BIGINT NOT NULL DEFAULT 0,
         last_error TEXT,
         body TEXT NOT NULL,
+        -- creation order (SQLite's rowid), for rows created in the same ms
         ord BIGINT GENERATED ALWAYS AS IDENTITY
     );
     CREATE INDEX outbox_pending ON outbox(created) WHERE state = 'pending';
@@ -312,8 +313,7 @@ pub const MASTER_POSTGRES: &[&str] = &[
         server TEXT NOT NULL,
         alias TEXT,
         up BIGINT NOT NULL,
-        seen BIGINT NOT NULL,
-        ord BIGINT GENERATED ALWAYS AS IDENTITY
+        seen BIGINT NOT NULL
     );
     CREATE INDEX machines_by_server ON machines(server);
     CREATE TABLE event_counts (

@@ -30,7 +30,7 @@ impl Store {
         self.call(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO servers (uuid, hostname, last_event, last_seen) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(uuid) DO UPDATE SET hostname = COALESCE(?2, hostname), last_event = ?3, last_seen = ?4",
+                 ON CONFLICT(uuid) DO UPDATE SET hostname = COALESCE(?2, servers.hostname), last_event = ?3, last_seen = ?4",
             )?
             .execute(params![server.to_string(), hostname, last_event, seen])?;
             Ok(())
@@ -68,7 +68,7 @@ impl Store {
         self.call(move |conn| {
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO machines (uuid, server, alias, up, seen) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(uuid) DO UPDATE SET server = ?2, alias = COALESCE(?3, alias), up = ?4, seen = ?5",
+                 ON CONFLICT(uuid) DO UPDATE SET server = ?2, alias = COALESCE(?3, machines.alias), up = ?4, seen = ?5",
             )?;
             for m in &machines {
                 upsert.execute(params![m.uuid.to_string(), m.server.to_string(), m.alias, m.up, now])?;

@@ -334,8 +334,10 @@ impl PgSession {
     fn execute(&self, sql: &str, params: Vec<Value>) -> Result<usize, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<PgParam> = params.into_iter().map(PgParam).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
         let n = self.client.borrow_mut().execute(&statement, &refs)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
@@ -343,8 +345,10 @@ impl PgSession {
     fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<PgParam> = params.into_iter().map(PgParam).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+            .collect();
         let rows = self.client.borrow_mut().query(&statement, &refs)?;
         rows.iter().map(pg_row).collect()
     }
@@ -636,8 +640,14 @@ mod tests {
             postgres_dialect("SELECT body FROM probes WHERE user = ?1 AND p.user = ?12 AND users = 'user ?1'"),
             "SELECT body FROM probes WHERE \"user\" = $1 AND p.\"user\" = $12 AND users = 'user ?1'"
         );
-        assert_eq!(postgres_dialect("SELECT 'it''s ?1', \"user\""), "SELECT 'it''s ?1', \"user\"");
-        assert_eq!(postgres_dialect("INSERT INTO t (user_id) VALUES (?1)"), "INSERT INTO t (user_id) VALUES ($1)");
+        assert_eq!(
+            postgres_dialect("SELECT 'it''s ?1', \"user\""),
+            "SELECT 'it''s ?1', \"user\""
+        );
+        assert_eq!(
+            postgres_dialect("INSERT INTO t (user_id) VALUES (?1)"),
+            "INSERT INTO t (user_id) VALUES ($1)"
+        );
     }
 
     #[test]
@@ -646,8 +656,11 @@ mod tests {
         let c = Conn::Sqlite(&conn);
         c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
             .unwrap();
-        c.execute("INSERT INTO t (id, name, data) VALUES (?1, ?2, ?3)", params![1, "one", vec![1u8, 2]])
-            .unwrap();
+        c.execute(
+            "INSERT INTO t (id, name, data) VALUES (?1, ?2, ?3)",
+            params![1, "one", vec![1u8, 2]],
+        )
+        .unwrap();
         c.execute(
             "INSERT INTO t (id, name, data) VALUES (?1, ?2, ?3)",
             params![2, None::<String>, None::<Vec<u8>>],
