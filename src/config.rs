@@ -66,6 +66,20 @@ pub struct RawConfig {
     demo: RawDemo,
     agent: RawAgent,
     probes: RawProbes,
+    #[serde(default)]
+    store: RawStore,
+}
+
+/// `[store]`: where the master keeps its database. Unset, SQLite in
+/// `data_dir` (embedded, nothing to run).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// `Secret`: the URL may hold a password.
+    #[serde(default)]
+    url: Option<Secret>,
+    #[serde(default)]
+    schema: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +237,42 @@ struct RawDemo {
 
 // ---- stage 2: validated ----
 
+fn store_settings(raw: RawStore) -> Result<StoreSettings, ConfigError> {
+    let url = raw.url.filter(|u| !u.expose().trim().is_empty());
+    let Some(url) = url else {
+        if raw.schema.is_some() {
+            return Err(ConfigError::new(
+                "store.schema",
+                "is a PostgreSQL schema: set store.url too (without it the store is SQLite in data_dir)",
+            ));
+        }
+        return Ok(StoreSettings::Sqlite);
+    };
+    let text = url.expose().trim();
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(ConfigError::new(
+            "store.url",
+            "must be a postgres:// or postgresql:// URL (leave it unset for SQLite in data_dir)",
+        ));
+    }
+    // Checked now, so a typo is a config error, not a failed start; the
+    // parser's message never repeats the URL.
+    if let Err(e) = text.parse::<postgres::Config>() {
+        return Err(ConfigError::new("store.url", format!("is not a PostgreSQL URL: {e}")));
+    }
+    let schema = raw.schema.unwrap_or_else(|| DEFAULT_STORE_SCHEMA.to_string());
+    if !crate::store::valid_schema_name(&schema) {
+        return Err(ConfigError::new(
+            "store.schema",
+            "must be lower-case letters, digits and _, not starting with a digit, at most 63 characters",
+        ));
+    }
+    Ok(StoreSettings::Postgres {
+        url: Secret::new(text),
+        schema,
+    })
+}
+
 /// Everything a process needs, typed and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -240,7 +290,23 @@ pub struct Settings {
     /// Limits on probe configs, shared by the master (create/update) and
     /// the agent (which checks every config again).
     pub probes: crate::probes::Limits,
+    /// Where the master keeps its database.
+    pub store: StoreSettings,
 }
+
+/// Where the master keeps its database (`[store]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreSettings {
+    /// SQLite in `data_dir` (`amon.sqlite`): the default.
+    Sqlite,
+    /// A schema of a PostgreSQL database, which several masters may share
+    /// (`store.url`, `store.schema`). The URL's `Debug` hides it (it may
+    /// hold a password).
+    Postgres { url: Secret, schema: String },
+}
+
+/// The schema a PostgreSQL store uses when `store.schema` is unset.
+pub const DEFAULT_STORE_SCHEMA: &str = "amon";
 
 /// `amon agent`'s settings (the other modes read none of them).
 #[derive(Debug, Clone)]
@@ -567,6 +633,7 @@ const VERBATIM_ENV: &[(&str, &str)] = &[
     ("AMON__NOTIFY__EMAIL__PASSWORD_FILE", "notify.email.password_file"),
     ("AMON__RELAY__MASTER_TOKEN", "relay.master_token"),
     ("AMON__RELAY__MASTER_TOKEN_FILE", "relay.master_token_file"),
+    ("AMON__STORE__URL", "store.url"),
 ];
 
 /// The key a `config` crate error names, if it names one.
@@ -755,6 +822,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         min_disk_interval: positive("probes.min_disk_interval", &raw.probes.min_disk_interval)?,
     };
     let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
+    let store = store_settings(raw.store)?;
     let demo = DemoSettings {
         enabled: mode == Mode::Standalone && raw.demo.enabled.unwrap_or(is_sim),
         email: raw.demo.email.unwrap_or_else(|| "operator@localhost".to_string()),
@@ -768,6 +836,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         notify,
         auth: validate_auth(mode, raw.auth)?,
         demo,
+        store,
         agent,
         probes,
     })
@@ -1075,6 +1144,56 @@ mod tests {
             env.push(("AMON__AUTH__OPEN".into(), "true".into()));
         }
         env
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_set_and_its_password_is_never_shown() {
+        let s = load_from(Mode::Master, None, env(&[])).unwrap();
+        assert_eq!(s.store, StoreSettings::Sqlite);
+
+        let url = "postgres://amon:hunter2@db.example:5432/amon";
+        let s = load_from(Mode::Master, None, env(&[("AMON__STORE__URL", url)])).unwrap();
+        let StoreSettings::Postgres { url: got, schema } = &s.store else {
+            panic!("{:?}", s.store)
+        };
+        assert_eq!(got.expose(), url);
+        assert_eq!(schema, DEFAULT_STORE_SCHEMA);
+        assert!(!format!("{s:?}").contains("hunter2"), "the settings' Debug shows the password");
+
+        let s = load_str(
+            Mode::Master,
+            "[auth]\nopen = true\n[store]\nurl = \"postgresql://db/amon\"\nschema = \"amon_east\"\n",
+            Vec::new(),
+        )
+        .unwrap();
+        assert!(matches!(&s.store, StoreSettings::Postgres { schema, .. } if schema == "amon_east"));
+    }
+
+    #[test]
+    fn a_bad_store_setting_is_an_error_naming_it() {
+        for (pairs, key, says) in [
+            (
+                vec![("AMON__STORE__URL", "mysql://db/amon")],
+                "store.url",
+                "postgres://",
+            ),
+            (
+                vec![("AMON__STORE__URL", "postgres://db:notaport/amon")],
+                "store.url",
+                "not a PostgreSQL URL",
+            ),
+            (
+                vec![("AMON__STORE__URL", "postgres://db/amon"), ("AMON__STORE__SCHEMA", "Amon-East")],
+                "store.schema",
+                "lower-case",
+            ),
+            (vec![("AMON__STORE__SCHEMA", "amon")], "store.schema", "set store.url"),
+        ] {
+            let err = load_from(Mode::Master, None, env(&pairs)).unwrap_err();
+            assert_eq!(err.key, key, "{pairs:?}: {err}");
+            assert!(err.to_string().contains(says), "{pairs:?}: {err}");
+            assert!(!err.to_string().contains("notaport@"), "{err}");
+        }
     }
 
     #[test]

@@ -158,7 +158,14 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
     let mut root = Supervisor::new("amon", RestartPolicy::default());
 
     if let Some(listener) = listeners.master {
-        let store = Store::open(&database_path(&settings.data_dir))?;
+        let store = match &settings.store {
+            crate::config::StoreSettings::Sqlite => Store::open(&database_path(&settings.data_dir))?,
+            crate::config::StoreSettings::Postgres { url, schema } => {
+                let store = Store::connect_postgres(url.expose(), schema)?;
+                tracing::info!(url = %crate::store::redact_url(url.expose()), schema, "store in PostgreSQL");
+                store
+            }
+        };
         if settings.demo.enabled {
             set_up_demo(&settings, &store, &clock).await?;
         }

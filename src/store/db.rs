@@ -567,7 +567,7 @@ impl PgTarget {
 }
 
 /// A database URL as it may be shown: any password replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
         let authority = match authority.rsplit_once('@') {

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 pub use alarms::AlarmLookup;
 pub use backup::backup_database;
-pub use db::{Db, StoreError};
+pub use db::{redact_url, Db, StoreError};
 pub use events::Committed;
 pub use inventory::{InventoryRecord, OwnerChange};
 pub use outbox::{DeliveryOutcome, DeliveryRecord, OutboxSummary, PendingDelivery};

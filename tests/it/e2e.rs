@@ -20,8 +20,8 @@ const HOLD_SLACK: Duration = Duration::from_millis(100);
 
 /// A zone goes down and comes back; alice gets exactly one fault email after
 /// the hold and one clear in the same thread, and the alarm closes.
-fn zone_down_then_up(layout: Layout) {
-    let Some(site) = Site::start(SiteOptions::new(layout)) else {
+fn zone_down_then_up(options: SiteOptions) {
+    let Some(site) = Site::start(options) else {
         return;
     };
     site.create_account("alice");
@@ -99,12 +99,21 @@ fn zone_down_then_up(layout: Layout) {
 
 #[test]
 fn zone_down_then_up_sends_one_email_each_and_closes_the_alarm_two_processes() {
-    zone_down_then_up(Layout::TwoProcess);
+    zone_down_then_up(SiteOptions::new(Layout::TwoProcess));
 }
 
 #[test]
 fn zone_down_then_up_sends_one_email_each_and_closes_the_alarm_standalone() {
-    zone_down_then_up(Layout::Standalone);
+    zone_down_then_up(SiteOptions::new(Layout::Standalone));
+}
+
+/// The same with the master's database in PostgreSQL (`[store] url`).
+#[test]
+fn zone_down_then_up_sends_one_email_each_and_closes_the_alarm_on_postgresql() {
+    zone_down_then_up(SiteOptions {
+        postgres: true,
+        ..SiteOptions::new(Layout::TwoProcess)
+    });
 }
 
 #[test]

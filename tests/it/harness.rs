@@ -892,6 +892,10 @@ pub struct SiteOptions {
     /// auth is closed with these tokens (and one for the site's relay), and
     /// the site's `api` asks as the first `operator` token.
     pub tokens: &'static [(&'static str, &'static str)],
+    /// Keep the master's database in a fresh schema of the PostgreSQL
+    /// database at `AMON_TEST_DATABASE_URL` ([`postgres_url`]) instead of
+    /// SQLite in its data dir.
+    pub postgres: bool,
 }
 
 impl SiteOptions {
@@ -900,8 +904,29 @@ impl SiteOptions {
             layout,
             workers: 4,
             tokens: &[],
+            postgres: false,
         }
     }
+}
+
+/// The PostgreSQL database tests may use (`AMON_TEST_DATABASE_URL`, which
+/// `.ci/run` sets after starting a server), or `None` after saying why
+/// not; under CI its absence is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("AMON_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            let why = "AMON_TEST_DATABASE_URL is not set: no PostgreSQL to test against";
+            assert!(std::env::var_os("CI").is_none(), "{why}; CI must provide it");
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// A schema name no other test uses.
+pub fn fresh_schema() -> String {
+    format!("amon_it_{}", Uuid::new_v4().simple())
 }
 
 /// The token a [`Site`] with tokens gives its relay.
@@ -939,6 +964,8 @@ pub struct AmonConfig {
     pub tokens: Vec<(String, String)>,
     /// `[relay] master_token`: what the relay shows a closed master.
     pub master_token: Option<String>,
+    /// `[store]` as (url, schema): the master's database in PostgreSQL.
+    pub store: Option<(String, String)>,
 }
 
 /// `[relay.zones]` with `source = "exec"`.
@@ -981,6 +1008,7 @@ impl AmonConfig {
             tail_extra: Vec::new(),
             tokens: Vec::new(),
             master_token: None,
+            store: None,
         }
     }
 
@@ -1055,6 +1083,13 @@ agent_probes_poll = "1s"
             }
         }
         text.push_str("\n[demo]\nenabled = false\n");
+        if let Some((url, schema)) = &self.store {
+            text.push_str(&format!(
+                "\n[store]\nurl = {}\nschema = {}\n",
+                toml_string(url),
+                toml_string(schema)
+            ));
+        }
         for line in &self.tail_extra {
             text.push_str(line);
             text.push('\n');
@@ -1086,6 +1121,10 @@ impl Site {
     /// Starts a site, or `None` when this machine cannot run the SMTP server
     /// (the reason is printed; under CI it panics instead).
     pub fn start(options: SiteOptions) -> Option<Site> {
+        let store = match options.postgres {
+            true => Some((postgres_url()?, fresh_schema())),
+            false => None,
+        };
         let dir = tempfile::Builder::new().prefix("amon-it-").tempdir().expect("tempdir");
         let smtp = SmtpServer::start(dir.path())?;
         let zones = ZoneFeed::create(dir.path().join("zones.jsonl"));
@@ -1097,6 +1136,9 @@ impl Site {
             .map(|&(token, role)| (token.to_string(), role.to_string()))
             .collect();
         let config_for = |data: &str, zones: Option<ExecZones>, master_url: Option<String>| AmonConfig {
+            // The master's part (a master, or a standalone's) keeps its
+            // database there; a relay's has none.
+            store: store.clone().filter(|_| master_url.is_none()),
             smtp_port: Some(smtp.port),
             workers: options.workers,
             // The relay's part (a relay, or a standalone's) shows the
