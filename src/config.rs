@@ -1158,7 +1158,10 @@ mod tests {
         };
         assert_eq!(got.expose(), url);
         assert_eq!(schema, DEFAULT_STORE_SCHEMA);
-        assert!(!format!("{s:?}").contains("hunter2"), "the settings' Debug shows the password");
+        assert!(
+            !format!("{s:?}").contains("hunter2"),
+            "the settings' Debug shows the password"
+        );
 
         let s = load_str(
             Mode::Master,
@@ -1183,7 +1186,10 @@ mod tests {
                 "not a PostgreSQL URL",
             ),
             (
-                vec![("AMON__STORE__URL", "postgres://db/amon"), ("AMON__STORE__SCHEMA", "Amon-East")],
+                vec![
+                    ("AMON__STORE__URL", "postgres://db/amon"),
+                    ("AMON__STORE__SCHEMA", "Amon-East"),
+                ],
                 "store.schema",
                 "lower-case",
             ),

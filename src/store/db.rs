@@ -39,7 +39,7 @@ pub(super) const READERS: usize = 2;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database error: {0}")]
+    #[error("database error: {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     /// A query for one row found none (see `sql::OptionalExtension`).
     #[error("no row found")]
@@ -109,6 +109,15 @@ impl StoreError {
             .any(|m| message.contains(m)),
             _ => false,
         }
+    }
+}
+
+/// A PostgreSQL error with its cause ("db error" alone says nothing): the
+/// server's message, or the I/O error.
+pub(crate) fn postgres_message(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 
@@ -191,8 +200,9 @@ impl<T: Send> Finish for Reply<T> {
 /// failed one is rolled back to its savepoint) and how to answer after commit.
 type Op = Box<dyn FnOnce(&Conn) -> (bool, Box<dyn Finish>) + Send>;
 
-/// A read: runs against a reader's connection and sends its own answer.
-type ReadOp = Box<dyn FnOnce(&Conn) + Send>;
+/// A read: runs against a reader's connection and sends its own answer (or
+/// sends the error of a reader that has no connection).
+type ReadOp = Box<dyn FnOnce(Result<&Conn, StoreError>) + Send>;
 
 /// A cheap, cloneable handle to a database's threads.
 #[derive(Clone)]
@@ -398,7 +408,7 @@ impl Db {
         };
         let (tx, rx) = oneshot::channel();
         let read: ReadOp = Box::new(move |conn| {
-            let _ = tx.send(read_transaction(conn, f));
+            let _ = tx.send(conn.and_then(|conn| read_transaction(conn, f)));
         });
         reads.send(read).await.map_err(|_| StoreError::Stopped)?;
         answer(rx).await.map_err(|_| StoreError::Stopped)?
@@ -479,7 +489,7 @@ fn next_read(queue: &Mutex<mpsc::Receiver<ReadOp>>) -> Option<ReadOp> {
 /// A reader thread: one read at a time until every handle is gone.
 fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
     while let Some(read) = next_read(&queue) {
-        read(&Conn::Sqlite(&conn));
+        read(Ok(&Conn::Sqlite(&conn)));
     }
 }
 
@@ -487,23 +497,29 @@ fn serve_reads(conn: Connection, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
 /// read when the connection has dropped (a read that cannot reconnect
 /// fails on the closed one, and says so).
 fn serve_postgres_reads(target: PgTarget, queue: Arc<Mutex<mpsc::Receiver<ReadOp>>>) {
-    let connect = || match target.connect() {
-        Ok(client) => Some(PgSession::new(client)),
-        Err(e) => {
+    let connect = || {
+        target.connect().map(PgSession::new).inspect_err(|e| {
             tracing::warn!(error = %e, "store reader: cannot connect to PostgreSQL");
-            None
-        }
+        })
     };
     let mut session = connect();
     while let Some(read) = next_read(&queue) {
-        if session.as_ref().is_none_or(PgSession::is_closed) {
-            session = connect().or(session);
+        if session.as_ref().map_or(true, PgSession::is_closed) {
+            // A failed reconnect keeps a closed session, whose read then
+            // fails as unavailable too.
+            match (connect(), &session) {
+                (Ok(new), _) => session = Ok(new),
+                (Err(e), Err(_)) => session = Err(e),
+                (Err(_), Ok(_)) => {}
+            }
         }
         match &session {
-            Some(session) => read(&Conn::Postgres(session)),
-            // Never connected: the read is dropped unanswered, and its
-            // caller hears the store has stopped for it.
-            None => drop(read),
+            Ok(session) => read(Ok(&Conn::Postgres(session))),
+            // Never connected: the read's caller hears why (unavailable).
+            Err(e) => read(Err(StoreError::Connect {
+                url: target.shown.clone(),
+                reason: e.to_string(),
+            })),
         }
     }
 }
@@ -551,7 +567,9 @@ impl PgTarget {
         // Every connection works in the schema (the name is checked: no
         // quoting needed).
         config.options(&format!("-c search_path={schema}"));
-        config.application_name("amon");
+        // Named after the schema too, so an operator (or a test) can tell
+        // which installation a backend in `pg_stat_activity` serves.
+        config.application_name(&format!("amon/{schema}"));
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
@@ -732,7 +750,7 @@ impl Writer for PgWriter {
         self.session
             .client()
             .batch_execute("BEGIN")
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| postgres_message(&e))?;
         self.open.set(true);
         Ok(())
     }
@@ -740,8 +758,9 @@ impl Writer for PgWriter {
     fn commit(&self) -> Result<(), String> {
         let mut client = self.session.client();
         let committed = client.batch_execute("COMMIT").map_err(|e| {
-            tracing::error!(error = %e, "store commit failed");
-            e.to_string()
+            let message = postgres_message(&e);
+            tracing::error!(error = %message, "store commit failed");
+            message
         });
         // A failed COMMIT ends the transaction in PostgreSQL; the rollback
         // is for a connection that failed mid-way.
@@ -939,6 +958,91 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&err, StoreError::Panicked(m) if m == "reader 1"), "{err}");
         assert_eq!(read_now(&db).await, ["kept"]);
+    }
+
+    const NOTES_POSTGRES: &[&str] =
+        &["CREATE TABLE notes (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, text TEXT NOT NULL)"];
+
+    /// The PostgreSQL database of `AMON_TEST_DATABASE_URL`, or `None` (a
+    /// skip, said; a failure under CI).
+    fn postgres_url() -> Option<String> {
+        match std::env::var("AMON_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                assert!(std::env::var_os("CI").is_none(), "CI must set AMON_TEST_DATABASE_URL");
+                eprintln!("skipped: AMON_TEST_DATABASE_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// Ends every server process serving `schema`'s store, as a database
+    /// restart or a dropped network would (from a thread of its own: the
+    /// client's runtime cannot start inside the test's).
+    fn kill_backends(url: &str, schema: &str) -> u64 {
+        let (url, name) = (url.to_string(), format!("amon/{schema}"));
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&name],
+                )
+                .unwrap()
+                .len() as u64
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_reconnects_after_its_connections_are_killed_and_loses_nothing() {
+        let Some(url) = postgres_url() else { return };
+        let schema = format!("amon_t_{}", uuid::Uuid::new_v4().simple());
+        let db = Db::connect_postgres(&url, &schema, NOTES_POSTGRES, 1).unwrap();
+        db.call(|conn| write(conn, "before")).await.unwrap();
+        assert_eq!(db.read(notes).await.unwrap(), ["before"]);
+
+        assert_eq!(kill_backends(&url, &schema), 2, "the writer and the reader");
+        // The first request on a killed connection may fail, as
+        // "unavailable" (the API answers 503 and relays retry); the next
+        // one runs on a new connection.
+        let mut failures = 0;
+        loop {
+            match db.call(|conn| write(conn, "after")).await {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(e.is_unavailable(), "{e}");
+                    failures += 1;
+                    assert!(failures < 3, "the writer did not reconnect: {e}");
+                }
+            }
+        }
+        let mut failures = 0;
+        let seen = loop {
+            match db.read(notes).await {
+                Ok(seen) => break seen,
+                Err(e) => {
+                    assert!(e.is_unavailable(), "{e}");
+                    failures += 1;
+                    assert!(failures < 3, "the reader did not reconnect: {e}");
+                }
+            }
+        };
+        assert_eq!(seen, ["before", "after"]);
+    }
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        assert_eq!(
+            redact_url("postgres://amon:s3cret@db:5432/amon?sslmode=disable&password=x"),
+            "postgres://amon:***@db:5432/amon?sslmode=disable&password=***"
+        );
+        assert_eq!(redact_url("postgresql://db/amon"), "postgresql://db/amon");
+        assert_eq!(
+            redact_url("host=db password=s3cret user=amon"),
+            "host=db password=*** user=amon"
+        );
     }
 
     #[tokio::test]

@@ -341,3 +341,15 @@ pub const MASTER_POSTGRES: &[&str] = &[
     CREATE INDEX inventory_by_owner ON inventory(owner);
     "#,
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_engines_have_every_schema_version() {
+        assert_eq!(
+            super::MASTER_POSTGRES.len(),
+            super::MASTER.len(),
+            "a migration was added to one engine's list only"
+        );
+    }
+}
