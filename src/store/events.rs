@@ -96,6 +96,37 @@ impl Store {
         .await
     }
 
+    /// At most `limit` events after `seq`, oldest first: how the router of
+    /// a master in a cluster learns of events every master commits. On
+    /// PostgreSQL events are written in sequence order across masters
+    /// (`insert_events` takes a lock), so none can appear later behind one
+    /// already read.
+    pub async fn events_after_page(&self, seq: i64, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![seq, limit], sequenced)?;
+            rows.map(|row| {
+                let (seq, body) = row?;
+                Ok((seq, super::stored("events", &seq.to_string(), &body)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// How many stored events are after the router's watermark: committed,
+    /// not yet applied (a cluster's backlog, whichever master took them).
+    pub async fn unapplied_events(&self) -> Result<usize, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE seq > (SELECT applied FROM route_mark WHERE id = 0)",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     /// The events from `first` to `last` (sequence numbers), to route a
     /// batch again.
     pub async fn events_between(&self, first: i64, last: i64) -> Result<Vec<(i64, Event)>, StoreError> {
@@ -151,7 +182,21 @@ fn sequenced(row: &super::sql::Row) -> Result<(i64, String), StoreError> {
     Ok((row.get(0)?, row.get(1)?))
 }
 
+/// The advisory lock that orders event commits across masters sharing a
+/// PostgreSQL database (an arbitrary constant, "amon" in ASCII).
+const EVENTS_LOCK: i64 = 0x616d_6f6e;
+
 fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<Committed, StoreError> {
+    if conn.engine() == super::sql::Engine::Postgres {
+        // Sequence numbers are handed out at insert and become visible at
+        // commit: two masters committing at once could make seq 11 visible
+        // before seq 10, and a router that has read 11 would never see 10.
+        // Held to the end of the transaction, this lock makes commit order
+        // sequence order. (SQLite has one writer: it always is.)
+        conn.query_row("SELECT pg_advisory_xact_lock(?1)::text", params![EVENTS_LOCK], |_| {
+            Ok(())
+        })?;
+    }
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT DO NOTHING RETURNING seq",

@@ -12,6 +12,7 @@ mod accounts;
 mod alarms;
 mod backup;
 mod checkpoint;
+mod cluster;
 mod db;
 mod events;
 mod gc;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 pub use alarms::AlarmLookup;
 pub use backup::backup_database;
+pub use cluster::{Beat, LeaseRecord, MemberRecord};
 pub use db::{redact_url, Db, StoreError};
 pub use events::Committed;
 pub use inventory::{InventoryRecord, OwnerChange};

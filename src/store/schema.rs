@@ -182,6 +182,26 @@ pub const MASTER: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 11: masters sharing one database (PostgreSQL): who is there, and the
+    // lease of the one that runs the alarm core. Times are the database's
+    // clock, in ms. Unused by a master on SQLite, kept for the same versions.
+    r#"
+    CREATE TABLE cluster_members (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        started INTEGER NOT NULL,
+        seen INTEGER NOT NULL
+    );
+    CREATE TABLE cluster_lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        url TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired INTEGER NOT NULL,
+        renewed INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The relay's database: the spool of events not yet acknowledged by the
@@ -339,6 +359,24 @@ pub const MASTER_POSTGRES: &[&str] = &[
     );
     CREATE INDEX inventory_by_server ON inventory(server);
     CREATE INDEX inventory_by_owner ON inventory(owner);
+    "#,
+    // 11: as SQLite's.
+    r#"
+    CREATE TABLE cluster_members (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        started BIGINT NOT NULL,
+        seen BIGINT NOT NULL
+    );
+    CREATE TABLE cluster_lease (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        url TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        acquired BIGINT NOT NULL,
+        renewed BIGINT NOT NULL,
+        expires BIGINT NOT NULL
+    );
     "#,
 ];
 

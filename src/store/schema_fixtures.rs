@@ -1336,6 +1336,7 @@ master_fixture_tests! {
     a_master_database_at_version_7_keeps_its_rows: 7,
     a_master_database_at_version_8_keeps_its_rows: 8,
     a_master_database_at_version_9_keeps_its_rows: 9,
+    a_master_database_at_version_10_keeps_its_rows: 10,
 }
 
 /// The relay has one schema version so far: its fixture is a version 1
