@@ -68,6 +68,14 @@ pub struct RawConfig {
     probes: RawProbes,
     #[serde(default)]
     store: RawStore,
+    cluster: RawCluster,
+}
+
+/// `[cluster]`: masters sharing one PostgreSQL store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    lease: String,
 }
 
 /// `[store]`: where the master keeps its database. Unset, SQLite in
@@ -292,6 +300,10 @@ pub struct Settings {
     pub probes: crate::probes::Limits,
     /// Where the master keeps its database.
     pub store: StoreSettings,
+    /// `cluster.lease`: how long the lease of the master that runs the
+    /// alarm core lasts without renewal (masters on one PostgreSQL store);
+    /// a dead leader's core is taken over within it.
+    pub cluster_lease: Duration,
 }
 
 /// Where the master keeps its database (`[store]`).
@@ -495,6 +507,7 @@ fn defaults(mode: Mode) -> Vec<(&'static str, config::Value)> {
         ("master.event_retention", "7d".into()),
         ("master.machine_retention", "30d".into()),
         ("master.gc_interval", "10m".into()),
+        ("cluster.lease", "10s".into()),
         ("relay.admin_listen", "127.0.0.1:4307".into()),
         ("relay.agent_listen", "127.0.0.1:4308".into()),
         ("relay.agent_probes_poll", "30m".into()),
@@ -823,6 +836,10 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     };
     let is_sim = matches!(relay.zones, ZoneSourceSettings::Sim(_));
     let store = store_settings(raw.store)?;
+    let cluster_lease = duration("cluster.lease", &raw.cluster.lease)?;
+    if cluster_lease < Duration::from_secs(1) || cluster_lease > Duration::from_secs(600) {
+        return Err(ConfigError::new("cluster.lease", "must be between 1s and 10m"));
+    }
     let demo = DemoSettings {
         enabled: mode == Mode::Standalone && raw.demo.enabled.unwrap_or(is_sim),
         email: raw.demo.email.unwrap_or_else(|| "operator@localhost".to_string()),
@@ -837,6 +854,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
         auth: validate_auth(mode, raw.auth)?,
         demo,
         store,
+        cluster_lease,
         agent,
         probes,
     })

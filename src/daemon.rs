@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::actors::agent_probes::AgentProbeCache;
 use crate::actors::agent_watch::{AgentWatch, AgentWatchEnv};
 use crate::actors::alarm::AlarmEnv;
+use crate::actors::cluster::{ClusterView, Leadership, LeadershipEnv};
 use crate::actors::http_service::{HttpService, ServeFn};
 use crate::actors::janitor::{Janitor, JanitorEnv, Retention};
 use crate::actors::maintenance::{KeeperEnv, Maintenance, MaintenanceKeeper};
@@ -228,6 +229,13 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
             listener: Rc::new(listener),
             probe_limits: settings.probes,
             agent_silence: settings.notify.agent_silence,
+            cluster: match settings.store {
+                crate::config::StoreSettings::Sqlite => None,
+                crate::config::StoreSettings::Postgres { .. } => Some(ClusterParts {
+                    view: ClusterView::new(uuid::Uuid::new_v4().to_string()),
+                    lease: settings.cluster_lease,
+                }),
+            },
         };
         root = root.child(master.into_spec());
     }
@@ -317,7 +325,21 @@ struct MasterParts {
     probe_limits: crate::probes::Limits,
     /// `notify.agent_silence`: the missing-data alarm's threshold.
     agent_silence: std::time::Duration,
+    /// Masters sharing this store (PostgreSQL): who leads, and the lease.
+    cluster: Option<ClusterParts>,
 }
+
+/// A master's place in a cluster of masters sharing one PostgreSQL store.
+struct ClusterParts {
+    /// Who leads (this master's member id inside); kept across restarts of
+    /// the master's subtree, so the lease it holds stays its own.
+    view: ClusterView,
+    lease: std::time::Duration,
+}
+
+/// How often a polling router (masters sharing a store) looks for new
+/// events: the latency it adds to every event, at one indexed read each.
+const ROUTER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl MasterParts {
     fn into_spec(self) -> ChildSpec {
@@ -368,7 +390,9 @@ impl MasterParts {
                 retention: self.retention.clone(),
                 interval: self.gc_interval,
             });
+            let polled = self.cluster.is_some();
             let agent_watch_env = Arc::new(AgentWatchEnv {
+                polled,
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 catalog: catalog.clone(),
@@ -377,6 +401,12 @@ impl MasterParts {
                 silence: self.agent_silence,
             });
             let api = MasterApi {
+                polled,
+                shards: self.shards,
+                cluster: self.cluster.as_ref().map(|c| crate::http::master::ClusterApi {
+                    view: c.view.clone(),
+                    lease: c.lease,
+                }),
                 store: self.store.clone(),
                 event_max_age: self.event_max_age,
                 event_retention: self.retention.events,
@@ -397,10 +427,15 @@ impl MasterParts {
             let serve: Rc<ServeFn> = Rc::new(Box::new(move |listener| {
                 let (api, auth, ui) = (api.clone(), auth.clone(), ui.clone());
                 crate::http::serve("master", listener, Shape::MASTER, move || {
-                    actix_web::App::new()
-                        .app_data(actix_web::web::Data::new(auth.clone()))
+                    let mut app = actix_web::App::new();
+                    if let Some(cluster) = &api.cluster {
+                        app = app.app_data(actix_web::web::Data::new(cluster.view.clone()));
+                    }
+                    app.app_data(actix_web::web::Data::new(auth.clone()))
                         .app_data(actix_web::web::Data::new(api.store.clone()))
                         .wrap(actix_web::middleware::from_fn(crate::http::auth::authorize))
+                        // Outermost: a follower forwards before checking.
+                        .wrap(actix_web::middleware::from_fn(crate::http::forward::forward))
                         .configure(crate::http::ui::configure(ui.clone()))
                         .configure(crate::http::master::configure(api.clone()))
                 })
@@ -408,84 +443,131 @@ impl MasterParts {
             let notifier_env = self.notifier_env.clone();
             let workers = self.workers;
             let listener = self.listener.clone();
-            let mut supervisor = Supervisor::new("master", RestartPolicy::default())
-                .child(ChildSpec::new("notifier", Restart::Permanent, {
-                    let notifier = notifier.clone();
-                    move |lifeline| {
-                        // Off the System arbiter, so deliveries never hold up
-                        // the router and the alarm actors (or they it).
-                        let env = notifier_env.clone();
-                        let addr =
-                            lifeline.start_on_own_thread(move |lifeline| NotifierPool::new(env, workers, lifeline));
-                        notifier.set(addr.clone());
-                        addr.recipient()
-                    }
-                }))
-                .child(ChildSpec::new("maintenance", Restart::Permanent, {
-                    let keeper = keeper.clone();
-                    move |lifeline| {
-                        let addr = MaintenanceKeeper::new(keeper_env.clone(), lifeline).start();
-                        keeper.set(addr.clone());
-                        addr.recipient()
-                    }
-                }))
-                .child(ChildSpec::new("server-guard", Restart::Permanent, {
-                    let guard = guard.clone();
-                    move |lifeline| {
-                        let guard_env = guard_env.clone();
-                        let addr = lifeline.start_on_own_thread(move |lifeline| ServerGuard::new(guard_env, lifeline));
-                        guard.set(addr.clone());
-                        addr.recipient()
-                    }
-                }));
-            // One shard per core, each on its own thread; started before the
-            // router that feeds them, stopped after it.
-            for (index, named) in shards.iter().enumerate() {
-                let (named, env, catalog) = (named.clone(), alarm_env.clone(), catalog.clone());
-                supervisor = supervisor.child(ChildSpec::new(
-                    format!("shard-{index}"),
-                    Restart::Permanent,
-                    move |lifeline| {
-                        let (env, catalog) = (env.clone(), catalog.clone());
-                        let addr = lifeline
-                            .start_on_own_thread(move |lifeline| AlarmShard::new(index, env, catalog, lifeline));
-                        named.set(addr.clone());
-                        addr.recipient()
-                    },
-                ));
-            }
-            let supervisor = supervisor
-                .child(ChildSpec::new("router", Restart::Permanent, {
-                    let router = router.clone();
-                    move |lifeline| {
-                        let addr = EventRouter::new(
+            let poll = polled.then_some(ROUTER_POLL);
+            let cluster_backlog = backlog.clone();
+            // The alarm core: everything that decides and notifies. A
+            // master alone runs it under its own supervisor; masters
+            // sharing a store run it only while they lead (`Leadership`),
+            // so it can be built again and again.
+            let add_core = move |mut supervisor: Supervisor| -> Supervisor {
+                supervisor = supervisor
+                    .child(ChildSpec::new("notifier", Restart::Permanent, {
+                        let (notifier, notifier_env) = (notifier.clone(), notifier_env.clone());
+                        move |lifeline| {
+                            // Off the System arbiter, so deliveries never hold up
+                            // the router and the alarm actors (or they it).
+                            let env = notifier_env.clone();
+                            let addr =
+                                lifeline.start_on_own_thread(move |lifeline| NotifierPool::new(env, workers, lifeline));
+                            notifier.set(addr.clone());
+                            addr.recipient()
+                        }
+                    }))
+                    .child(ChildSpec::new("maintenance", Restart::Permanent, {
+                        let (keeper, keeper_env) = (keeper.clone(), keeper_env.clone());
+                        move |lifeline| {
+                            let addr = MaintenanceKeeper::new(keeper_env.clone(), lifeline).start();
+                            keeper.set(addr.clone());
+                            addr.recipient()
+                        }
+                    }))
+                    .child(ChildSpec::new("server-guard", Restart::Permanent, {
+                        let (guard, guard_env) = (guard.clone(), guard_env.clone());
+                        move |lifeline| {
+                            let guard_env = guard_env.clone();
+                            let addr =
+                                lifeline.start_on_own_thread(move |lifeline| ServerGuard::new(guard_env, lifeline));
+                            guard.set(addr.clone());
+                            addr.recipient()
+                        }
+                    }));
+                // One shard per core, each on its own thread; started before the
+                // router that feeds them, stopped after it.
+                for (index, named) in shards.iter().enumerate() {
+                    let (named, env, catalog) = (named.clone(), alarm_env.clone(), catalog.clone());
+                    supervisor = supervisor.child(ChildSpec::new(
+                        format!("shard-{index}"),
+                        Restart::Permanent,
+                        move |lifeline| {
+                            let (env, catalog) = (env.clone(), catalog.clone());
+                            let addr = lifeline
+                                .start_on_own_thread(move |lifeline| AlarmShard::new(index, env, catalog, lifeline));
+                            named.set(addr.clone());
+                            addr.recipient()
+                        },
+                    ));
+                }
+                supervisor
+                    .child(ChildSpec::new("router", Restart::Permanent, {
+                        let (router, alarm_env, catalog, shards, backlog) = (
+                            router.clone(),
                             alarm_env.clone(),
                             catalog.clone(),
                             shards.clone(),
                             backlog.clone(),
-                            lifeline,
-                        )
-                        .start();
-                        router.set(addr.clone());
-                        addr.recipient()
-                    }
-                }))
-                // After the router, whose catalog it reads and to which it
-                // hands the events it makes; stopped before it.
-                .child(ChildSpec::new("agent-watch", Restart::Permanent, {
-                    let agent_watch = agent_watch.clone();
-                    move |lifeline| {
-                        let addr = AgentWatch::new(agent_watch_env.clone(), lifeline).start();
-                        agent_watch.set(addr.clone());
-                        addr.recipient()
-                    }
-                }))
-                // Deleting is the least urgent work: it starts after the
-                // router and stops before it, leaving the store thread to the
-                // router's last commits at shutdown.
-                .child(ChildSpec::new("janitor", Restart::Permanent, move |lifeline| {
-                    Janitor::new(janitor_env.clone(), lifeline).start().recipient()
-                }))
+                        );
+                        move |lifeline| {
+                            let mut actor = EventRouter::new(
+                                alarm_env.clone(),
+                                catalog.clone(),
+                                shards.clone(),
+                                backlog.clone(),
+                                lifeline,
+                            );
+                            if let Some(every) = poll {
+                                actor = actor.polling(every);
+                            }
+                            let addr = actor.start();
+                            router.set(addr.clone());
+                            addr.recipient()
+                        }
+                    }))
+                    // After the router, whose catalog it reads and to which it
+                    // hands the events it makes; stopped before it.
+                    .child(ChildSpec::new("agent-watch", Restart::Permanent, {
+                        let (agent_watch, agent_watch_env) = (agent_watch.clone(), agent_watch_env.clone());
+                        move |lifeline| {
+                            let addr = AgentWatch::new(agent_watch_env.clone(), lifeline).start();
+                            agent_watch.set(addr.clone());
+                            addr.recipient()
+                        }
+                    }))
+                    // Deleting is the least urgent work: it starts after the
+                    // router and stops before it, leaving the store thread to the
+                    // router's last commits at shutdown.
+                    .child(ChildSpec::new("janitor", Restart::Permanent, {
+                        let janitor_env = janitor_env.clone();
+                        move |lifeline| Janitor::new(janitor_env.clone(), lifeline).start().recipient()
+                    }))
+            };
+            let supervisor = match &self.cluster {
+                None => add_core(Supervisor::new("master", RestartPolicy::default())),
+                Some(cluster) => {
+                    let add_core = Rc::new(add_core);
+                    let core: crate::actors::cluster::CoreFn = Rc::new(move |lifeline| {
+                        add_core(Supervisor::new("core", RestartPolicy::default()))
+                            .with_lifeline(lifeline)
+                            .start()
+                            .recipient()
+                    });
+                    let env = Rc::new(LeadershipEnv {
+                        store: self.store.clone(),
+                        clock: self.clock.clone(),
+                        me: cluster.view.get().me,
+                        url: self.public_url.clone(),
+                        lease: cluster.lease,
+                        view: cluster.view.clone(),
+                        backlog: cluster_backlog,
+                        core,
+                    });
+                    Supervisor::new("master", RestartPolicy::default()).child(ChildSpec::new(
+                        "leadership",
+                        Restart::Permanent,
+                        move |lifeline| Leadership::new(env.clone(), lifeline).start().recipient(),
+                    ))
+                }
+            };
+            let supervisor = supervisor
                 .child(ChildSpec::new("master-http", Restart::Permanent, move |lifeline| {
                     HttpService::new("master", listener.clone(), serve.clone(), lifeline)
                         .start()

@@ -26,6 +26,7 @@ pub mod agent;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod flood;

@@ -95,3 +95,17 @@ pub fn gc_deleted(table: &str, n: u64) {
 pub fn gc_seconds(seconds: f64) {
     metrics::gauge!("amon_gc_seconds").set(seconds);
 }
+
+/// Whether this master leads its cluster (`amon_cluster_leader`, 1 or 0),
+/// and each time that changes (`amon_cluster_leadership_changes_total`,
+/// by `to`: `leader` or `follower`).
+pub fn cluster_leadership(leading: bool) {
+    metrics::gauge!("amon_cluster_leader").set(if leading { 1.0 } else { 0.0 });
+    let to = if leading { "leader" } else { "follower" };
+    metrics::counter!("amon_cluster_leadership_changes_total", "to" => to).increment(1);
+}
+
+/// A cluster beat that failed (the database unreachable or refusing).
+pub fn cluster_beat_failed() {
+    metrics::counter!("amon_cluster_beat_failures_total").increment(1);
+}

@@ -39,6 +39,9 @@ pub struct AgentWatchEnv {
     /// Which agents have which probes (the router keeps it).
     pub catalog: SharedCatalog,
     pub router: Named<EventRouter>,
+    /// The router reads events from the store (masters sharing one): do
+    /// not hand it what is committed.
+    pub polled: bool,
     pub backlog: Arc<Backlog>,
     /// `notify.agent_silence`.
     pub silence: Duration,
@@ -199,7 +202,7 @@ impl AgentWatch {
                 let result = ingest(
                     &env.store,
                     &env.backlog,
-                    &env.router,
+                    (!env.polled).then_some(&env.router),
                     events.clone(),
                     env.clock.now_ms(),
                 )
@@ -350,6 +353,7 @@ mod tests {
         )));
         let clock = Clock::tokio(START_MS);
         let env = Arc::new(AgentWatchEnv {
+            polled: false,
             store: store.clone(),
             clock: clock.clone(),
             catalog,

@@ -12,6 +12,7 @@
 pub mod agent_probes;
 pub mod agent_watch;
 pub mod alarm;
+pub mod cluster;
 pub mod http_service;
 pub mod janitor;
 pub mod maintenance;

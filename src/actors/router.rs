@@ -48,11 +48,13 @@ pub enum IngestError {
 /// master too (the missing-data watch): room in the backlog first, then one
 /// durable commit, then the new events to the router, from the store thread
 /// in commit order. `Ok` means committed; how many were new (a uuid already
-/// stored is a second copy, dropped).
+/// stored is a second copy, dropped). `router`: the router to hand the
+/// new events to on commit; `None` when the router reads them back from the
+/// store (masters sharing one: [`EventRouter::polling`]).
 pub async fn ingest(
     store: &crate::store::Store,
     backlog: &Arc<Backlog>,
-    router: &Named<EventRouter>,
+    router: Option<&Named<EventRouter>>,
     events: Vec<Event>,
     received: crate::model::EpochMs,
 ) -> Result<usize, IngestError> {
@@ -63,13 +65,13 @@ pub async fn ingest(
         crate::metrics::ingest_refused();
         return Err(IngestError::Full(backlog.len()));
     }
-    let (router, held) = (router.clone(), backlog.clone());
+    let (router, held) = (router.cloned(), backlog.clone());
     let committed = store
         .commit_events(events, received, move |committed| {
             let fresh = committed.fresh.len();
             // Second copies of a uuid were dropped: they need no room.
             held.release(count - fresh);
-            if fresh > 0 {
+            if let Some(router) = router.filter(|_| fresh > 0) {
                 match router.get() {
                     Some(router) => router.do_send(RouteEvents(committed.fresh)),
                     // Restarting: it replays everything after its watermark,
@@ -119,9 +121,15 @@ impl Backlog {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| Some(now.saturating_sub(n)));
     }
 
-    /// Starts over at `n` (the router, after loading what it replays).
-    fn reset(&self, n: usize) {
+    /// Starts over at `n` (the router, after loading what it replays; a
+    /// cluster's leadership actor, from the store's count of unapplied
+    /// events).
+    pub fn reset(&self, n: usize) {
         self.events.store(n, Ordering::Release);
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     pub fn len(&self) -> usize {
@@ -206,6 +214,9 @@ pub struct AccountChanged(pub Account);
 /// Events replayed at start go in batches of this many.
 const REPLAY_BATCH: usize = 1000;
 
+/// A polling router reads at most this many events at a time.
+const POLL_BATCH: usize = 1000;
+
 pub struct EventRouter {
     env: Arc<AlarmEnv>,
     catalog: SharedCatalog,
@@ -225,6 +236,10 @@ pub struct EventRouter {
     next_mark: Option<i64>,
     /// Compute nodes' hostnames, for faults on machines without an alias.
     server_names: ServerNames,
+    /// Reads new events from the store this often, instead of being handed
+    /// them on commit (masters sharing one store: any of them commits).
+    poll: Option<std::time::Duration>,
+    polling: bool,
     lifeline: Lifeline,
 }
 
@@ -282,7 +297,54 @@ impl EventRouter {
             writing_mark: false,
             next_mark: None,
             server_names: ServerNames::default(),
+            poll: None,
+            polling: false,
             lifeline,
+        }
+    }
+
+    /// Reads new events from the store every `every` rather than being
+    /// handed them: on PostgreSQL, events are committed in sequence order
+    /// by whichever master took them in.
+    pub fn polling(mut self, every: std::time::Duration) -> EventRouter {
+        self.poll = Some(every);
+        self
+    }
+
+    /// Routes what is new in the store, a page at a time, unless as many
+    /// events as the backlog holds are already routed and not yet applied.
+    fn poll_store(&mut self, ctx: &mut Context<Self>) {
+        if self.polling || self.routed_upto - self.mark > self.backlog.limit() as i64 {
+            return;
+        }
+        self.polling = true;
+        let (store, after) = (self.env.store.clone(), self.routed_upto);
+        ctx.spawn(
+            async move { store.events_after_page(after, POLL_BATCH).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.polling = false;
+                    match result {
+                        Ok(events) => {
+                            let full = events.len() == POLL_BATCH;
+                            act.take(events, ctx);
+                            if full {
+                                act.poll_store(ctx);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read new events from the store"),
+                    }
+                }),
+        );
+    }
+
+    /// Routes the events after what is already routed.
+    fn take(&mut self, events: Vec<(i64, Event)>, ctx: &mut Context<Self>) {
+        // What the replay already covered came in before it was read.
+        let fresh: Vec<(i64, Event)> = events.into_iter().filter(|(seq, _)| *seq > self.routed_upto).collect();
+        if let Some((last, _)) = fresh.last() {
+            self.routed_upto = *last;
+            self.route(fresh, ctx);
         }
     }
 
@@ -585,6 +647,9 @@ impl Actor for EventRouter {
                             act.route(batch, ctx);
                         }
                     }
+                    if let Some(every) = act.poll {
+                        ctx.run_interval(every, |act, ctx| act.poll_store(ctx));
+                    }
                     tracing::info!(accounts, probes, shards = act.shards.len(), "event router ready");
                 }
                 Err(e) => {
@@ -600,12 +665,7 @@ impl Handler<RouteEvents> for EventRouter {
     type Result = ();
 
     fn handle(&mut self, msg: RouteEvents, ctx: &mut Context<Self>) {
-        // What the replay already covered came in before it was read.
-        let fresh: Vec<(i64, Event)> = msg.0.into_iter().filter(|(seq, _)| *seq > self.routed_upto).collect();
-        if let Some((last, _)) = fresh.last() {
-            self.routed_upto = *last;
-            self.route(fresh, ctx);
-        }
+        self.take(msg.0, ctx);
     }
 }
 

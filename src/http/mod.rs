@@ -12,6 +12,7 @@ pub mod alarm_filter;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod forward;
 pub mod loglevel;
 pub mod master;
 pub mod relay_admin;

@@ -26,6 +26,9 @@ pub struct MasterApi {
     pub event_retention: std::time::Duration,
     /// The live event router, wherever its supervisor last started it.
     pub router: Named<EventRouter>,
+    /// The router reads committed events from the store (masters sharing
+    /// one), so ingest does not hand them over.
+    pub polled: bool,
     /// Committed events not yet applied (`POST /events` answers 503 when
     /// it is full).
     pub backlog: std::sync::Arc<crate::actors::router::Backlog>,
@@ -36,11 +39,24 @@ pub struct MasterApi {
     pub clock: Clock,
     /// What probe configs may ask for (`probes.*` settings).
     pub probe_limits: crate::probes::Limits,
+    /// How many alarm shards the core runs (`GET /cluster`).
+    pub shards: usize,
+    /// Masters sharing this store: who leads, and the lease (`None`: a
+    /// master alone, on SQLite).
+    pub cluster: Option<ClusterApi>,
+}
+
+/// What the API knows of the cluster.
+#[derive(Clone)]
+pub struct ClusterApi {
+    pub view: crate::actors::cluster::ClusterView,
+    pub lease: std::time::Duration,
 }
 
 /// Mounts the Master API on an actix-web app.
 mod accounts;
 mod alarms;
+mod cluster;
 mod maintenances;
 mod probes;
 
@@ -51,6 +67,7 @@ pub fn configure(api: MasterApi) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(api))
             .route("/ping", web::get().to(ping))
             .route("/metrics", web::get().to(metrics))
+            .route("/cluster", web::get().to(cluster::get_cluster))
             .route("/deadletters", web::get().to(dead_letters))
             .route("/alarms", web::get().to(list_all_alarms))
             .route("/servers", web::get().to(list_servers))
@@ -614,7 +631,8 @@ async fn post_events(api: web::Data<MasterApi>, payload: web::Payload) -> Result
         );
     }
     let count = events.len();
-    crate::actors::router::ingest(&api.store, &api.backlog, &api.router, events, api.clock.now_ms())
+    let router = (!api.polled).then_some(&api.router);
+    crate::actors::router::ingest(&api.store, &api.backlog, router, events, api.clock.now_ms())
         .await
         .map_err(|e| match e {
             IngestError::Full(_) => ApiError::ServiceUnavailable(e.to_string()),
