@@ -128,6 +128,9 @@ struct RawMaster {
 struct RawRelay {
     #[serde(default)]
     master_url: Option<String>,
+    /// Several masters to fail over between; not with `master_url`.
+    #[serde(default)]
+    master_urls: Option<Vec<String>>,
     #[serde(default)]
     server_uuid: Option<String>,
     admin_listen: String,
@@ -380,8 +383,11 @@ impl MasterSettings {
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
-    /// `None` in standalone: the relay talks to the master in the same process.
-    pub master_url: Option<String>,
+    /// The masters the relay sends to, one at a time, turning to the next
+    /// when one is unavailable (`relay.master_urls`, or the one
+    /// `relay.master_url`). Empty only in standalone: the relay talks to the
+    /// master in the same process.
+    pub master_urls: Vec<String>,
     /// `None`: the platform's, else a stable one generated in the data dir.
     pub server_uuid: Option<Uuid>,
     pub admin_listen: SocketAddr,
@@ -619,6 +625,7 @@ fn load_source<S: config::Source + Send + Sync + 'static>(
             .prefix_separator("__")
             .separator("__")
             .list_separator(" ")
+            .with_list_parse_key("relay.master_urls")
             .with_list_parse_key("relay.zones.command")
             .with_list_parse_key("relay.zones.list_command")
             .with_list_parse_key("relay.zones.meta_command")
@@ -731,10 +738,22 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
             ),
         ));
     }
-    let master_url = match (mode, raw.relay.master_url.as_deref()) {
-        (Mode::Standalone, _) => None,
-        (_, Some(url)) => Some(http_url("relay.master_url", url)?),
-        (_, None) => Some(format!("http://{}", master.listen)),
+    let master_urls = match (mode, raw.relay.master_url.as_deref(), raw.relay.master_urls.as_deref()) {
+        (Mode::Standalone, _, _) => Vec::new(),
+        (_, Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "relay.master_urls",
+                "set one of them: relay.master_url or relay.master_urls",
+            ))
+        }
+        (_, Some(url), None) => vec![http_url("relay.master_url", url)?],
+        (_, None, Some([])) => return Err(ConfigError::new("relay.master_urls", "must not be empty")),
+        (_, None, Some(urls)) => urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| http_url(&format!("relay.master_urls[{i}]"), url))
+            .collect::<Result<_, _>>()?,
+        (_, None, None) => vec![format!("http://{}", master.listen)],
     };
     let server_uuid = raw
         .relay
@@ -753,7 +772,7 @@ fn validate(mode: Mode, raw: RawConfig) -> Result<Settings, ConfigError> {
     }
     let zones = validate_zones(&raw.relay.zones)?;
     let relay = RelaySettings {
-        master_url,
+        master_urls,
         server_uuid,
         admin_listen: socket_addr("relay.admin_listen", &raw.relay.admin_listen)?,
         master_token: secret(
@@ -1109,6 +1128,7 @@ mod tests {
                 "[notify]\nhold",
                 "[notify]\nrate_limit",
                 "[relay]\nmaster_url",
+                "[relay]\nmaster_urls",
                 "[relay.zones]\ncommand",
                 "[auth]\ntokens",
             ]);
@@ -1226,7 +1246,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("./amon-data"));
         assert!(s.demo.enabled);
         assert_eq!(s.notify.hold, Duration::from_secs(60));
-        assert!(s.relay.master_url.is_none());
+        assert!(s.relay.master_urls.is_empty());
         if !Path::new(ZONEEVENT_PATH).exists() {
             assert!(matches!(s.relay.zones, ZoneSourceSettings::Sim(_)));
         }
@@ -1257,7 +1277,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.master.listen.port(), 9999);
         assert_eq!(s.notify.hold, Duration::from_secs(2));
-        assert_eq!(s.relay.master_url.as_deref(), Some("http://127.0.0.1:9999"));
+        assert_eq!(s.relay.master_urls, ["http://127.0.0.1:9999"]);
         assert_eq!(
             s.relay.zones,
             ZoneSourceSettings::Exec {
@@ -1269,6 +1289,80 @@ mod tests {
                 server_tag: false,
             }
         );
+    }
+
+    #[test]
+    fn a_relay_takes_several_master_urls_from_the_file_or_the_environment() {
+        let s = load_str(
+            Mode::Relay,
+            "[relay]\nmaster_urls = [\"http://a:4300/\", \"https://b:4300\"]\n",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.relay.master_urls, ["http://a:4300", "https://b:4300"]);
+
+        // As `relay.zones.command`: space-separated.
+        let s = load_from(
+            Mode::Relay,
+            None,
+            env(&[("AMON__RELAY__MASTER_URLS", "http://a:4300 http://b:4300")]),
+        )
+        .unwrap();
+        assert_eq!(s.relay.master_urls, ["http://a:4300", "http://b:4300"]);
+
+        // One URL is a list of one, whichever key says it.
+        let s = load_from(Mode::Relay, None, env(&[("AMON__RELAY__MASTER_URL", "http://a:4300")])).unwrap();
+        assert_eq!(s.relay.master_urls, ["http://a:4300"]);
+        let s = load_from(Mode::Relay, None, env(&[("AMON__RELAY__MASTER_URLS", "http://a:4300")])).unwrap();
+        assert_eq!(s.relay.master_urls, ["http://a:4300"]);
+
+        // Standalone's relay talks to its own master, whatever is set.
+        let s = load_from(
+            Mode::Standalone,
+            None,
+            env(&[("AMON__RELAY__MASTER_URLS", "http://a:4300")]),
+        )
+        .unwrap();
+        assert!(s.relay.master_urls.is_empty());
+    }
+
+    #[test]
+    fn master_urls_is_not_empty_not_beside_master_url_and_each_is_an_http_url() {
+        let err = load_str(
+            Mode::Relay,
+            "[relay]\nmaster_url = \"http://a:4300\"\nmaster_urls = [\"http://b:4300\"]\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "relay.master_urls", "{err}");
+        assert!(err.to_string().contains("set one of them"), "{err}");
+
+        let err = load_from(
+            Mode::Relay,
+            None,
+            env(&[
+                ("AMON__RELAY__MASTER_URL", "http://a:4300"),
+                ("AMON__RELAY__MASTER_URLS", "http://b:4300"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "relay.master_urls", "{err}");
+
+        let err = load_str(Mode::Relay, "[relay]\nmaster_urls = []\n", env(&[])).unwrap_err();
+        assert_eq!(err.key, "relay.master_urls", "{err}");
+        assert!(err.to_string().contains("must not be empty"), "{err}");
+
+        let err = load_str(
+            Mode::Relay,
+            "[relay]\nmaster_urls = [\"http://a:4300\", \"b:4300\"]\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "relay.master_urls[1]", "{err}");
+        assert!(err.to_string().contains("must start with http://"), "{err}");
+
+        let err = load_from(Mode::Relay, None, env(&[("AMON__RELAY__MASTER_URL", "ftp://a")])).unwrap_err();
+        assert_eq!(err.key, "relay.master_url", "{err}");
     }
 
     #[test]

@@ -241,15 +241,18 @@ pub async fn start(settings: Settings, listeners: Listeners, clock: Clock) -> Re
     }
 
     if let Some(listener) = listeners.relay_admin {
-        let master_url = match &settings.relay.master_url {
-            Some(url) => url.clone(),
-            None => format!("http://{}", reachable(master_addr.unwrap_or(settings.master.listen))),
+        let master_urls = match settings.relay.master_urls.as_slice() {
+            [] => vec![format!(
+                "http://{}",
+                reachable(master_addr.unwrap_or(settings.master.listen))
+            )],
+            urls => urls.to_vec(),
         };
         let server_uuid = server_uuid(&settings)?;
         let relay_store = RelayStore::open(&settings.data_dir.join(crate::store::RELAY_FILE))?;
         let relay = RelayParts {
             link_config: RelayLinkConfig {
-                master_url,
+                master_urls,
                 master_token: settings.relay.master_token.as_ref().map(|t| t.expose().to_string()),
                 relay: server_uuid,
                 hostname: hostname(),
@@ -632,7 +635,7 @@ impl RelayParts {
                     actix_web::App::new().configure(crate::http::relay_agent::configure(api.clone()))
                 })
             }));
-            let master_url = self.link_config.master_url.clone();
+            let master_urls = self.link_config.master_urls.clone();
             let master_token = self.link_config.master_token.clone();
             let agent = self.link_config.relay;
             let poll = self.agent_probes_poll;
@@ -655,7 +658,7 @@ impl RelayParts {
                     let agent_probes = agent_probes.clone();
                     move |lifeline| {
                         let addr =
-                            AgentProbeCache::new(&master_url, master_token.as_deref(), agent, poll, lifeline).start();
+                            AgentProbeCache::new(&master_urls, master_token.as_deref(), agent, poll, lifeline).start();
                         agent_probes.set(addr.clone());
                         addr.recipient()
                     }

@@ -70,6 +70,12 @@ pub fn dead_lettered(n: u64) {
     metrics::counter!("amon_relay_dead_lettered_total").increment(n);
 }
 
+/// A relay's client turned from an unavailable master to the next one
+/// (`relay.master_urls`).
+pub fn master_switched() {
+    metrics::counter!("amon_relay_master_switches_total").increment(1);
+}
+
 /// Alarm actors running in one shard (idle ones are stopped).
 pub fn alarm_actors(shard: usize, running: usize) {
     metrics::gauge!("amon_alarm_actors", "shard" => shard.to_string()).set(running as f64);

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::supervisor::{Lifeline, Stop};
-use crate::http::client::{AgentProbes, MasterClient};
+use crate::http::client::{AgentProbes, MasterClient, Masters};
 
 /// The agent's probe list: the cached one, or a fresh one when nothing is
 /// cached yet.
@@ -72,14 +72,14 @@ pub struct AgentProbeCache {
 
 impl AgentProbeCache {
     pub fn new(
-        master_url: &str,
+        master_urls: &[String],
         master_token: Option<&str>,
         agent: Uuid,
         poll: Duration,
         lifeline: Lifeline,
     ) -> AgentProbeCache {
         AgentProbeCache {
-            client: Rc::new(MasterClient::new(master_url, master_token)),
+            client: Rc::new(MasterClient::failover(Masters::new(master_urls), master_token)),
             agent,
             poll,
             cached: None,
@@ -335,7 +335,14 @@ mod tests {
         let one = r#"[{"uuid":"00000000-0000-0000-0000-000000000001"}]"#;
         master.set(one);
         let (url, _server) = master.start();
-        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(
+            std::slice::from_ref(&url),
+            None,
+            Uuid::new_v4(),
+            NEVER,
+            Lifeline::detached(),
+        )
+        .start();
 
         let first = cache.send(GetAgentProbes).await.unwrap().unwrap();
         assert_eq!(first.body, one.as_bytes());
@@ -369,7 +376,14 @@ mod tests {
         let one = r#"[{"uuid":"00000000-0000-0000-0000-000000000001"}]"#;
         master.set(one);
         let (url, server) = master.start();
-        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(
+            std::slice::from_ref(&url),
+            None,
+            Uuid::new_v4(),
+            NEVER,
+            Lifeline::detached(),
+        )
+        .start();
 
         // A first request starts a refresh; the master takes the old list
         // and holds its answer.
@@ -400,7 +414,14 @@ mod tests {
             .unwrap()
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(
+            std::slice::from_ref(&url),
+            None,
+            Uuid::new_v4(),
+            NEVER,
+            Lifeline::detached(),
+        )
+        .start();
         let answer = cache.send(GetAgentProbes).await.unwrap();
         assert!(answer.is_err(), "{answer:?}");
     }
@@ -422,7 +443,14 @@ mod tests {
         .unwrap();
         let handle = server.handle();
         actix_rt::spawn(server);
-        let cache = AgentProbeCache::new(&url, None, Uuid::new_v4(), NEVER, Lifeline::detached()).start();
+        let cache = AgentProbeCache::new(
+            std::slice::from_ref(&url),
+            None,
+            Uuid::new_v4(),
+            NEVER,
+            Lifeline::detached(),
+        )
+        .start();
         let answer = cache.send(GetAgentProbes).await.unwrap();
         assert!(
             matches!(&answer, Err(AgentProbesUnavailable(why)) if why.contains("Content-MD5")),

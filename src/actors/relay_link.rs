@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::janitor::sweep;
 use super::supervisor::{Lifeline, Stop};
 use crate::clock::Clock;
-use crate::http::client::{MasterClient, SendError};
+use crate::http::client::{MasterClient, Masters, SendError};
 use crate::http::shapes::LinkState;
 use crate::model::{AgentSeen, Event, MachineReport, ServerEvent, ServerEventKind};
 use crate::store::{RelayStore, ZoneRecord};
@@ -84,7 +84,9 @@ const DEAD_LETTER_GC_EVERY: Duration = Duration::from_secs(600);
 /// What the link needs to be built (again, on every restart).
 #[derive(Clone)]
 pub struct RelayLinkConfig {
-    pub master_url: String,
+    /// The masters, one at a time: the client turns to the next when one is
+    /// unavailable (`http::client::Masters`). Not empty.
+    pub master_urls: Vec<String>,
     /// Bearer token for the master (never logged).
     pub master_token: Option<String>,
     pub relay: Uuid,
@@ -132,7 +134,10 @@ pub struct RelayLink {
 impl RelayLink {
     pub fn new(config: RelayLinkConfig, lifeline: Lifeline) -> RelayLink {
         RelayLink {
-            client: Rc::new(MasterClient::new(&config.master_url, config.master_token.as_deref())),
+            client: Rc::new(MasterClient::failover(
+                Masters::new(&config.master_urls),
+                config.master_token.as_deref(),
+            )),
             config,
             incoming: Vec::new(),
             spooling: false,
@@ -504,5 +509,167 @@ impl Handler<Stop> for RelayLink {
                 ctx.stop();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{web, App, HttpResponse};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::http::server::Shape;
+
+    /// A master's `POST /events` on loopback that answers every request
+    /// with `status`, and keeps the uuids of the events it was sent.
+    #[derive(Clone)]
+    struct FakeMaster {
+        url: String,
+        uuids: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FakeMaster {
+        fn start(status: u16) -> FakeMaster {
+            let uuids: Arc<Mutex<Vec<String>>> = Arc::default();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let seen = uuids.clone();
+            let server = crate::http::serve("fake-master", listener, Shape::RELAY, move || {
+                let seen = seen.clone();
+                App::new().route(
+                    "/events",
+                    web::post().to(move |body: web::Json<Vec<Value>>| {
+                        let seen = seen.clone();
+                        async move {
+                            let uuids = body.iter().map(|e| e["uuid"].as_str().unwrap_or_default().to_string());
+                            seen.lock().unwrap().extend(uuids);
+                            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+                        }
+                    }),
+                )
+            })
+            .unwrap();
+            actix_rt::spawn(server);
+            FakeMaster { url, uuids }
+        }
+
+        fn got(&self, uuid: Uuid) -> bool {
+            self.uuids.lock().unwrap().contains(&uuid.to_string())
+        }
+
+        fn events_seen(&self) -> usize {
+            self.uuids.lock().unwrap().len()
+        }
+    }
+
+    /// A URL where nobody listens: a port that was free a moment ago.
+    fn dead_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    fn link(master_urls: Vec<String>, store: RelayStore) -> Addr<RelayLink> {
+        RelayLink::new(
+            RelayLinkConfig {
+                master_urls,
+                master_token: None,
+                relay: Uuid::new_v4(),
+                hostname: None,
+                // No heartbeats: only the events the test publishes (and the
+                // link's own `started`) travel.
+                heartbeat: Duration::from_secs(3600),
+                batch_max: 100,
+                spool_max: 1000,
+                dead_letter_retention: Duration::from_secs(3600),
+                clock: Clock::tokio(0),
+                store,
+            },
+            Lifeline::detached(),
+        )
+        .start()
+    }
+
+    fn started_event() -> Event {
+        Event::Server(ServerEvent {
+            v: crate::model::EVENT_VERSION,
+            uuid: Uuid::now_v7(),
+            time: 0,
+            relay: Uuid::new_v4(),
+            server: Uuid::new_v4(),
+            event: ServerEventKind::Started,
+            hostname: None,
+            agents: Vec::new(),
+        })
+    }
+
+    /// Polls (real time: real servers answer, and the link backs off for
+    /// real) until `done`, for at most 30 s.
+    async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn events_reach_the_next_master_when_the_first_ones_are_unavailable() {
+        // Nobody at the first, 503 at the second: both are unavailable.
+        let busy = FakeMaster::start(503);
+        let live = FakeMaster::start(202);
+        let store = RelayStore::in_memory().unwrap();
+        let link = link(vec![dead_url(), busy.url.clone(), live.url.clone()], store.clone());
+        let event = started_event();
+        let uuid = event.uuid();
+        link.do_send(Publish { event, zone: None });
+
+        wait_for("the event at the live master", async || live.got(uuid)).await;
+        assert!(busy.got(uuid), "the busy master was tried on the way");
+        wait_for("the spool to empty", async || {
+            let state = link.send(GetLinkState).await.unwrap();
+            state.spool_depth == 0 && state.master_reachable
+        })
+        .await;
+        // Acknowledged only after the live master's 202.
+        wait_for("the event to leave the spool on disk", async || {
+            !store.spooled().await.unwrap().iter().any(|e| e.uuid() == uuid)
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn a_refusing_master_is_not_left_for_the_next() {
+        let refusing = FakeMaster::start(400);
+        let live = FakeMaster::start(202);
+        let link = link(
+            vec![refusing.url.clone(), live.url.clone()],
+            RelayStore::in_memory().unwrap(),
+        );
+        let first = started_event();
+        let first_uuid = first.uuid();
+        link.do_send(Publish {
+            event: first,
+            zone: None,
+        });
+        wait_for("the first event dead-lettered", async || {
+            refusing.got(first_uuid) && link.send(GetLinkState).await.unwrap().dead_lettered >= 1
+        })
+        .await;
+
+        // The next event still goes to the refusing master: a 4xx is about
+        // the bytes, not the master.
+        let second = started_event();
+        let second_uuid = second.uuid();
+        link.do_send(Publish {
+            event: second,
+            zone: None,
+        });
+        wait_for("the second event at the refusing master", async || {
+            refusing.got(second_uuid)
+        })
+        .await;
+        assert_eq!(live.events_seen(), 0, "the live master heard nothing");
     }
 }

@@ -668,7 +668,7 @@ mod tests {
         let store = RelayStore::in_memory().unwrap();
         let link = RelayLink::new(
             RelayLinkConfig {
-                master_url: "http://127.0.0.1:9".into(),
+                master_urls: vec!["http://127.0.0.1:9".into()],
                 master_token: None,
                 relay: Uuid::new_v4(),
                 hostname: None,

@@ -946,6 +946,9 @@ pub struct AmonConfig {
     pub master_listen: String,
     /// `[relay] master_url`: set only for a separate relay.
     pub master_url: Option<String>,
+    /// `[relay] master_urls`: several masters to fail over between; empty
+    /// leaves the key out.
+    pub master_urls: Vec<String>,
     /// `None`: no `smtp_url`, so mail goes to `.eml` files.
     pub smtp_port: Option<u16>,
     /// Notifier actors delivering in parallel.
@@ -999,6 +1002,7 @@ impl AmonConfig {
             data_dir: data_dir.to_path_buf(),
             master_listen: "127.0.0.1:0".into(),
             master_url: None,
+            master_urls: Vec::new(),
             smtp_port: None,
             workers: 4,
             zones: None,
@@ -1034,6 +1038,9 @@ agent_probes_poll = "1s"
         );
         if let Some(url) = &self.master_url {
             text.push_str(&format!("master_url = {}\n", toml_string(url)));
+        }
+        if !self.master_urls.is_empty() {
+            text.push_str(&format!("master_urls = {}\n", json(&self.master_urls)));
         }
         if let Some(token) = &self.master_token {
             text.push_str(&format!("master_token = {}\n", toml_string(token)));

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::harness::{
-    current_zoneevent, current_zoneevent_at, free_port, legacy_zoneevent, legacy_zoneevent_at, now_ms, tail_of,
+    current_zoneevent, current_zoneevent_at, free_port, legacy_zoneevent, legacy_zoneevent_at, now_ms, sample, tail_of,
     wait_until, Amon, AmonConfig, Api, Email, ExecZones, FakeMaster, Mode, SmtpServer, ZoneFeed,
 };
 
@@ -53,7 +53,10 @@ struct RelayRig {
     /// First, so it is killed before its files go.
     relay: Option<Amon>,
     feed: Option<ZoneFeed>,
-    master_url: String,
+    /// One is written as `master_url`, several as `master_urls`.
+    master_urls: Vec<String>,
+    /// `[relay] master_token`, for closed masters.
+    master_token: Option<String>,
     /// How many times a relay was started here (names each run's files).
     runs: usize,
     dir: tempfile::TempDir,
@@ -61,10 +64,16 @@ struct RelayRig {
 
 impl RelayRig {
     fn new(master_url: String) -> RelayRig {
+        RelayRig::failover(vec![master_url], None)
+    }
+
+    /// A relay with several masters to fail over between.
+    fn failover(master_urls: Vec<String>, master_token: Option<String>) -> RelayRig {
         RelayRig {
             relay: None,
             feed: None,
-            master_url,
+            master_urls,
+            master_token,
             runs: 0,
             dir: tempfile::Builder::new()
                 .prefix("amon-relay-it-")
@@ -112,8 +121,14 @@ impl RelayRig {
                 ExecZones::auto(command.clone())
             }
         };
+        let (master_url, master_urls) = match self.master_urls.as_slice() {
+            [one] => (Some(one.clone()), Vec::new()),
+            several => (None, several.to_vec()),
+        };
         let config = AmonConfig {
-            master_url: Some(self.master_url.clone()),
+            master_url,
+            master_urls,
+            master_token: self.master_token.clone(),
             zones: Some(zones),
             ..AmonConfig::new(&self.data_dir())
         }
@@ -1318,4 +1333,168 @@ fn source_that_exits_is_restarted_with_backoff_and_the_relay_lives_on() {
 #[test]
 fn source_that_cannot_start_is_retried_with_backoff_and_the_relay_lives_on() {
     dying_source_is_restarted_with_backoff(&["/nonexistent/amon-zone-source"]);
+}
+
+// ---- several masters ----
+
+/// The token the failover tests' relays show their closed masters; it must
+/// appear in no log line, the failover's warning included.
+const FAILOVER_TOKEN: &str = "failover-relay-token-5f0c2e9a";
+
+/// A closed master on a port the kernel chose, with its own data dir under
+/// `dir` (`<name>-data`), taking the relay's token.
+fn start_master(dir: &Path, name: &str) -> (Amon, PathBuf) {
+    let data_dir = dir.join(format!("{name}-data"));
+    let config = AmonConfig {
+        tokens: vec![(FAILOVER_TOKEN.to_string(), "relay".to_string())],
+        ..AmonConfig::new(&data_dir)
+    }
+    .write(&dir.join(format!("{name}.toml")));
+    let master = Amon::start(Mode::Master, &config, &dir.join(format!("{name}.log")));
+    (master, data_dir)
+}
+
+fn url_of(master: &Amon) -> String {
+    format!("http://{}", master.master_addr.expect("master address"))
+}
+
+/// The machine events about `machine` a master committed, as (newState, up).
+fn committed_about(data_dir: &Path, machine: Uuid) -> Vec<(String, bool)> {
+    master_events(data_dir)
+        .by_machine
+        .get(&machine.to_string())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The relay's warnings that it turned from one master to another, as
+/// (from, to).
+fn switches(relay: &Amon) -> Vec<(String, String)> {
+    relay
+        .log_messages("master unavailable; turning to the next master")
+        .iter()
+        .map(|l| {
+            (
+                l["from"].as_str().unwrap_or_default().to_string(),
+                l["to"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn assert_no_token_in(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!text.contains(FAILOVER_TOKEN), "{} shows the token", log.display());
+}
+
+#[test]
+fn a_relay_whose_first_master_is_dead_sends_to_the_next() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-failover-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (master, data_dir) = start_master(dir.path(), "master");
+    // Nobody listens on the first: connection refused, the next is tried.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut rig = RelayRig::failover(vec![dead.clone(), url_of(&master)], Some(FAILOVER_TOKEN.into()));
+    rig.start(&Source::feed("auto"));
+    let context = || format!("{}--- master log:\n{}\n", rig.context(), tail_of(&master.log, 30));
+
+    let zone = Uuid::new_v4();
+    rig.append(&[current_zoneevent(zone, "ready", "running")]);
+    let committed = wait_until("the zone's up at the live master", context, || {
+        Some(committed_about(&data_dir, zone)).filter(|c| !c.is_empty())
+    });
+    assert_eq!(committed, [("running".to_string(), true)], "{}", context());
+    wait_until("the relay's spool to empty", context, || {
+        let state = rig.state();
+        (state["link"]["spoolDepth"] == 0 && state["link"]["masterReachable"] == true).then_some(())
+    });
+
+    let relay = rig.relay.as_ref().expect("relay");
+    let turned = switches(relay);
+    assert!(
+        turned.contains(&(dead.clone(), url_of(&master))),
+        "a warning names both masters: {turned:?}\n{}",
+        context()
+    );
+    let metrics = relay.admin().exchange("GET", "/metrics", None);
+    assert_eq!(metrics.status, 200, "GET /metrics");
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        sample(&metrics, "amon_relay_master_switches_total").is_some_and(|n| n >= 1.0),
+        "the switch is counted:\n{metrics}"
+    );
+    assert_no_token_in(&relay.log);
+}
+
+#[test]
+fn events_after_the_first_master_is_killed_reach_the_second() {
+    let dir = tempfile::Builder::new()
+        .prefix("amon-failover-it-")
+        .tempdir()
+        .expect("tempdir");
+    let (mut first, first_data) = start_master(dir.path(), "first");
+    let (second, second_data) = start_master(dir.path(), "second");
+    let (first_url, second_url) = (url_of(&first), url_of(&second));
+    let mut rig = RelayRig::failover(vec![first_url.clone(), second_url.clone()], Some(FAILOVER_TOKEN.into()));
+    rig.start(&Source::feed("auto"));
+    let first_log = first.log.clone();
+    let context = || {
+        format!(
+            "{}--- first master log:\n{}\n--- second master log:\n{}\n",
+            rig.context(),
+            tail_of(&first_log, 20),
+            tail_of(&second.log, 20)
+        )
+    };
+
+    // While the first master lives, it gets the events.
+    let (before, after) = (Uuid::new_v4(), Uuid::new_v4());
+    rig.append(&[current_zoneevent(before, "ready", "running")]);
+    wait_until("the first event at the first master", context, || {
+        (!committed_about(&first_data, before).is_empty()).then_some(())
+    });
+    // And has answered 202: the relay will not send it again.
+    wait_until("the relay's spool to empty", context, || {
+        (rig.state()["link"]["spoolDepth"] == 0).then_some(())
+    });
+    assert!(switches(rig.relay.as_ref().expect("relay")).is_empty(), "{}", context());
+
+    first.kill();
+    rig.append(&[
+        current_zoneevent(after, "ready", "running"),
+        current_zoneevent(after, "running", "shutting_down"),
+    ]);
+    let context = || {
+        format!(
+            "{}--- second master log:\n{}\n",
+            rig.context(),
+            tail_of(&second.log, 20)
+        )
+    };
+    let committed = wait_until("the later events at the second master", context, || {
+        Some(committed_about(&second_data, after)).filter(|c| c.len() >= 2)
+    });
+    assert_eq!(
+        committed,
+        [("running".to_string(), true), ("shutting_down".to_string(), false)],
+        "{}",
+        context()
+    );
+    wait_until("the relay's spool to empty", context, || {
+        let state = rig.state();
+        (state["link"]["spoolDepth"] == 0 && state["link"]["masterReachable"] == true).then_some(())
+    });
+    // What the first master acknowledged was not sent again.
+    assert!(committed_about(&second_data, before).is_empty(), "{}", context());
+
+    let relay = rig.relay.as_ref().expect("relay");
+    assert!(
+        switches(relay).contains(&(first_url.clone(), second_url.clone())),
+        "a warning names both masters: {:?}\n{}",
+        switches(relay),
+        context()
+    );
+    assert_no_token_in(&relay.log);
 }
