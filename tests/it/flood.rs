@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::harness::{free_port, now_ms, tail_of, wait_until, Amon, AmonConfig, Api, Email, Mode, SmtpServer, HOLD};
 
 /// `[notify] heartbeat_timeout` for every test here.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often the simulated relay heartbeats: a twelfth of the timeout, so
 /// only a stall of most of the timeout on a loaded machine could make a
@@ -231,7 +231,7 @@ fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-fn post_events(api: Api, events: Vec<Value>) {
+pub(crate) fn post_events(api: Api, events: Vec<Value>) {
     let body = Value::Array(events);
     let (status, response) = api.post("/events", &body);
     assert_eq!(status, 202, "POST /events answered {status}: {response}");
@@ -239,13 +239,13 @@ fn post_events(api: Api, events: Vec<Value>) {
 
 /// A zone: its uuid and alias.
 #[derive(Debug, Clone)]
-struct Machine {
-    uuid: Uuid,
-    alias: String,
+pub(crate) struct Machine {
+    pub(crate) uuid: Uuid,
+    pub(crate) alias: String,
 }
 
 /// `n` fresh zones called `web0`, `web1`, …
-fn machines(n: usize) -> Vec<Machine> {
+pub(crate) fn machines(n: usize) -> Vec<Machine> {
     (0..n)
         .map(|i| Machine {
             uuid: Uuid::new_v4(),
@@ -254,7 +254,7 @@ fn machines(n: usize) -> Vec<Machine> {
         .collect()
 }
 
-fn marker() -> Machine {
+pub(crate) fn marker() -> Machine {
     Machine {
         uuid: Uuid::new_v4(),
         alias: "marker".into(),
@@ -263,13 +263,13 @@ fn marker() -> Machine {
 
 /// The test in a relay's place: the events of one compute node's relay.
 #[derive(Debug, Clone)]
-struct Relay {
-    server: Uuid,
+pub(crate) struct Relay {
+    pub(crate) server: Uuid,
     hostname: &'static str,
 }
 
 impl Relay {
-    fn new(hostname: &'static str) -> Relay {
+    pub(crate) fn new(hostname: &'static str) -> Relay {
         Relay {
             server: Uuid::new_v4(),
             hostname,
@@ -277,7 +277,7 @@ impl Relay {
     }
 
     /// A zone's transition, as the relay decided it.
-    fn machine(&self, m: &Machine, up: bool) -> Value {
+    pub(crate) fn machine(&self, m: &Machine, up: bool) -> Value {
         let (old, new) = if up {
             ("ready", "running")
         } else {
@@ -297,12 +297,12 @@ impl Relay {
         })
     }
 
-    fn machines(&self, ms: &[Machine], up: bool) -> Vec<Value> {
+    pub(crate) fn machines(&self, ms: &[Machine], up: bool) -> Vec<Value> {
         ms.iter().map(|m| self.machine(m, up)).collect()
     }
 
     /// `started`, `heartbeat` or `shutting_down`.
-    fn server(&self, event: &str) -> Value {
+    pub(crate) fn server(&self, event: &str) -> Value {
         json!({
             "type": "server",
             "uuid": Uuid::new_v4(),
@@ -317,7 +317,7 @@ impl Relay {
     /// Comes up: `started`, then every zone it runs, up (what the master
     /// learns the server's machines from; an up with no open alarm makes
     /// nothing).
-    fn come_up(&self, api: Api, running: &[Machine]) {
+    pub(crate) fn come_up(&self, api: Api, running: &[Machine]) {
         let mut batch = vec![self.server("started")];
         batch.extend(self.machines(running, true));
         post_events(api, batch);
@@ -325,13 +325,13 @@ impl Relay {
 }
 
 /// The relay's heartbeat timer, posting to the master until stopped.
-struct Heartbeats {
+pub(crate) struct Heartbeats {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Heartbeats {
-    fn start(api: Api, relay: &Relay) -> Heartbeats {
+    pub(crate) fn start(api: Api, relay: &Relay) -> Heartbeats {
         let (stop, stopped) = mpsc::channel::<()>();
         let relay = relay.clone();
         let thread = std::thread::spawn(move || {
@@ -348,7 +348,7 @@ impl Heartbeats {
 
     /// Stops the timer (the relay is gone); a heartbeat that failed fails
     /// the test.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             if let Err(panic) = thread.join() {

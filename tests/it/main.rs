@@ -26,6 +26,7 @@ mod browser;
 mod cli;
 mod clients;
 mod clock;
+mod cluster;
 mod compat;
 mod e2e;
 mod faults;
