@@ -210,6 +210,28 @@ pub fn metric_in(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// A plain blocking `GET` on loopback (`Connection: close`), for the few
+/// waits made before the harness's runtime has work: the body of a `200`,
+/// else an error.
+pub fn blocking_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no end of headers from {addr}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{addr}{path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

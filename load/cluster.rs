@@ -34,6 +34,11 @@ pub struct MasterOptions {
     /// `notify.burst_window`: also the least delay of a machine-down
     /// notification.
     pub burst_window: Duration,
+    /// `[store]` as (url, schema): the masters keep their database in
+    /// PostgreSQL (several then share it); `None`: SQLite in the data dir.
+    pub store: Option<(String, String)>,
+    /// `cluster.lease`, for masters on PostgreSQL.
+    pub lease: Duration,
 }
 
 /// One daemon process and the address it serves.
@@ -142,7 +147,16 @@ open = true
 
 [demo]
 enabled = false
-"#,
+{store}"#,
+        store = match &o.store {
+            Some((url, schema)) => format!(
+                "\n[store]\nurl = {}\nschema = {}\n\n[cluster]\nlease = \"{}ms\"\n",
+                toml_string(url),
+                toml_string(schema),
+                o.lease.as_millis()
+            ),
+            None => String::new(),
+        },
         data_dir = toml_string(&data_dir.display().to_string()),
         listen = toml_string(listen),
         hold = o.hold.as_millis(),
@@ -158,19 +172,23 @@ enabled = false
 
 /// A relay's configuration file: zone lines from `cat FIFO`, tagged with
 /// their server; its own server uuid when it carries exactly one server.
-pub fn relay_config(data_dir: &Path, master_url: &str, fifo: &Path, server_uuid: Option<uuid::Uuid>) -> String {
+pub fn relay_config(data_dir: &Path, master_urls: &[String], fifo: &Path, server_uuid: Option<uuid::Uuid>) -> String {
     let mut text = format!(
         r#"datacenter = "load"
 data_dir = {data_dir}
 
 [relay]
-master_url = {master_url}
+master_urls = [{master_urls}]
 admin_listen = "127.0.0.1:0"
 agent_listen = "127.0.0.1:0"
 heartbeat = "1s"
 "#,
         data_dir = toml_string(&data_dir.display().to_string()),
-        master_url = toml_string(master_url),
+        master_urls = master_urls
+            .iter()
+            .map(|u| toml_string(u))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     if let Some(uuid) = server_uuid {
         text.push_str(&format!("server_uuid = \"{uuid}\"\n"));
@@ -244,10 +262,33 @@ fn feed(fifo: &Path) -> anyhow::Result<(mpsc::Sender<String>, std::thread::JoinH
     Ok((tx, writer))
 }
 
-/// The master to drive: one this harness starts, or one already running.
+/// Waits (up to 60 s) until the master at `url` says it leads its cluster
+/// (`GET /cluster`), with a blocking client: the harness has not started
+/// its runtime's work yet.
+fn wait_until_leading(url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let addr = url.trim_start_matches("http://").to_string();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(body) = crate::api::blocking_get(&addr, "/cluster") {
+            let view: Value = serde_json::from_str(&body).unwrap_or_default();
+            let leads = view["masters"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|m| m["self"] == true && m["leader"] == true));
+            if leads {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the master at {url} did not lead its cluster within 60 s")
+}
+
+/// The master to drive: one this harness starts (or several, sharing a
+/// PostgreSQL store: the first starts alone, so it leads at first), or one
+/// already running.
 #[derive(Debug, Clone)]
 pub enum MasterSpec {
-    Start(MasterOptions),
+    Start(MasterOptions, usize),
     /// A running master's URL; the harness starts only relays. Its memory
     /// and CPU are read only if its pid is given.
     External {
@@ -262,6 +303,8 @@ pub struct Cluster {
     work: PathBuf,
     /// The master process, when this harness started it.
     pub master: Option<Daemon>,
+    /// The other masters sharing its store (`--masters`).
+    pub others: Vec<Daemon>,
     master_url: String,
     external_pid: Option<u32>,
     pub relays: Vec<Relay>,
@@ -279,8 +322,9 @@ impl Cluster {
         relay_server: &[Option<uuid::Uuid>],
     ) -> anyhow::Result<Cluster> {
         fs::create_dir_all(work)?;
+        let mut others = Vec::new();
         let (daemon, master_url, external_pid) = match master {
-            MasterSpec::Start(options) => {
+            MasterSpec::Start(options, count) => {
                 let data = work.join("master");
                 let config = work.join("master.toml");
                 fs::write(&config, master_config(&data, "127.0.0.1:0", &options))?;
@@ -294,6 +338,23 @@ impl Cluster {
                 )?;
                 // Restarts reuse the port the relays know.
                 fs::write(&config, master_config(&data, &daemon.addr.to_string(), &options))?;
+                if count > 1 {
+                    // It leads before the others join.
+                    wait_until_leading(&daemon.url())?;
+                }
+                for m in 1..count {
+                    let name = format!("master-{m}");
+                    let config = work.join(format!("{name}.toml"));
+                    fs::write(&config, master_config(&work.join(&name), "127.0.0.1:0", &options))?;
+                    others.push(spawn(
+                        amon,
+                        "master",
+                        &name,
+                        &config,
+                        work.join(format!("{name}.log")),
+                        "master_listen",
+                    )?);
+                }
                 let url = daemon.url();
                 (Some(daemon), url, None)
             }
@@ -303,11 +364,16 @@ impl Cluster {
             amon: amon.to_path_buf(),
             work: work.to_path_buf(),
             master: daemon,
+            others,
             master_url: master_url.clone(),
             external_pid,
             relays: Vec::new(),
             restarts: 0,
         };
+        // Every relay knows every master, the first first.
+        let master_urls: Vec<String> = std::iter::once(master_url.clone())
+            .chain(cluster.others.iter().map(Daemon::url))
+            .collect();
         for r in 0..relays {
             let fifo = work.join(format!("relay-{r}.zones"));
             let (tx, writer) = feed(&fifo)?;
@@ -315,7 +381,7 @@ impl Cluster {
             let server = relay_server.get(r).copied().flatten();
             fs::write(
                 &config,
-                relay_config(&work.join(format!("relay-{r}")), &master_url, &fifo, server),
+                relay_config(&work.join(format!("relay-{r}")), &master_urls, &fifo, server),
             )?;
             let daemon = spawn(
                 amon,
@@ -363,14 +429,16 @@ impl Cluster {
         self.master.as_ref().map(|m| m.pid()).or(self.external_pid)
     }
 
-    /// The master's RSS in bytes (0 when unknown).
+    /// The masters' RSS in bytes, all together (0 when unknown).
     pub fn master_rss(&self) -> u64 {
         self.master_pid().and_then(crate::procstat::rss_bytes).unwrap_or(0)
+            + self.others.iter().map(|m| m.rss_bytes()).sum::<u64>()
     }
 
-    /// The master's CPU seconds (0 when unknown).
+    /// The masters' CPU seconds, all together (0 when unknown).
     pub fn master_cpu(&self) -> f64 {
         self.master_pid().and_then(crate::procstat::cpu_seconds).unwrap_or(0.0)
+            + self.others.iter().map(|m| m.cpu_seconds()).sum::<f64>()
     }
 
     /// Resident memory of every relay together.

@@ -95,16 +95,21 @@ pub(crate) fn bare_master(o: &CompareOptions, name: &str, hold: Duration, smtp_p
     Cluster::start(
         &o.amon,
         &o.work.join(name),
-        MasterSpec::Start(MasterOptions {
-            hold,
-            smtp_port,
-            burst_count: 1_000_000,
-            burst_percent: 100,
-            rate_limit: 0,
-            workers: 4,
-            heartbeat_timeout: Duration::from_secs(30),
-            burst_window: BURST_WINDOW,
-        }),
+        MasterSpec::Start(
+            MasterOptions {
+                hold,
+                smtp_port,
+                burst_count: 1_000_000,
+                burst_percent: 100,
+                rate_limit: 0,
+                workers: 4,
+                heartbeat_timeout: Duration::from_secs(30),
+                burst_window: BURST_WINDOW,
+                store: None,
+                lease: Duration::from_secs(10),
+            },
+            1,
+        ),
         0,
         &[],
     )
@@ -211,6 +216,9 @@ pub async fn amon(o: &CompareOptions, sink: &WebhookSink) -> anyhow::Result<Amon
         drain_timeout: Duration::from_secs(900),
         master_url: None,
         master_pid: None,
+        masters: 1,
+        store_url: None,
+        lease: Duration::from_secs(10),
         smtp_port: 0,
     };
     let quick = o.quick;

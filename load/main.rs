@@ -173,6 +173,18 @@ struct Args {
     /// The running master's pid, to report its memory and CPU.
     #[arg(long, requires = "master_url")]
     master_pid: Option<u32>,
+    /// Masters to start, sharing one PostgreSQL store (needs --store-url
+    /// when more than one); every relay is given all of them, the first
+    /// first. master-restart SIGKILLs the first (the leader at the start).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    masters: u8,
+    /// Keep the masters' database in this PostgreSQL database (a fresh
+    /// schema per run) instead of SQLite.
+    #[arg(long, conflicts_with = "master_url")]
+    store_url: Option<String>,
+    /// The masters' `cluster.lease` (with --store-url).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    lease: Duration,
     /// Port of the harness's SMTP sink on 127.0.0.1 (default: any free one).
     #[arg(long, default_value_t = 0)]
     smtp_port: u16,
@@ -294,6 +306,9 @@ fn run_main(args: Args) -> anyhow::Result<()> {
         master_url: args.master_url.clone(),
         master_pid: args.master_pid,
         smtp_port: args.smtp_port,
+        masters: usize::from(args.masters),
+        store_url: args.store_url,
+        lease: args.lease,
     };
     let report = actix_rt::System::new().block_on(run::run(&options))?;
     println!("{}", report.markdown());

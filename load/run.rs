@@ -48,6 +48,13 @@ pub struct RunOptions {
     pub master_pid: Option<u32>,
     /// Port for the SMTP sink (0: any), so a running master can be pointed at it.
     pub smtp_port: u16,
+    /// Masters to start, sharing the PostgreSQL store at `store_url`.
+    pub masters: usize,
+    /// Keep the masters' database there (a fresh schema per run) instead of
+    /// SQLite in their data dirs.
+    pub store_url: Option<String>,
+    /// Their `cluster.lease`.
+    pub lease: Duration,
 }
 
 /// How long without a new notification, short of the expected count, ends
@@ -76,10 +83,18 @@ fn master_options(o: &RunOptions, smtp_port: u16) -> MasterOptions {
         workers: 4,
         heartbeat_timeout: Duration::from_secs(3),
         burst_window: o.burst_window,
+        store: o
+            .store_url
+            .as_ref()
+            .map(|url| (url.clone(), format!("amon_load_{}", Uuid::new_v4().simple()))),
+        lease: o.lease,
     }
 }
 
 pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
+    if o.masters > 1 && o.store_url.is_none() {
+        bail!("--masters above 1 needs --store-url: several masters share one PostgreSQL store");
+    }
     let fleet = Fleet::new(o.plan.seed, o.servers, o.zones_per_server, o.accounts, o.relays);
     if matches!(o.plan.down_mode, DownMode::Announced | DownMode::Silent)
         && o.plan.scenario == Scenario::ServerDown
@@ -103,7 +118,7 @@ pub async fn run(o: &RunOptions) -> anyhow::Result<Report> {
             url: url.clone(),
             pid: o.master_pid,
         },
-        None => MasterSpec::Start(options.clone()),
+        None => MasterSpec::Start(options.clone(), o.masters),
     };
     if o.master_url.is_some() && o.plan.scenario == Scenario::MasterRestart {
         bail!("master-restart kills the master: it needs a master this harness starts (no --master-url)");
