@@ -65,6 +65,9 @@ pub struct Collected {
     /// Closed alarms whose probe or group is gone.
     pub orphan_alarms: usize,
     pub monitor_marks: usize,
+    /// Masters of a cluster not seen for `master.machine_retention` (each
+    /// master process joins under a new id).
+    pub cluster_members: usize,
 }
 
 /// Collects every table once, as of `now`.
@@ -83,6 +86,7 @@ pub async fn collect(store: &Store, retention: &Retention, now: EpochMs) -> Coll
         expired_alarms: sweep("alarms", |batch| store.expunge_closed(alarms, batch)).await,
         orphan_alarms: sweep("alarms", |batch| store.gc_orphan_alarms(batch)).await,
         monitor_marks: sweep("monitor_marks", |batch| store.gc_monitor_marks(batch)).await,
+        cluster_members: sweep("cluster_members", |_| store.gc_cluster_members(machines)).await,
     }
 }
 

@@ -183,6 +183,16 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn members_not_seen_since_a_time_are_forgotten() {
+        let store = Store::for_test();
+        let beat = store.cluster_beat("a".into(), "http://a".into(), 60_000).await.unwrap();
+        store.cluster_beat("b".into(), "http://b".into(), 60_000).await.unwrap();
+        assert_eq!(store.gc_cluster_members(beat.now - 1).await.unwrap(), 0);
+        assert_eq!(store.gc_cluster_members(i64::MAX).await.unwrap(), 2);
+        assert!(store.cluster_view().await.unwrap().0.is_empty());
+    }
+
+    #[actix_rt::test]
     async fn a_released_lease_is_taken_at_the_next_beat() {
         let store = Store::for_test();
         store.cluster_beat("a".into(), "http://a".into(), 60_000).await.unwrap();
