@@ -21,8 +21,9 @@ use crate::harness::{
     SmtpServer, ZoneFeed,
 };
 
-/// `cluster.lease` here: short, so a takeover is quick to wait for.
-const LEASE: Duration = Duration::from_secs(2);
+/// `cluster.lease` here: short, so a takeover is quick to wait for, but
+/// long enough that a loaded machine does not stall a leader past it.
+const LEASE: Duration = Duration::from_secs(5);
 
 /// Two masters on one schema, their mail server, in one directory.
 struct Cluster {
