@@ -134,6 +134,22 @@ pub fn apply(alarm: &mut Alarm, event: ProbeEvent, now: EpochMs, in_maintenance:
     effects
 }
 
+/// Whether `clear` finds its probe's fault past its hold by the events'
+/// own times: unannounced (and not folded into an incident), though the
+/// clear came at least `hold_ms` after the fault began. Live, the hold's
+/// timer fires first; but events replayed after a crash or a takeover (a
+/// fault and its clear committed while no core ran) arrive back to back,
+/// and the clear must not pass for a reboot: the fault is announced first,
+/// late, then cleared.
+pub fn hold_ran_out_before(alarm: &Alarm, clear: &ProbeEvent, hold_ms: EpochMs) -> bool {
+    alarm.faults.iter().any(|f| {
+        f.probe == clear.probe_uuid
+            && !f.notified
+            && !f.folded
+            && clear.time >= f.event.time.min(f.time_faulted).saturating_add(hold_ms)
+    })
+}
+
 /// A hold ran out: if the probe's fault is still open and unannounced, it is
 /// announced now.
 pub fn hold_expired(alarm: &mut Alarm, probe: Uuid) -> Option<Effect> {
@@ -306,6 +322,20 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_clear_a_hold_after_its_fault_finds_the_hold_run_out_by_event_time() {
+        let mut alarm = new_alarm(key(), 1, 1_000);
+        apply(&mut alarm, event(2, false, 1_000), 5_000, false);
+        let hold = 60_000;
+        // The fault began at its event's time (1 000), not when applied.
+        assert!(!hold_ran_out_before(&alarm, &event(2, true, 60_999), hold));
+        assert!(hold_ran_out_before(&alarm, &event(2, true, 61_000), hold));
+        // Not for another probe, nor once announced.
+        assert!(!hold_ran_out_before(&alarm, &event(99, true, 99_000), hold));
+        hold_expired(&mut alarm, Uuid::from_u128(2));
+        assert!(!hold_ran_out_before(&alarm, &event(2, true, 99_000), hold));
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct AlarmActor {
     holds: HashMap<Uuid, SpawnHandle>,
     /// Tickets of events whose effect the next commit makes durable.
     tickets: Vec<Arc<RouteTicket>>,
+    /// A clear waiting for the commit of the fault it ends (see `apply`).
+    deferred: Option<Deferred>,
+    /// A commit is on its way to the store.
+    committing: bool,
     /// The last event applied (what the next commit records as the
     /// monitor's mark), and whether a commit must still record it.
     applied: i64,
@@ -114,6 +118,8 @@ impl AlarmActor {
             probes: HashMap::new(),
             holds: HashMap::new(),
             tickets: Vec::new(),
+            deferred: None,
+            committing: false,
             applied: 0,
             mark_due: false,
             shard: None,
@@ -251,8 +257,49 @@ impl AlarmActor {
     }
 
     /// Applies one event to the open alarm (rules 3–4) and carries out
-    /// what the rules say.
+    /// what the rules say. A clear that finds its fault past its hold by
+    /// the events' times (a replay: `rules::hold_ran_out_before`) first lets
+    /// the hold run out, as its timer would have, and is applied after.
     fn apply(&mut self, event: ProbeEvent, ctx: &mut Context<Self>) {
+        let hold = self.hold_of(event.probe_uuid).as_millis() as EpochMs;
+        let late = event.clear
+            && self
+                .alarm
+                .as_ref()
+                .is_some_and(|a| rules::hold_ran_out_before(a, &event, hold));
+        match self.alarm.as_ref().map(|a| a.id) {
+            Some(alarm_id) if late => {
+                let probe = event.probe_uuid;
+                if let Some(handle) = self.holds.remove(&probe) {
+                    ctx.cancel_future(handle);
+                }
+                // The fault's commit is not the clear's: the clear's
+                // ticket and mark wait for its own commit.
+                let after = Deferred {
+                    event,
+                    tickets: std::mem::take(&mut self.tickets),
+                    mark_due: std::mem::take(&mut self.mark_due),
+                };
+                self.expire_hold(alarm_id, probe, Some(after), ctx);
+            }
+            _ => self.apply_now(event, ctx),
+        }
+    }
+
+    fn resume_deferred(&mut self, ctx: &mut Context<Self>) {
+        if let Some(Deferred {
+            event,
+            tickets,
+            mark_due,
+        }) = self.deferred.take()
+        {
+            self.tickets.extend(tickets);
+            self.mark_due |= mark_due;
+            self.apply_now(event, ctx);
+        }
+    }
+
+    fn apply_now(&mut self, event: ProbeEvent, ctx: &mut Context<Self>) {
         let now = self.now();
         let Some(mut alarm) = self.alarm.take() else {
             return;
@@ -265,11 +312,26 @@ impl AlarmActor {
 
     fn hold_expired(&mut self, alarm_id: u64, probe: Uuid, ctx: &mut Context<Self>) {
         self.holds.remove(&probe);
+        self.expire_hold(alarm_id, probe, None, ctx);
+    }
+
+    /// The hold of `probe`'s fault is over: announce it (or let the flood
+    /// guard speak for it), then apply `after`, if any.
+    fn expire_hold(&mut self, alarm_id: u64, probe: Uuid, after: Option<Deferred>, ctx: &mut Context<Self>) {
+        // The deferred clear goes after the fault's commit, if it made one
+        // (actix runs the futures a context waits for newest first: a
+        // second commit started now would reach the store first).
+        let then = |act: &mut AlarmActor, after: Option<Deferred>, ctx: &mut Context<AlarmActor>| {
+            act.deferred = after;
+            if !act.committing {
+                act.resume_deferred(ctx);
+            }
+        };
         let Some(alarm) = self.alarm.as_ref().filter(|a| a.id == alarm_id) else {
-            return;
+            return then(self, after, ctx);
         };
         let Some(fault) = alarm.faults.iter().find(|f| f.probe == probe && !f.notified) else {
-            return;
+            return then(self, after, ctx);
         };
         // A machine down on a server in an incident: the flood guard's one
         // message speaks for it (SPEC §6). Ask before announcing.
@@ -280,10 +342,16 @@ impl AlarmActor {
                 ctx.wait(
                     async move { guard.send(Fold { server, monitor }).await.unwrap_or(false) }
                         .into_actor(self)
-                        .map(move |folded, act, ctx| act.finish_hold(alarm_id, probe, folded, ctx)),
+                        .map(move |folded, act, ctx| {
+                            act.finish_hold(alarm_id, probe, folded, ctx);
+                            then(act, after, ctx);
+                        }),
                 );
             }
-            _ => self.finish_hold(alarm_id, probe, false, ctx),
+            _ => {
+                self.finish_hold(alarm_id, probe, false, ctx);
+                then(self, after, ctx);
+            }
         }
     }
 
@@ -361,33 +429,49 @@ impl AlarmActor {
         let store = self.env.store.clone();
         let now = self.now();
         let notifier = self.env.notifier.clone();
+        self.committing = true;
         ctx.wait(
             async move {
                 store.save_alarm(saved, notifications.clone(), now, mark).await?;
                 Ok::<_, crate::store::StoreError>(notifications)
             }
             .into_actor(self)
-            .map(move |result, act, ctx| match result {
-                Ok(notifications) => {
-                    act.arm_idle(ctx);
-                    // Durable: the events behind this change need no replay.
-                    for ticket in tickets {
-                        ticket.done();
-                    }
-                    if notifications.is_empty() {
-                        return;
-                    }
-                    match notifier.get() {
-                        Some(pool) => pool.do_send(Deliver(notifications)),
-                        // Still in the outbox: the pool picks it up when it starts.
-                        None => tracing::warn!("notifier pool is not running; notifications wait in the outbox"),
-                    }
-                }
-                // The tickets are dropped undone: their events are replayed
-                // at the next start.
-                Err(e) => tracing::error!(monitor = ?act.key, error = %e, "cannot save alarm"),
+            .map(move |result, act, ctx| {
+                act.committing = false;
+                act.committed(result, tickets, notifier, ctx);
+                act.resume_deferred(ctx);
             }),
         );
+    }
+
+    /// A commit's answer: its events are done, its notifications go out.
+    fn committed(
+        &mut self,
+        result: Result<Vec<Notification>, crate::store::StoreError>,
+        tickets: Vec<Arc<RouteTicket>>,
+        notifier: Named<NotifierPool>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(notifications) => {
+                self.arm_idle(ctx);
+                // Durable: the events behind this change need no replay.
+                for ticket in tickets {
+                    ticket.done();
+                }
+                if notifications.is_empty() {
+                    return;
+                }
+                match notifier.get() {
+                    Some(pool) => pool.do_send(Deliver(notifications)),
+                    // Still in the outbox: the pool picks it up when it starts.
+                    None => tracing::warn!("notifier pool is not running; notifications wait in the outbox"),
+                }
+            }
+            // The tickets are dropped undone: their events are replayed
+            // at the next start.
+            Err(e) => tracing::error!(monitor = ?self.key, error = %e, "cannot save alarm"),
+        }
     }
 
     fn notifications(&self, alarm: &Alarm, kind: NotificationKind, fault: &Fault) -> Vec<Notification> {
@@ -449,6 +533,14 @@ impl AlarmActor {
             })
             .collect()
     }
+}
+
+/// A clear held back until the hold it ends has run out (see
+/// [`AlarmActor::apply`]), with what its own commit must carry.
+struct Deferred {
+    event: ProbeEvent,
+    tickets: Vec<Arc<super::router::RouteTicket>>,
+    mark_due: bool,
 }
 
 impl Actor for AlarmActor {
@@ -914,6 +1006,34 @@ mod tests {
             "the alarm as committed with it"
         );
         assert_eq!(pending[1].alarm, None, "email renders from its own fields");
+    }
+
+    /// A fault and its clear a whole hold later (by their own times) that
+    /// reach the actor back to back, as a replay after a takeover delivers
+    /// them: the fault is announced, late, then the clear; not a reboot.
+    #[actix_rt::test]
+    async fn a_clear_a_hold_after_its_fault_by_event_time_announces_the_fault_first_even_back_to_back() {
+        tokio::time::pause();
+        let store = Store::for_test();
+        let (addr, probe) = actor(&store);
+        addr.send(event(&probe, 1, false)).await.unwrap();
+        let mut clear = event(&probe, 2, true);
+        clear.event.time += HOLD.as_millis() as crate::model::EpochMs;
+        addr.send(clear).await.unwrap();
+        until("the fault and then the clear are notified", || async {
+            kinds(&store).await == [NotificationKind::Fault, NotificationKind::Clear]
+        })
+        .await;
+        tokio::time::sleep(HOLD * 2).await;
+        settle(&store).await;
+        assert_eq!(
+            kinds(&store).await,
+            [NotificationKind::Fault, NotificationKind::Clear],
+            "the hold's timer announces nothing more"
+        );
+        let alarms = store.list_alarms(probe.user).await.unwrap();
+        assert!(alarms.iter().all(|a| a.closed), "its alarm closed: {alarms:?}");
+        assert_eq!(store.monitor_mark(MonitorKey::of(&probe)).await.unwrap(), Some(2));
     }
 
     #[actix_rt::test]

@@ -43,8 +43,12 @@ impl Store {
     /// Deliveries not yet done, oldest first (resumed after a restart).
     pub async fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT body, attempts, created, id FROM outbox WHERE state = 'pending' ORDER BY created")?;
+            // Rows created in the same ms (a late fault and its clear, in
+            // one group commit) in the order they were written.
+            let mut stmt = conn.prepare(conn.pick(
+                "SELECT body, attempts, created, id FROM outbox WHERE state = 'pending' ORDER BY created, rowid",
+                "SELECT body, attempts, created, id FROM outbox WHERE state = 'pending' ORDER BY created, ord",
+            ))?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
