@@ -334,24 +334,24 @@ impl PgSession {
     fn execute(&self, sql: &str, params: Vec<Value>) -> Result<usize, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<PgParam> = params.into_iter().map(PgParam).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        let n = self.client.borrow_mut().execute(&statement, &refs)?;
+        let n = self.client.borrow_mut().execute(&statement, &pg_refs(&params))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
         let params: Vec<PgParam> = params.into_iter().map(PgParam).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        let rows = self.client.borrow_mut().query(&statement, &refs)?;
+        let rows = self.client.borrow_mut().query(&statement, &pg_refs(&params))?;
         rows.iter().map(pg_row).collect()
     }
+}
+
+/// Parameters as the client takes them.
+fn pg_refs(params: &[PgParam]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
 
 /// A connection to the master's database, lent to one store request.

@@ -111,12 +111,7 @@ impl Cluster {
     }
 
     fn emails_about(&self, machine: Uuid) -> Vec<Email> {
-        let machine = machine.to_string();
-        self.smtp
-            .emails()
-            .into_iter()
-            .filter(|e| e.subject.contains(&machine))
-            .collect()
+        self.smtp.emails_about(machine)
     }
 
     fn emails_to(&self, login: &str) -> Vec<Email> {

@@ -632,6 +632,15 @@ impl SmtpServer {
         Some(server)
     }
 
+    /// The emails received so far whose subject names `machine`.
+    pub fn emails_about(&self, machine: Uuid) -> Vec<Email> {
+        let machine = machine.to_string();
+        self.emails()
+            .into_iter()
+            .filter(|e| e.subject.contains(&machine))
+            .collect()
+    }
+
     /// True when [`SmtpServer::start`] can run here (saying why not, and
     /// panicking under CI, as it does).
     pub fn available() -> bool {
@@ -1279,12 +1288,7 @@ impl Site {
 
     /// Emails whose subject names `machine`.
     pub fn emails_about(&self, machine: Uuid) -> Vec<Email> {
-        let machine = machine.to_string();
-        self.smtp
-            .emails()
-            .into_iter()
-            .filter(|e| e.subject.contains(&machine))
-            .collect()
+        self.smtp.emails_about(machine)
     }
 
     /// Waits until at least `n` emails name `machine`, and returns them all.
