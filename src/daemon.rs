@@ -341,8 +341,9 @@ struct ClusterParts {
 }
 
 /// How often a polling router (masters sharing a store) looks for new
-/// events: the latency it adds to every event, at one indexed read each.
-const ROUTER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// events: up to this much latency on every event, for one indexed read on
+/// a reader thread each time (100 a second, a few percent of one reader).
+const ROUTER_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl MasterParts {
     fn into_spec(self) -> ChildSpec {

@@ -182,6 +182,69 @@ fn sequenced(row: &super::sql::Row) -> Result<(i64, String), StoreError> {
     Ok((row.get(0)?, row.get(1)?))
 }
 
+/// Inserts events one statement each (SQLite: no round trip to pay), the
+/// new ones with their sequence numbers, in order.
+fn insert_one_by_one(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<Vec<(i64, Event)>, StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING RETURNING seq",
+    )?;
+    let mut fresh = Vec::with_capacity(events.len());
+    for event in events {
+        let body = serde_json::to_string(&event)?;
+        let inserted: Option<i64> = insert
+            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(seq) = inserted {
+            fresh.push((seq, event));
+        }
+    }
+    Ok(fresh)
+}
+
+/// Rows per multi-row `INSERT` on PostgreSQL: a round trip per this many
+/// events, not per event (each round trip is the cost there).
+const ROWS_PER_INSERT: usize = 100;
+
+/// Inserts events [`ROWS_PER_INSERT`] to a statement, the new ones with
+/// their sequence numbers, in sequence order. `RETURNING` names the uuids
+/// it inserted (its order is not promised): a uuid twice in one request is
+/// new once.
+fn insert_in_rows(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<Vec<(i64, Event)>, StoreError> {
+    let mut fresh = Vec::with_capacity(events.len());
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<Event> = events.by_ref().take(ROWS_PER_INSERT).collect();
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?{}, ?{}, ?{}, ?{})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (uuid, time, received, body) VALUES {} ON CONFLICT DO NOTHING RETURNING seq, uuid",
+            rows.join(", ")
+        );
+        let mut values = Vec::with_capacity(4 * chunk.len());
+        for event in &chunk {
+            values.push(super::sql::Value::Blob(event.uuid().as_bytes().to_vec()));
+            values.push(super::sql::Value::Int(event.time()));
+            values.push(super::sql::Value::Int(received));
+            values.push(super::sql::Value::Text(serde_json::to_string(event)?));
+        }
+        let mut inserted: std::collections::HashMap<Vec<u8>, i64> = conn
+            .prepare_cached(&sql)?
+            .query_map(values, |r| Ok((r.get::<_, Vec<u8>>(1)?, r.get::<_, i64>(0)?)))?
+            .collect::<Result<_, _>>()?;
+        for event in chunk {
+            if let Some(seq) = inserted.remove(event.uuid().as_bytes().as_slice()) {
+                fresh.push((seq, event));
+            }
+        }
+    }
+    fresh.sort_by_key(|(seq, _)| *seq);
+    Ok(fresh)
+}
+
 /// The advisory lock that orders event commits across masters sharing a
 /// PostgreSQL database (an arbitrary constant, "amon" in ASCII).
 const EVENTS_LOCK: i64 = 0x616d_6f6e;
@@ -197,26 +260,16 @@ fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<C
             Ok(())
         })?;
     }
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT DO NOTHING RETURNING seq",
-    )?;
-    let mut fresh = Vec::with_capacity(events.len());
+    let fresh = match conn.engine() {
+        super::sql::Engine::Sqlite => insert_one_by_one(conn, events, received)?,
+        super::sql::Engine::Postgres => insert_in_rows(conn, events, received)?,
+    };
     let mut counts: Vec<(&'static str, i64)> = Vec::new();
-    for event in events {
-        let body = serde_json::to_string(&event)?;
-        let inserted: Option<i64> = insert
-            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(seq) = inserted {
-            let kind = event_type(&event);
-            match counts.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((kind, 1)),
-            }
-            fresh.push((seq, event));
+    for (_, event) in &fresh {
+        let kind = event_type(event);
+        match counts.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind, 1)),
         }
     }
     // One statement per type and request, not per event: ingest is the hot
@@ -359,6 +412,33 @@ mod tests {
         assert!(second.fresh[0].0 > first.fresh[0].0, "sequence numbers grow");
         let third = store.commit_events(vec![machine_event(b)], 3, |c| c).await.unwrap();
         assert!(third.fresh.is_empty());
+    }
+
+    /// A request larger than one multi-row insert (PostgreSQL writes 100
+    /// rows a statement), with a uuid twice and one already stored: each
+    /// new uuid once, numbered in the order the request gave them.
+    #[actix_rt::test]
+    async fn a_large_request_is_numbered_in_its_order_and_each_uuid_is_new_once() {
+        let store = Store::for_test();
+        let stored = Uuid::new_v4();
+        store
+            .commit_events(vec![machine_event(stored)], 1, |c| c)
+            .await
+            .unwrap();
+        let uuids: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+        let mut request: Vec<Event> = uuids.iter().map(|u| machine_event(*u)).collect();
+        request.insert(120, machine_event(uuids[10]));
+        request.insert(5, machine_event(stored));
+        let committed = store.commit_events(request, 2, |c| c).await.unwrap();
+        assert_eq!(committed.fresh.iter().map(|(_, e)| e.uuid()).collect::<Vec<_>>(), uuids);
+        assert!(
+            committed.fresh.windows(2).all(|w| w[0].0 < w[1].0),
+            "sequence numbers grow in the request's order"
+        );
+        assert_eq!(
+            store.events_stored_by_type().await.unwrap()[0],
+            ("machine".to_string(), 251)
+        );
     }
 
     #[actix_rt::test]
