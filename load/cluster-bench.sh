@@ -46,6 +46,7 @@ master() { # name port [schema]
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/ping" >/dev/null && break; sleep 0.1; done
 }
 stop_masters() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
+trap stop_masters EXIT
 schema="amon_bench_$(date +%s)"
 echo "== ingest" | tee "$out/ingest.log"
 master sqlite 14300

@@ -60,8 +60,17 @@ pub async fn ingest(
 ) -> Result<usize, IngestError> {
     let count = events.len();
     // When the alarm actors cannot keep up, producers wait (relays keep
-    // events in their spool and retry).
-    if !backlog.try_reserve(count) {
+    // events in their spool and retry). Handed to the router, the events
+    // hold their room until applied; read back by a router (masters
+    // sharing a store), the backlog is the store's count of unapplied
+    // events, read at every cluster beat, and only checked here.
+    let reserved = router.is_some();
+    let admitted = if reserved {
+        backlog.try_reserve(count)
+    } else {
+        backlog.has_room(count)
+    };
+    if !admitted {
         crate::metrics::ingest_refused();
         return Err(IngestError::Full(backlog.len()));
     }
@@ -69,20 +78,22 @@ pub async fn ingest(
     let committed = store
         .commit_events(events, received, move |committed| {
             let fresh = committed.fresh.len();
-            // Second copies of a uuid were dropped: they need no room.
-            held.release(count - fresh);
-            if let Some(router) = router.filter(|_| fresh > 0) {
-                match router.get() {
-                    Some(router) => router.do_send(RouteEvents(committed.fresh)),
-                    // Restarting: it replays everything after its watermark,
-                    // these included.
-                    None => tracing::debug!("event router restarting; its replay routes these events"),
+            if let Some(router) = router {
+                // Second copies of a uuid were dropped: they need no room.
+                held.release(count - fresh);
+                if fresh > 0 {
+                    match router.get() {
+                        Some(router) => router.do_send(RouteEvents(committed.fresh)),
+                        // Restarting: it replays everything after its
+                        // watermark, these included.
+                        None => tracing::debug!("event router restarting; its replay routes these events"),
+                    }
                 }
             }
             fresh
         })
         .await;
-    if committed.is_err() {
+    if committed.is_err() && reserved {
         backlog.release(count);
     }
     Ok(committed?)
@@ -113,6 +124,14 @@ impl Backlog {
                 (now == 0 || now + n <= self.limit).then_some(now + n)
             })
             .is_ok()
+    }
+
+    /// Whether `n` more events fit, taking no room (the backlog of masters
+    /// sharing a store, which the store counts). An empty backlog takes any
+    /// batch.
+    pub fn has_room(&self, n: usize) -> bool {
+        let now = self.events.load(Ordering::Acquire);
+        now == 0 || now + n <= self.limit
     }
 
     pub fn release(&self, n: usize) {
@@ -875,6 +894,16 @@ mod tests {
         assert!(!backlog.try_reserve(1));
         backlog.release(100);
         assert!(backlog.is_empty(), "releasing too much never wraps");
+    }
+
+    #[test]
+    fn a_shared_backlog_is_checked_without_taking_room() {
+        let backlog = Backlog::new(10);
+        assert!(backlog.has_room(100), "an empty backlog takes any batch");
+        backlog.reset(8);
+        assert!(backlog.has_room(2));
+        assert!(!backlog.has_room(3));
+        assert_eq!(backlog.len(), 8, "checking takes no room");
     }
 
     fn event(agent: Option<uuid::Uuid>, relay: Option<uuid::Uuid>, alias: Option<&str>) -> ProbeEvent {
