@@ -433,7 +433,7 @@ impl MasterParts {
                 crate::http::serve("master", listener, Shape::MASTER, move || {
                     let mut app = actix_web::App::new();
                     if let Some(cluster) = &api.cluster {
-                        app = app.app_data(actix_web::web::Data::new(cluster.view.clone()));
+                        app = app.app_data(crate::http::forward::Forwarder::new(cluster.view.clone()));
                     }
                     app.app_data(actix_web::web::Data::new(auth.clone()))
                         .app_data(actix_web::web::Data::new(api.store.clone()))

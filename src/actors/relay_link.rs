@@ -513,6 +513,26 @@ impl Handler<Stop> for RelayLink {
 }
 
 #[cfg(test)]
+impl RelayLinkConfig {
+    /// A link's settings in a unit test: no heartbeats (only what the test
+    /// publishes, and the link's own `started`, travel), small batches.
+    pub(crate) fn for_test(master_urls: Vec<String>, store: RelayStore) -> RelayLinkConfig {
+        RelayLinkConfig {
+            master_urls,
+            master_token: None,
+            relay: Uuid::new_v4(),
+            hostname: None,
+            heartbeat: Duration::from_secs(3600),
+            batch_max: 100,
+            spool_max: 1000,
+            dead_letter_retention: Duration::from_secs(3600),
+            clock: Clock::tokio(0),
+            store,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
@@ -571,24 +591,7 @@ mod tests {
     }
 
     fn link(master_urls: Vec<String>, store: RelayStore) -> Addr<RelayLink> {
-        RelayLink::new(
-            RelayLinkConfig {
-                master_urls,
-                master_token: None,
-                relay: Uuid::new_v4(),
-                hostname: None,
-                // No heartbeats: only the events the test publishes (and the
-                // link's own `started`) travel.
-                heartbeat: Duration::from_secs(3600),
-                batch_max: 100,
-                spool_max: 1000,
-                dead_letter_retention: Duration::from_secs(3600),
-                clock: Clock::tokio(0),
-                store,
-            },
-            Lifeline::detached(),
-        )
-        .start()
+        RelayLink::new(RelayLinkConfig::for_test(master_urls, store), Lifeline::detached()).start()
     }
 
     fn started_event() -> Event {

@@ -667,18 +667,7 @@ mod tests {
         // and its spool is what we inspect.
         let store = RelayStore::in_memory().unwrap();
         let link = RelayLink::new(
-            RelayLinkConfig {
-                master_urls: vec!["http://127.0.0.1:9".into()],
-                master_token: None,
-                relay: Uuid::new_v4(),
-                hostname: None,
-                heartbeat: Duration::from_secs(3600),
-                batch_max: 100,
-                spool_max: 1000,
-                dead_letter_retention: Duration::from_secs(3600),
-                clock: Clock::tokio(0),
-                store: store.clone(),
-            },
+            RelayLinkConfig::for_test(vec!["http://127.0.0.1:9".into()], store.clone()),
             Lifeline::detached(),
         )
         .start();

@@ -11,10 +11,28 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 
-use super::{ApiError, MAX_BODY};
+use super::{read_body, ApiError, MAX_BODY};
 use crate::actors::cluster::ClusterView;
+
+/// What a master sharing a store needs to forward requests: who leads, and
+/// its HTTP worker's client (one per worker, so connections to the leader
+/// are kept and reused). Given to the app as plain app data (per worker:
+/// the client is not `Send`).
+pub struct Forwarder {
+    view: ClusterView,
+    client: awc::Client,
+}
+
+impl Forwarder {
+    pub fn new(view: ClusterView) -> Forwarder {
+        Forwarder {
+            view,
+            client: awc::Client::builder().timeout(FORWARD_TIMEOUT).finish(),
+        }
+    }
+}
 
 /// How long a forwarded request may take at the leader.
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -50,23 +68,17 @@ pub async fn forward(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let view = req.app_data::<web::Data<ClusterView>>().map(|v| v.get());
-    let Some(view) = view.filter(|v| !v.leading && !served_here(req.method().as_str(), req.path())) else {
+    let here = served_here(req.method().as_str(), req.path());
+    let target = req.app_data::<Forwarder>().and_then(|f| {
+        let view = f.view.get();
+        (!view.leading && !here).then(|| (view, f.client.clone()))
+    });
+    let Some((view, client)) = target else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
     let body = {
         use actix_web::HttpMessage;
-        use futures_util::StreamExt;
-        let mut payload = req.take_payload();
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::InvalidArgument(format!("cannot read request body: {e}")))?;
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(ApiError::RequestTooLarge { limit: MAX_BODY }.into());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        body.freeze()
+        read_body(req.take_payload(), MAX_BODY).await?
     };
     let Some(leader) = view.leader.filter(|l| l.id != view.me) else {
         return Err(ApiError::ServiceUnavailable(
@@ -76,7 +88,6 @@ pub async fn forward(
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{}", leader.url.trim_end_matches('/'), path);
-    let client = awc::Client::builder().timeout(FORWARD_TIMEOUT).finish();
     let mut out = client.request(req.method().clone(), &url);
     for (name, value) in req.headers() {
         if !hop_by_hop(name) {

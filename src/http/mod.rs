@@ -33,8 +33,12 @@ pub use server::serve;
 /// Largest request body we read (`413 RequestTooLarge` beyond).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// Reads the whole body, up to `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// Reads the whole body, up to `limit` bytes (a handler's `web::Payload`,
+/// or a middleware's taken payload).
+pub async fn read_body<S>(mut payload: S, limit: usize) -> Result<web::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::InvalidArgument(format!("cannot read request body: {e}")))?;
