@@ -183,22 +183,23 @@ fn sequenced(row: &super::sql::Row) -> Result<(i64, String), StoreError> {
 }
 
 /// Inserts events one statement each (SQLite: no round trip to pay), the
-/// new ones with their sequence numbers, in order.
-fn insert_one_by_one(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<Vec<(i64, Event)>, StoreError> {
+/// new ones with their sequence numbers, in order. Ingest's hot path, so on
+/// rusqlite itself: no row or parameter is copied into `sql::Value`s (which
+/// halved ingest when it was).
+fn insert_one_by_one(
+    conn: &rusqlite::Connection,
+    events: Vec<Event>,
+    received: EpochMs,
+) -> Result<Vec<(i64, Event)>, StoreError> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT DO NOTHING RETURNING seq",
+        "INSERT INTO events (uuid, time, received, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     )?;
     let mut fresh = Vec::with_capacity(events.len());
     for event in events {
         let body = serde_json::to_string(&event)?;
-        let inserted: Option<i64> = insert
-            .query_row(params![event.uuid().as_bytes(), event.time(), received, body], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if let Some(seq) = inserted {
-            fresh.push((seq, event));
+        let inserted = insert.execute(rusqlite::params![event.uuid().as_bytes(), event.time(), received, body])?;
+        if inserted == 1 {
+            fresh.push((conn.last_insert_rowid(), event));
         }
     }
     Ok(fresh)
@@ -260,9 +261,9 @@ fn insert_events(conn: &Conn, events: Vec<Event>, received: EpochMs) -> Result<C
             Ok(())
         })?;
     }
-    let fresh = match conn.engine() {
-        super::sql::Engine::Sqlite => insert_one_by_one(conn, events, received)?,
-        super::sql::Engine::Postgres => insert_in_rows(conn, events, received)?,
+    let fresh = match conn {
+        Conn::Sqlite(sqlite) => insert_one_by_one(sqlite, events, received)?,
+        Conn::Postgres(_) => insert_in_rows(conn, events, received)?,
     };
     let mut counts: Vec<(&'static str, i64)> = Vec::new();
     for (_, event) in &fresh {

@@ -437,7 +437,7 @@ impl Stmt<'_> {
     pub fn execute(&mut self, params: impl Params) -> Result<usize, StoreError> {
         let values = params.values();
         match self {
-            Stmt::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(values.iter().map(sqlite_param)))?),
+            Stmt::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(values.iter()))?),
             Stmt::Postgres(session, sql) => session.execute(sql, values),
         }
     }
@@ -448,7 +448,7 @@ impl Stmt<'_> {
         match self {
             Stmt::Sqlite(stmt) => {
                 let columns = stmt.column_count();
-                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter().map(sqlite_param)))?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
                     let values = (0..columns)
@@ -489,13 +489,17 @@ impl Stmt<'_> {
     }
 }
 
-fn sqlite_param(value: &Value) -> rusqlite::types::Value {
-    match value {
-        Value::Null => rusqlite::types::Value::Null,
-        Value::Int(n) => rusqlite::types::Value::Integer(*n),
-        Value::Real(x) => rusqlite::types::Value::Real(*x),
-        Value::Text(t) => rusqlite::types::Value::Text(t.clone()),
-        Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+/// A parameter for SQLite, bound without a copy.
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ValueRef;
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(n) => ValueRef::Integer(*n),
+            Value::Real(x) => ValueRef::Real(*x),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
     }
 }
 
